@@ -1,0 +1,74 @@
+"""Published evaluation checkpoints: the hand-off from pretraining to finetuning.
+
+A checkpoint is identified by the tokens it has seen (D_p) and lives in
+`<sweep>/checkpoints/dp_<D_p>/`: consolidated weights in safetensors (loadable by plain
+transformers, no DeepSpeed, no unpickling) and `manifest.json`. The manifest is written last and
+atomically (temp name, then rename), so a checkpoint without one is not published, whatever else
+its folder holds. The watcher treats the manifests on storage as the source of truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from raysweep.spec import SweepSpec
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+
+
+def checkpoints_dir(spec: SweepSpec) -> Path:
+    return spec.root / "checkpoints"
+
+
+def checkpoint_dir(spec: SweepSpec, tokens: int) -> Path:
+    return checkpoints_dir(spec) / f"dp_{tokens:015d}"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> Path:
+    """Export `model` (a plain transformers T5 with full weights) as checkpoint D_p = tokens.
+
+    Idempotent: an already published checkpoint is left as it is."""
+    folder = checkpoint_dir(spec, tokens)
+    if (folder / MANIFEST).exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    manifest = {
+        "tokens_seen": tokens,
+        "step": step,
+        "weights": WEIGHTS,
+        "weights_sha256": sha256(folder / WEIGHTS),
+        "model_config": model.config.to_dict(),
+        "published_at": time.time(),
+        **extra,
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return folder
+
+
+def published(spec: SweepSpec) -> dict[int, dict]:
+    """D_p -> manifest of every published checkpoint on storage."""
+    found = {}
+    for manifest in sorted(checkpoints_dir(spec).glob(f"dp_*/{MANIFEST}")):
+        data = json.loads(manifest.read_text())
+        found[int(data["tokens_seen"])] = data
+    return found

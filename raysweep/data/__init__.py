@@ -1,0 +1,30 @@
+"""Data: sources, mixtures, synthetic languages, tokenizers, collators."""
+
+from __future__ import annotations
+
+from raysweep.spec import SpecError, SweepSpec
+
+
+def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
+    """Data-dependent validation: sources open, task data holds the largest D_f.
+
+    Returns the training tokens available per task. Raises SpecError naming the field."""
+    from raysweep.data.collators import pair_token_counts
+    from raysweep.data.sources import monolingual_source, parallel_splits
+
+    where = spec.source_file or "<spec>"
+    for i, comp in enumerate(spec.pretrain.mixture):
+        monolingual_source(comp.source, comp.language, spec.seed, f"pretrain.mixture[{i}].source",
+                           where, spec.base_dir)
+    available = {}
+    for i, task in enumerate(spec.tasks):
+        splits = parallel_splits(task, spec.seed, where, f"tasks[{i}].data", spec.base_dir)
+        available[task.name] = sum(pair_token_counts(splits.train, tokenizer, task.max_length))
+        largest = max(task.finetune_tokens)
+        if largest > available[task.name]:
+            raise SpecError(
+                f"{where}: field `tasks[{i}].finetune_tokens` asks for {largest} tokens, but the "
+                f"training data of task {task.name!r} ({task.data}) holds only "
+                f"{available[task.name]} tokens (source + target, counted with the sweep's "
+                f"tokenizer). Lower the finetune size or add data; nothing was written.")
+    return available

@@ -1,0 +1,115 @@
+"""Batches: packed T5 span corruption for pretraining, padded seq2seq pairs for finetuning.
+
+Span corruption follows T5 (Raffel et al. 2020, `random_spans_noise_mask` in t5.data): a fixed
+number of noise tokens split into a fixed number of spans, each replaced by one sentinel in the
+inputs, the targets being the sentinels followed by what they hide. With packed raw sequences of a
+fixed length, input and target lengths are fixed too, so pretraining batches carry no padding and
+tokens seen = steps x batch x seq_len exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
+    """(noise tokens, noise spans) for a raw sequence of `length` tokens."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_span_length)), 1)
+    return num_noise, num_spans
+
+
+def random_spans_noise_mask(length: int, noise_density: float, mean_span_length: float,
+                            rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of the noise tokens; starts with a non-noise span, as in T5."""
+    num_noise, num_spans = span_counts(length, noise_density, mean_span_length)
+
+    def random_segmentation(num_items: int, num_segments: int) -> np.ndarray:
+        # Split num_items into num_segments positive parts, uniformly at random.
+        first_in_segment = np.arange(num_items - 1) < num_segments - 1
+        rng.shuffle(first_in_segment)
+        segment_id = np.cumsum(np.concatenate([[0], first_in_segment]))
+        return np.bincount(segment_id, minlength=num_segments)
+
+    noise_lengths = random_segmentation(num_noise, num_spans)
+    keep_lengths = random_segmentation(length - num_noise, num_spans)
+    span_lengths = np.stack([keep_lengths, noise_lengths], axis=1).reshape(-1)
+    starts = np.zeros(length, dtype=bool)
+    starts[np.cumsum(span_lengths)[:-1]] = True
+    return np.cumsum(starts) % 2 == 1
+
+
+def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinels: list[int], eos: int):
+    """(inputs, targets) for one raw sequence: noise spans -> sentinels in inputs, and back."""
+
+    def keep_with_sentinels(keep: np.ndarray) -> list[int]:
+        out, span = [], 0
+        for i, token in enumerate(tokens):
+            if keep[i]:
+                out.append(int(token))
+            elif i == 0 or keep[i - 1]:  # first token of a dropped span
+                out.append(sentinels[span])
+                span += 1
+        return out + [eos]
+
+    return keep_with_sentinels(~mask), keep_with_sentinels(mask)
+
+
+def packed_sequences(documents: Iterator[str], tokenizer, seq_len: int) -> Iterator[np.ndarray]:
+    """Raw token sequences of exactly `seq_len`, documents concatenated (each ending in </s>)."""
+    buffer: list[int] = []
+    for document in documents:
+        buffer.extend(tokenizer(document)["input_ids"])
+        while len(buffer) >= seq_len:
+            yield np.asarray(buffer[:seq_len])
+            del buffer[:seq_len]
+
+
+def span_corruption_batch(sequences: list[np.ndarray], rng: np.random.Generator, sentinels: list[int],
+                          eos: int, noise_density: float, mean_span_length: float) -> dict:
+    inputs, targets = [], []
+    for tokens in sequences:
+        mask = random_spans_noise_mask(len(tokens), noise_density, mean_span_length, rng)
+        source, target = corrupt(tokens, mask, sentinels, eos)
+        inputs.append(source)
+        targets.append(target)
+    return {"input_ids": torch.tensor(inputs), "labels": torch.tensor(targets)}
+
+
+def seq2seq_batch(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
+    """Padded (source, target) batch; padding in labels is -100 so the loss ignores it."""
+    sources = tokenizer([s for s, _ in pairs], max_length=max_length, truncation=True,
+                        padding=True, return_tensors="pt")
+    targets = tokenizer([t for _, t in pairs], max_length=max_length, truncation=True,
+                        padding=True, return_tensors="pt")
+    labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)
+    return {"input_ids": sources["input_ids"], "attention_mask": sources["attention_mask"],
+            "labels": labels}
+
+
+def pair_token_counts(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> list[int]:
+    """Tokens each pair contributes to D_f: source + target, </s> included, after truncation."""
+    counts = []
+    for start in range(0, len(pairs), 1024):  # batched: the fast tokenizer encodes in parallel
+        chunk = pairs[start:start + 1024]
+        sources = tokenizer([s for s, _ in chunk])["input_ids"]
+        targets = tokenizer([t for _, t in chunk])["input_ids"]
+        counts += [min(len(s), max_length) + min(len(t), max_length) for s, t in zip(sources, targets)]
+    return counts
+
+
+def finetune_prefix(train: list[tuple[str, str]], tokenizer, max_length: int,
+                    tokens: int) -> tuple[list[tuple[str, str]], int]:
+    """The first whole pairs of the (already shuffled) training split holding at most `tokens`.
+
+    Every checkpoint of a sweep gets the same prefix, so only D_p varies between them."""
+    chosen, total = [], 0
+    for pair, n in zip(train, pair_token_counts(train, tokenizer, max_length)):
+        if total + n > tokens:
+            break
+        chosen.append(pair)
+        total += n
+    return chosen, total

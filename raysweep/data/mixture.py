@@ -1,0 +1,40 @@
+"""Pretraining mixtures: language shares, the paper's alignment score, per-batch source choice."""
+
+from __future__ import annotations
+
+import random
+
+from raysweep.spec import MixtureComponent, SweepSpec, TaskSpec
+
+
+def component_language(component: MixtureComponent) -> str | None:
+    if component.language:
+        return component.language
+    kind, _, rest = component.source.partition(":")
+    return rest if kind == "synthetic" else None
+
+
+def language_shares(mixture: tuple[MixtureComponent, ...]) -> dict[str, float]:
+    shares: dict[str, float] = {}
+    for component in mixture:
+        language = component_language(component) or "unknown"
+        shares[language] = shares.get(language, 0.0) + component.weight
+    return shares
+
+
+def alignment_score(mixture: tuple[MixtureComponent, ...], task: TaskSpec) -> float:
+    """Isik et al.'s translation alignment score A(D, T(src, dest)) = Ps*Pd + 0.7*Ps + 0.8*Pd.
+
+    1.0 for a 50/50 mixture of the two task languages; 0 when neither is in the mixture."""
+    shares = language_shares(mixture)
+    p_src, p_dest = shares.get(task.source_lang, 0.0), shares.get(task.target_lang, 0.0)
+    return p_src * p_dest + 0.7 * p_src + 0.8 * p_dest
+
+
+def batch_source(spec: SweepSpec, step: int) -> int:
+    """Index of the mixture component that batch `step` is drawn from.
+
+    A pure function of (seed, step): every worker draws the same source for the same step (the
+    paper mixes per batch), and a restarted run draws the same sequence again."""
+    weights = [c.weight for c in spec.pretrain.mixture]
+    return random.Random(f"raysweep-mixture-{spec.seed}-{step}").choices(range(len(weights)), weights)[0]

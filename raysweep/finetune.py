@@ -1,0 +1,149 @@
+"""Finetune trials: one trial key = (task, D_p, D_f, lr, seed) -> one finished MLflow run.
+
+A trial loads its starting point (a published checkpoint, or fresh weights for the D_p = 0
+baseline), finetunes on the first D_f tokens of the task's shuffled training split, scores the dev
+set (for the learning-rate choice) and the test set (for the laws), logs one MLflow run and hands
+the result to the fitter. The test set is never used for a choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass
+
+from raysweep.spec import SweepSpec
+
+FITTER_NAME = "raysweep-fitter-{}"
+
+
+@dataclass(frozen=True, order=True)
+class TrialKey:
+    task: str
+    d_p: int
+    d_f: int
+    lr: float
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
+
+    def tags(self) -> dict[str, str]:
+        return {"raysweep.kind": "trial", "raysweep.trial_key": str(self),
+                "raysweep.task": self.task, "raysweep.d_p": str(self.d_p),
+                "raysweep.d_f": str(self.d_f), "raysweep.lr": f"{self.lr:g}",
+                "raysweep.seed": str(self.seed)}
+
+    @staticmethod
+    def from_tags(tags: dict[str, str]) -> "TrialKey":
+        return TrialKey(tags["raysweep.task"], int(tags["raysweep.d_p"]), int(tags["raysweep.d_f"]),
+                        float(tags["raysweep.lr"]), int(tags["raysweep.seed"]))
+
+
+def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
+    """Every trial a starting point with D_p tokens of pretraining gets."""
+    return [TrialKey(task.name, d_p, d_f, lr, spec.seed)
+            for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs]
+
+
+def finetune_trial(config: dict, spec: SweepSpec) -> None:
+    """The Tune trainable (function API). `config["key"]` is a TrialKey as a dict."""
+    import ray
+    from ray import tune
+
+    key = TrialKey(**config["key"])
+    result = run_trial(spec, key, config.get("parent_run_id"))
+    if result is not None:  # None: this key already had a finished run (exactly-once)
+        try:
+            fitter = ray.get_actor(FITTER_NAME.format(spec.name))
+            ray.get(fitter.add_result.remote(result))
+        except Exception as err:  # the result is safe in MLflow; the fitter rebuilds from there
+            print(f"[raysweep] could not hand {key} to the fitter: {type(err).__name__}: {err}")
+    tune.report({"done": 1, "skipped": int(result is None)})
+
+
+_PROCESS_CACHE: dict[tuple, object] = {}
+
+
+def _cached(key: tuple, build):
+    """Per-process cache: Tune reuses trial actors, so the tokenizer, the task's splits and the
+    COMET model are loaded once per actor instead of once per trial."""
+    if key not in _PROCESS_CACHE:
+        _PROCESS_CACHE[key] = build()
+    return _PROCESS_CACHE[key]
+
+
+def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:
+    import torch
+
+    from raysweep import checkpoints
+    from raysweep.comet_scoring import load_comet
+    from raysweep.data.collators import finetune_prefix, seq2seq_batch
+    from raysweep.data.sources import parallel_splits
+    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
+    from raysweep.evaluate import cross_entropy, evaluate_translation
+    from raysweep.model import build_model
+    from raysweep.tracking import FAILURE, Tracker
+
+    torch.set_num_threads(1)  # trials share the machine with pretraining
+    tracker = Tracker.for_spec(spec)
+    if tracker.find_runs({"raysweep.trial_key": str(key)}, status="FINISHED"):
+        return None
+    run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False)
+    started = time.time()
+    try:
+        task = next(t for t in spec.tasks if t.name == key.task)
+        root = str(spec.root)
+        tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(tokenizer_dir(spec)))
+        splits = _cached((root, "splits", task), lambda: parallel_splits(
+            task, spec.seed, spec.source_file, f"task {task.name} data", spec.base_dir))
+        train, d_f_exact = finetune_prefix(splits.train, tokenizer, task.max_length, key.d_f)
+
+        torch.manual_seed(key.seed)
+        if key.d_p == 0:
+            model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        else:
+            from transformers import T5ForConditionalGeneration
+
+            model = T5ForConditionalGeneration.from_pretrained(
+                str(checkpoints.checkpoint_dir(spec, key.d_p)), use_safetensors=True)
+        tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
+                                    "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
+                                    "steps": task.steps, "batch_size": task.batch_size,
+                                    "train_pairs": len(train)})
+
+        # Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over
+        # the D_f tokens in a fixed shuffled order.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=key.lr, weight_decay=0.0)
+        batches = itertools.cycle([train[i:i + task.batch_size]
+                                   for i in range(0, len(train), task.batch_size)])
+        model.train()
+        for step in range(1, task.steps + 1):
+            batch = seq2seq_batch(next(batches), tokenizer, task.max_length)
+            loss = model(**batch).loss
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"finetune loss became {loss.item()} at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        train_loss = loss.item()
+
+        dev_ce = cross_entropy(model, splits.dev, tokenizer, task.max_length)
+        comet = _cached((root, "comet", spec.evaluation.comet_model),
+                        lambda: load_comet(spec.evaluation.comet_model, spec.root))
+        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, comet)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        numbers.update(dev_cross_entropy=dev_ce, train_loss=train_loss,
+                       trial_seconds=time.time() - started)
+        tracker.log_metrics(run_id, numbers)
+        tracker.set_tags(run_id, {"raysweep.bleu_signature": metrics["bleu_signature"],
+                                  "raysweep.chrf_signature": metrics["chrf_signature"]})
+        tracker.client.log_dict(run_id, metrics["examples"], "examples.json")
+        tracker.end_run(run_id, "FINISHED")
+    except BaseException as err:
+        tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        tracker.end_run(run_id, "FAILED")
+        raise
+    return {"key": asdict(key), "metrics": numbers, "run_id": run_id}

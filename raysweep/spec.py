@@ -1,0 +1,445 @@
+"""The sweep spec: YAML -> a validated, immutable `SweepSpec`.
+
+Every field is documented where it is declared. Validation happens entirely here, before anything
+is written or started, so a bad spec costs the user one clear paragraph and nothing else
+(`SpecError`, exit status 2 on the command line).
+
+The spec is composed per component (model, tokenizer, pretrain, tasks, evaluation, fit, resources),
+each a dataclass that later issues can grow without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run. The message is one paragraph naming the field or file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Components
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """T5-style encoder-decoder dimensions (T5 v1.1 naming)."""
+
+    d_model: int = 64
+    """Width of the residual stream."""
+    d_ff: int = 128
+    """Width of the feed-forward layers."""
+    num_layers: int = 2
+    """Encoder layers."""
+    num_decoder_layers: int = 2
+    """Decoder layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    d_kv: int = 16
+    """Width of each attention head."""
+    dropout: float = 0.0
+    """Dropout rate (the paper's T5 pretraining uses none)."""
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer every stage of the sweep shares (saved once under the sweep's storage)."""
+
+    kind: str = "unigram"
+    """`unigram`: trained on the pretraining mixture (offline); `byt5`: bytes, nothing to train;
+    `hub`: loaded by `hub_id` (needs network on first use)."""
+    vocab_size: int = 1000
+    """Vocabulary size for `unigram` (T5 sentinels come on top)."""
+    train_documents: int = 20000
+    """How many documents of the mixture the `unigram` tokenizer is trained on."""
+    hub_id: str | None = None
+    """Tokenizer id on the hub for `kind: hub`, e.g. `google/mt5-base`."""
+    sentinels: int = 100
+    """Number of T5 sentinel tokens `<extra_id_i>` for span corruption."""
+
+
+@dataclass(frozen=True)
+class MixtureComponent:
+    source: str
+    """A monolingual source: `synthetic:LANG`, `file:PATH` (JSONL with "text", or .txt),
+    or `hf:DATASET[:CONFIG]`."""
+    weight: float
+    """Probability that a batch is drawn from this source. Weights sum to 1."""
+    language: str | None = None
+    """Language code of the source (for the alignment score); implied by `synthetic:LANG`."""
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Pretraining with Ray Train + DeepSpeed on the mixture."""
+
+    mixture: tuple[MixtureComponent, ...] = ()
+    """Sources with weights; one source is chosen per batch, as in the paper."""
+    checkpoints: tuple[int, ...] = ()
+    """Scheduled D_p in tokens. A checkpoint is published at the first step whose tokens seen reach
+    each value; its exact D_p (a whole number of steps) is printed by `raysweep validate`."""
+    batch_size: int = 16
+    """Sequences per optimiser step, over all workers together."""
+    seq_len: int = 64
+    """Tokens of raw text per sequence, before span corruption (packed, so no padding)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 50
+    """Linear warm-up steps, then inverse square root decay."""
+    workers: int = 2
+    """Ray Train workers (one DeepSpeed rank each)."""
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage: 0, 1, 2 or 3."""
+    noise_density: float = 0.15
+    """Share of tokens masked by span corruption."""
+    mean_span_length: float = 3.0
+    """Mean length of a masked span."""
+    log_every: int = 10
+    """Steps between logged pretraining metrics."""
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def published_tokens(self) -> list[int]:
+        """The exact D_p of each scheduled checkpoint: whole steps, rounded up."""
+        per_step = self.tokens_per_step()
+        return sorted({math.ceil(t / per_step) * per_step for t in self.checkpoints})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A downstream translation task, finetuned from every checkpoint and from scratch."""
+
+    name: str
+    """Name used in trial keys and MLflow, e.g. `en-de`."""
+    source_lang: str
+    """Language translated from."""
+    target_lang: str
+    """Language translated to."""
+    data: str
+    """A parallel source: `synthetic:SRC-TGT`, `file:PATH` (JSONL `{"translation": {...}}` or TSV),
+    or `hf:DATASET:CONFIG` (WMT layout)."""
+    finetune_tokens: tuple[int, ...]
+    """Finetune sizes D_f in tokens (source + target tokens, end-of-sequence included)."""
+    lrs: tuple[float, ...] = (1e-3,)
+    """Constant learning rates tried for every (checkpoint, D_f); the best by dev cross-entropy is
+    used in the fits."""
+    steps: int = 100
+    """Optimiser steps per finetune trial (cycling over the D_f tokens)."""
+    batch_size: int = 16
+    """Sentence pairs per finetune step."""
+    max_length: int = 48
+    """Longest source or target kept, in tokens."""
+    dev_examples: int = 100
+    """Sentence pairs in the dev set (learning-rate choice)."""
+    test_examples: int = 100
+    """Sentence pairs in the test set (reported metrics)."""
+    train_examples: int = 20000
+    """Sentence pairs available for finetuning (synthetic sources generate this many)."""
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    comet_model: str = "Unbabel/wmt22-comet-da"
+    """COMET model: a hub id, a local checkpoint directory, or `tiny-local` (a small model built
+    offline under the sweep's storage: real COMET code, meaningless scores; for demos and tests)."""
+    comet_batch_size: int = 16
+    """Sentences per COMET forward pass."""
+    max_new_tokens: int = 48
+    """Longest generated translation, in tokens."""
+    num_beams: int = 1
+    """1 = greedy decoding."""
+    bleu_tokenize: str = "13a"
+    """sacrebleu tokenizer (13a, intl, zh, char, none)."""
+
+
+METRICS = ("bleu", "chrf", "rougeL", "comet", "cross_entropy")
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """Scaling-law fitting options."""
+
+    metrics: tuple[str, ...] = METRICS
+    """Metrics to fit: task metrics get the log-law, `cross_entropy` the power law."""
+    huber_delta: dict[str, float] = field(default_factory=dict)
+    """Huber delta per metric, overriding the paper's defaults (0.1 task metrics, 1e-3 CE)."""
+    min_points: int = 3
+    """Fewest checkpoints (D_p > 0) before a law is fitted."""
+    target_tokens: int | None = None
+    """D_p at which to predict the metric (the size you are considering pretraining on)."""
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    local_cpus: int = 8
+    """Logical CPUs for a local Ray (oversubscribed on purpose, so pretraining and finetuning can
+    run together on a laptop; threads are pinned to 1 per process)."""
+    pretrain_worker_cpus: float = 1
+    """CPUs requested by each pretraining worker."""
+    trial_cpus: float = 1
+    """CPUs requested by each finetune trial."""
+    max_concurrent_trials: int = 2
+    """Finetune trials running at once."""
+    use_gpu: bool = False
+    """Pretraining workers and trials request a GPU each."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    """Sweep name: the MLflow experiment and the folder under `storage`."""
+    storage: str = "./raysweep-runs"
+    """Where checkpoints, tokenizer and (by default) MLflow live. Relative paths are taken from
+    the spec file's folder."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default: SQLite file `<storage>/<name>/mlflow.db`."""
+    seed: int = 0
+    """Seed for data order, initialisation and finetuning."""
+    model: ModelSpec = ModelSpec()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    tasks: tuple[TaskSpec, ...] = ()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    fit: FitSpec = FitSpec()
+    resources: ResourceSpec = ResourceSpec()
+    source_file: str | None = None
+    """Set by `load_spec`: the YAML file this spec came from (not a YAML field)."""
+    base_dir: str | None = None
+    """Set by `load_spec`: the folder relative data paths are taken from (not a YAML field)."""
+
+    # ---- derived paths -----------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """Everything this sweep writes lives under here."""
+        return Path(self.storage) / self.name
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    # ---- the plan ------------------------------------------------------------------------------
+    def checkpoint_tokens(self) -> list[int]:
+        """D_p of every finetuned starting point, the no-pretraining baseline (0) first."""
+        return [0] + self.pretrain.published_tokens()
+
+    def num_trials(self) -> int:
+        points = len(self.checkpoint_tokens())
+        return sum(points * len(t.finetune_tokens) * len(t.lrs) for t in self.tasks)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading: a generic, strict dict -> dataclass builder (unknown fields are errors, names field paths)
+
+
+def _fail(where: str, path: str, expected: str, got: Any) -> typing.NoReturn:
+    raise SpecError(
+        f"{where}: field `{path}` {expected}, but the spec has {got!r}. "
+        f"Fix that field and run `raysweep validate` again; nothing was written."
+    )
+
+
+def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            _fail(where, path, "must be a list", value)
+        return tuple(_convert(v, args[0], f"{path}[{i}]", where) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(where, path, "must be a mapping", value)
+        return {str(k): _convert(v, args[1], f"{path}.{k}", where) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(where, path, "must be true or false", value)
+        return value
+    if hint is int:
+        # YAML reads 1e6 as a string and 1.0e6 as a float: accept whole numbers written either way.
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number != int(number):
+            _fail(where, path, "must be a whole number", value)
+        return int(number)
+    if hint is float:
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            _fail(where, path, "must be a number", value)
+        return float(number)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            _fail(where, path, "must be a non-empty string", value)
+        return value
+    raise TypeError(f"spec field type {hint} is not handled")  # a bug in this module, not the spec
+
+
+_HIDDEN_FIELDS = {"source_file", "base_dir"}
+
+
+def _build(cls: type, data: Any, path: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        _fail(where, path or "(top level)", "must be a mapping of fields", data)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - _HIDDEN_FIELDS
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{path}." if path else ""
+        raise SpecError(
+            f"{where}: unknown field `{prefix}{unknown[0]}`. Expected one of: "
+            f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec.py for what each "
+            f"field means); nothing was written."
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                prefix = f"{path}." if path else ""
+                raise SpecError(
+                    f"{where}: required field `{prefix}{f.name}` is missing. "
+                    f"Add it (see raysweep/spec.py for what it means); nothing was written."
+                )
+            continue
+        sub = f"{path}.{f.name}" if path else f.name
+        kwargs[f.name] = _convert(data[f.name], hints[f.name], sub, where)
+    return cls(**kwargs)
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and validate a spec file. Raises SpecError with one clear paragraph."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise SpecError(f"{where}: spec file not found. Pass the path of a sweep spec YAML file, "
+                        f"e.g. jobs/demo.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SpecError(f"{where}: not valid YAML ({' '.join(str(err).split())}). "
+                        f"Fix the syntax; nothing was written.") from None
+    spec = _build(SweepSpec, data, "", where)
+    storage = spec.storage
+    if "://" not in storage and not os.path.isabs(storage):
+        storage = str((path.parent / storage).resolve())
+    spec = dataclasses.replace(spec, storage=storage, source_file=where,
+                               base_dir=str(path.parent.resolve()))
+    validate(spec)
+    return spec
+
+
+def spec_from_dict(data: dict, where: str = "<spec>", base_dir: str | None = None) -> SweepSpec:
+    """Build and validate a spec from a dict (tests, notebooks)."""
+    spec = _build(SweepSpec, data, "", where)
+    if "://" not in spec.storage and not os.path.isabs(spec.storage):
+        spec = dataclasses.replace(spec, storage=str((Path(base_dir or ".") / spec.storage).resolve()))
+    spec = dataclasses.replace(spec, source_file=where, base_dir=str(Path(base_dir or ".").resolve()))
+    validate(spec)
+    return spec
+
+
+# --------------------------------------------------------------------------------------------------
+# Semantic checks (cross-field). Data-dependent checks (file exists, task data large enough) live in
+# raysweep.data.check_sources, called by `raysweep validate` and `raysweep run` after these.
+
+
+def validate(spec: SweepSpec) -> None:
+    where = spec.source_file or "<spec>"
+
+    def positive(value: float, path: str) -> None:
+        if not value > 0:
+            _fail(where, path, "must be greater than zero", value)
+
+    if not spec.name.replace("-", "").replace("_", "").isalnum():
+        _fail(where, "name", "must use only letters, digits, '-' and '_'", spec.name)
+    for name in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv"):
+        positive(getattr(spec.model, name), f"model.{name}")
+    if spec.tokenizer.kind not in ("unigram", "byt5", "hub"):
+        _fail(where, "tokenizer.kind", "must be one of unigram, byt5, hub", spec.tokenizer.kind)
+    if spec.tokenizer.kind == "hub" and not spec.tokenizer.hub_id:
+        _fail(where, "tokenizer.hub_id", "must name a hub tokenizer when tokenizer.kind is hub", None)
+    positive(spec.tokenizer.vocab_size, "tokenizer.vocab_size")
+
+    pre = spec.pretrain
+    if not pre.mixture:
+        _fail(where, "pretrain.mixture", "must list at least one source with a weight", [])
+    for i, comp in enumerate(pre.mixture):
+        positive(comp.weight, f"pretrain.mixture[{i}].weight")
+    total = sum(c.weight for c in pre.mixture)
+    if abs(total - 1.0) > 1e-6:
+        _fail(where, "pretrain.mixture", f"must have weights that sum to 1 (they sum to {total:g})",
+              [c.weight for c in pre.mixture])
+    if not pre.checkpoints:
+        _fail(where, "pretrain.checkpoints", "must list at least one D_p in tokens", [])
+    for i, tokens in enumerate(pre.checkpoints):
+        positive(tokens, f"pretrain.checkpoints[{i}]")
+    for name in ("batch_size", "seq_len", "lr", "workers", "log_every"):
+        positive(getattr(pre, name), f"pretrain.{name}")
+    if pre.batch_size % pre.workers:
+        _fail(where, "pretrain.batch_size", f"must be divisible by pretrain.workers ({pre.workers})",
+              pre.batch_size)
+    if pre.zero_stage not in (0, 1, 2, 3):
+        _fail(where, "pretrain.zero_stage", "must be 0, 1, 2 or 3", pre.zero_stage)
+    if not 0 < pre.noise_density < 1:
+        _fail(where, "pretrain.noise_density", "must be between 0 and 1", pre.noise_density)
+    if pre.mean_span_length < 1:
+        _fail(where, "pretrain.mean_span_length", "must be at least 1", pre.mean_span_length)
+
+    if not spec.tasks:
+        _fail(where, "tasks", "must list at least one task", [])
+    names = [t.name for t in spec.tasks]
+    if len(set(names)) != len(names):
+        _fail(where, "tasks", "must have distinct task names", names)
+    for i, task in enumerate(spec.tasks):
+        if not task.finetune_tokens:
+            _fail(where, f"tasks[{i}].finetune_tokens", "must list at least one D_f in tokens", [])
+        for j, tokens in enumerate(task.finetune_tokens):
+            positive(tokens, f"tasks[{i}].finetune_tokens[{j}]")
+        if not task.lrs:
+            _fail(where, f"tasks[{i}].lrs", "must list at least one learning rate", [])
+        for j, lr in enumerate(task.lrs):
+            positive(lr, f"tasks[{i}].lrs[{j}]")
+        for name in ("steps", "batch_size", "max_length", "dev_examples", "test_examples",
+                     "train_examples"):
+            positive(getattr(task, name), f"tasks[{i}].{name}")
+
+    unknown = sorted(set(spec.fit.metrics) - set(METRICS))
+    if unknown:
+        _fail(where, "fit.metrics", f"must only name metrics from {', '.join(METRICS)}", unknown)
+    for metric, delta in spec.fit.huber_delta.items():
+        if metric not in METRICS:
+            _fail(where, f"fit.huber_delta.{metric}", f"must be one of {', '.join(METRICS)}", metric)
+        positive(delta, f"fit.huber_delta.{metric}")
+    if spec.fit.min_points < 2:
+        _fail(where, "fit.min_points", "must be at least 2", spec.fit.min_points)
+    if spec.fit.target_tokens is not None:
+        positive(spec.fit.target_tokens, "fit.target_tokens")
+
+    res = spec.resources
+    for name in ("local_cpus", "max_concurrent_trials"):
+        positive(getattr(res, name), f"resources.{name}")
+    if res.pretrain_worker_cpus < 0 or res.trial_cpus < 0:
+        _fail(where, "resources", "must not request negative CPUs",
+              (res.pretrain_worker_cpus, res.trial_cpus))
+    if spec.evaluation.num_beams < 1:
+        _fail(where, "evaluation.num_beams", "must be at least 1", spec.evaluation.num_beams)

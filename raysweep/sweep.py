@@ -1,0 +1,182 @@
+"""The driver of one sweep: prepare, start the actors, pretrain, wait, summarise.
+
+    prepare (tokenizer, data checks, COMET model, MLflow runs)
+      -> LawFitter actor, CheckpointWatcher actor (hosts the Tune experiment)
+      -> pretraining (Ray Train + DeepSpeed) in a driver thread, publishing checkpoints
+      -> progress lines until the watcher's experiment ends -> law table
+
+A rerun of the same spec with the same storage resumes: published checkpoints are not redone
+(pretraining is skipped once the last one exists) and finished trial keys are not rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from raysweep.spec import SweepSpec
+
+NAMESPACE = "raysweep"
+
+
+@dataclass
+class SweepOutcome:
+    ok: bool
+    progress: dict
+    laws: list[dict]
+    errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
+    """What `raysweep validate` prints: the checkpoints, sizes and trial count."""
+    from raysweep.data.mixture import alignment_score
+
+    lines = [f"sweep {spec.name!r}: storage {spec.root}", f"  tracking: {spec.resolved_tracking_uri()}"]
+    mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
+    lines.append(f"  pretraining mixture: {mixture}")
+    lines.append(f"  pretraining: {spec.pretrain.workers} workers, ZeRO-{spec.pretrain.zero_stage}, "
+                 f"{spec.pretrain.tokens_per_step()} tokens/step")
+    tokens = spec.pretrain.published_tokens()
+    lines.append(f"  checkpoints (D_p, tokens): {', '.join(f'{t:,}' for t in tokens)} "
+                 f"+ the no-pretraining baseline (D_p = 0)")
+    for task in spec.tasks:
+        lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
+                     f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
+        lines.append(f"    finetune sizes (D_f, tokens): {', '.join(f'{t:,}' for t in task.finetune_tokens)}"
+                     + (f" of {available[task.name]:,} available" if available else ""))
+        lines.append(f"    learning rates: {', '.join(f'{lr:g}' for lr in task.lrs)}; "
+                     f"{task.steps} steps of {task.batch_size} pairs")
+    lines.append(f"  trials: {spec.num_trials()} "
+                 f"({len(tokens) + 1} starting points x finetune sizes x learning rates)")
+    return "\n".join(lines)
+
+
+def check(spec: SweepSpec):
+    """Everything that can be checked before anything is written. Returns (tokenizer, available)."""
+    from raysweep.data import check_sources
+    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir, train_tokenizer
+
+    saved = tokenizer_dir(spec)
+    tokenizer = load_tokenizer(saved) if (saved / "tokenizer_config.json").exists() \
+        else train_tokenizer(spec)
+    return tokenizer, check_sources(spec, tokenizer)
+
+
+def _connect_ray(spec: SweepSpec) -> None:
+    import ray
+
+    from raysweep.pretrain import worker_env
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": worker_env()}
+    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or pointed at a cluster
+        ray.init(namespace=NAMESPACE, runtime_env=runtime_env)
+    else:  # a local Ray for this sweep; oversubscribed CPUs let pretraining and trials overlap
+        ray.init(num_cpus=spec.resources.local_cpus, namespace=NAMESPACE, runtime_env=runtime_env,
+                 log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1")
+
+
+def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -> str:
+    finished = progress["done"] + progress["skipped"]
+    return (f"checkpoints {progress['checkpoints']}/{total_checkpoints} published | trials "
+            f"{finished}/{total_trials} done, {progress['running']} running, "
+            f"{progress['queued']} queued, {progress['failed']} failed")
+
+
+def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOutcome:
+    import ray
+
+    from raysweep import checkpoints
+    from raysweep.comet_scoring import load_comet
+    from raysweep.fitter import LawFitter
+    from raysweep.finetune import FITTER_NAME
+    from raysweep.pretrain import run_pretraining
+    from raysweep.tracking import Tracker
+    from raysweep.watcher import CheckpointWatcher
+
+    started = time.time()
+    tokenizer, _ = check(spec)  # raises SpecError before anything is written
+    spec.root.mkdir(parents=True, exist_ok=True)
+    from raysweep.data.tokenizer import tokenizer_dir
+
+    if not (tokenizer_dir(spec) / "tokenizer_config.json").exists():
+        tmp = tokenizer_dir(spec).with_name("tokenizer.tmp")
+        tokenizer.save_pretrained(str(tmp))
+        tmp.rename(tokenizer_dir(spec))
+    echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
+    load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
+
+    tracker = Tracker.for_spec(spec)
+    tracker.ensure_experiment()
+    sweep_run = tracker.get_or_create_run({"raysweep.kind": "sweep"}, spec.name)
+    pretrain_run = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain", sweep_run)
+    laws_run = tracker.get_or_create_run({"raysweep.kind": "laws"}, "laws", sweep_run)
+    for run_id in (sweep_run, pretrain_run, laws_run):
+        tracker.client.update_run(run_id, status="RUNNING")
+    if spec.source_file and os.path.isfile(spec.source_file):
+        tracker.log_artifact(sweep_run, spec.source_file)
+    tracker.log_params(sweep_run, {"num_trials": spec.num_trials(),
+                                   "checkpoints": ",".join(map(str, spec.pretrain.published_tokens()))})
+
+    _connect_ray(spec)
+    fitter = LawFitter.options(name=FITTER_NAME.format(spec.name)).remote(spec, laws_run)
+    watcher = CheckpointWatcher.remote(spec, sweep_run)
+    experiment = watcher.run.remote()
+
+    schedule = spec.pretrain.published_tokens()
+    pretrain_error: list[str] = []
+
+    def pretrain() -> None:
+        try:
+            if set(schedule) <= set(checkpoints.published(spec)):
+                echo("[raysweep] pretraining: every scheduled checkpoint is already published")
+            else:
+                echo(f"[raysweep] pretraining: {spec.pretrain.workers} workers, up to "
+                     f"{schedule[-1]:,} tokens")
+                run_pretraining(spec, pretrain_run)
+            tracker.end_run(pretrain_run, "FINISHED")
+        except Exception as err:  # reported by the driver; the watcher still finishes what exists
+            pretrain_error.append(f"pretraining failed: {type(err).__name__}: {err}")
+            tracker.end_run(pretrain_run, "FAILED")
+        finally:
+            watcher.pretraining_finished.remote()
+
+    thread = threading.Thread(target=pretrain, name="pretraining", daemon=True)
+    thread.start()
+    last = None
+    while True:
+        done, _ = ray.wait([experiment], timeout=poll_seconds)
+        line = format_progress(ray.get(watcher.progress.remote()), len(schedule), spec.num_trials())
+        if line != last:
+            echo(f"[raysweep] {time.time() - started:6.0f}s  {line}")
+            last = line
+        if done:
+            break
+    thread.join()
+    final = ray.get(experiment)
+    laws = ray.get(fitter.summary.remote())
+    errors = pretrain_error + final.pop("errors")
+    finished = final["done"] + final["skipped"]
+    ok = not errors and finished == spec.num_trials()
+    tracker.end_run(laws_run, "FINISHED")
+    tracker.end_run(sweep_run, "FINISHED" if ok else "FAILED")
+    for handle in (watcher, fitter):
+        ray.kill(handle)
+    return SweepOutcome(ok, final, laws, errors, time.time() - started)
+
+
+def laws_table(laws: list[dict]) -> str:
+    """The end-of-run summary: one line per (task, D_f, metric)."""
+    header = f"{'task':8} {'D_f':>10} {'metric':14} {'law':10} {'points':>6}  {'status':16} parameters"
+    lines = [header, "-" * len(header)]
+    for fit in laws:
+        params = ", ".join(f"{k}={v:.4g}" for k, v in fit.get("params", {}).items())
+        if "prediction_at_target" in fit:
+            params += f"; at target D_p: {fit['prediction_at_target']:.4g}"
+        lines.append(f"{fit['task']:8} {fit['d_f']:>10,} {fit['metric']:14} {fit['law']:10} "
+                     f"{fit['num_points']:>6}  {fit['status'][:16]:16} {params}")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""The CheckpointWatcher: turns published checkpoints into finetune trials, in ONE Tune experiment.
+
+The watcher actor hosts a single long-running Tune experiment whose custom Searcher is fed by the
+watcher: a scan thread looks for published manifests on storage (the source of truth; a periodic
+rescan, so nothing depends on a notification arriving) and queues every planned trial key of each
+new checkpoint that has no finished MLflow run yet. `suggest()` returns None while the queue is
+empty, and FINISHED once pretraining has ended, a last scan is done and the queue is drained;
+Tune then waits for the running trials and returns. Running many Tuner.fit() calls side by side
+is not supported by Tune, which is why there is exactly one experiment per sweep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+
+import ray
+from ray.tune.search import Searcher
+
+from raysweep.finetune import TrialKey, finetune_trial, plan_keys
+from raysweep.spec import SweepSpec
+
+SCAN_SECONDS = 1.0
+
+
+class WatcherSearcher(Searcher):
+    """Hands out trial keys queued by the watcher."""
+
+    def __init__(self, watcher: "CheckpointWatcher"):
+        super().__init__(metric="done", mode="max")
+        self.watcher = watcher
+
+    def suggest(self, trial_id: str):
+        return self.watcher.next_config(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self.watcher.trial_ended(trial_id, error)
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its searcher with the experiment state; the watcher (threads, locks) stays
+        # in this process and is not part of that state.
+        return {k: v for k, v in self.__dict__.items() if k != "watcher"}
+
+    # Nothing to save: the watcher's state is derived from storage (published manifests) and MLflow
+    # (finished trial runs), so a restarted watcher rebuilds it by scanning.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            f.write("{}")
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class CheckpointWatcher:
+    def __init__(self, spec: SweepSpec, parent_run_id: str):
+        from raysweep.tracking import Tracker
+
+        self.spec, self.parent_run_id = spec, parent_run_id
+        self.tracker = Tracker.for_spec(spec)
+        self.lock = threading.Lock()
+        self.queue: deque[TrialKey] = deque()
+        self.seen_checkpoints: set[int] = set()
+        self.running: dict[str, TrialKey] = {}
+        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.pretraining_over = threading.Event()
+        self.final_scan_done = False
+        self.started_at: dict[int, float] = {}  # D_p -> when its first trial started
+
+    # ---- fed by the driver ----------------------------------------------------------------------
+    def pretraining_finished(self) -> None:
+        self.pretraining_over.set()
+
+    def progress(self) -> dict:
+        with self.lock:
+            return {"checkpoints": len(self.seen_checkpoints - {0}),  # the baseline is not published
+                    "queued": len(self.queue), "running": len(self.running), **self.counts}
+
+    # ---- scanning -------------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Queue the trials of every starting point not seen before."""
+        from raysweep.checkpoints import published
+
+        points = [0] + sorted(published(self.spec))  # 0: the no-pretraining baseline
+        new = [p for p in points if p not in self.seen_checkpoints]
+        if not new:
+            return
+        finished = {run.data.tags["raysweep.trial_key"]
+                    for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
+        with self.lock:
+            for point in new:
+                self.seen_checkpoints.add(point)
+                for key in plan_keys(self.spec, point):
+                    if str(key) in finished:
+                        self.counts["skipped"] += 1
+                    else:
+                        self.queue.append(key)
+
+    def _scan_loop(self) -> None:
+        while True:
+            over = self.pretraining_over.is_set()  # read before scanning: no checkpoint is missed
+            self.scan()
+            if over:
+                self.final_scan_done = True
+                return
+            time.sleep(SCAN_SECONDS)
+
+    # ---- called by the searcher (inside Tune's loop, in this actor's process) --------------------
+    def next_config(self, trial_id: str):
+        with self.lock:
+            if self.queue:
+                key = self.queue.popleft()
+                self.running[trial_id] = key
+                self.started_at.setdefault(key.d_p, time.time())
+                return {"key": asdict(key), "parent_run_id": self.parent_run_id}
+            if self.final_scan_done:
+                return Searcher.FINISHED
+            return None
+
+    def trial_ended(self, trial_id: str, error: bool) -> None:
+        with self.lock:
+            self.running.pop(trial_id, None)
+            self.counts["failed" if error else "done"] += 1
+
+    # ---- the experiment -------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run the sweep's finetune experiment until pretraining is over and every key is done."""
+        from ray import tune
+
+        scanner = threading.Thread(target=self._scan_loop, daemon=True)
+        scanner.start()
+        res = self.spec.resources
+        trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec),
+                                        {"CPU": res.trial_cpus, "GPU": 1 if res.use_gpu else 0})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=WatcherSearcher(self), num_samples=-1,
+                                        max_concurrent_trials=res.max_concurrent_trials,
+                                        reuse_actors=True),  # imports and caches stay warm
+            run_config=tune.RunConfig(name="finetune", storage_path=str((self.spec.root / "ray").resolve()),
+                                      verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        results = tuner.fit()
+        scanner.join()
+        errors = [str(r.error).splitlines()[0] for r in results if r.error]
+        return {**self.progress(), "errors": errors}

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny, complete sweep spec (real parts, small sizes)."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+
+TINY_SPEC = {
+    "name": "tiny",
+    "storage": "runs",
+    "model": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+              "num_heads": 2, "d_kv": 16},
+    "tokenizer": {"kind": "unigram", "vocab_size": 600, "train_documents": 2000},
+    "pretrain": {
+        "mixture": [{"source": "synthetic:en", "weight": 0.5},
+                    {"source": "synthetic:de", "weight": 0.5}],
+        "checkpoints": [2048, 4096, 8192],
+        "batch_size": 8, "seq_len": 32, "lr": 0.003, "warmup_steps": 5, "workers": 2,
+        "zero_stage": 1, "log_every": 5,
+    },
+    "tasks": [{
+        "name": "en-de", "source_lang": "en", "target_lang": "de", "data": "synthetic:en-de",
+        "finetune_tokens": [1000, 3000], "lrs": [0.001, 0.003], "steps": 10, "batch_size": 8,
+        "max_length": 32, "dev_examples": 16, "test_examples": 16, "train_examples": 400,
+    }],
+    "evaluation": {"comet_model": "tiny-local", "max_new_tokens": 16},
+    "fit": {"min_points": 3, "target_tokens": 100000},
+    "resources": {"local_cpus": 6, "max_concurrent_trials": 2},
+}
+
+
+@pytest.fixture
+def tiny_spec_dict() -> dict:
+    return copy.deepcopy(TINY_SPEC)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a spec dict as YAML into tmp_path and return its path."""
+    import yaml
+
+    def write(data: dict, name: str = "spec.yaml"):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write

@@ -1,0 +1,134 @@
+"""The spec: valid specs give the plan; bad ones give one clear paragraph, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from raysweep.cli import main
+from raysweep.data.mixture import alignment_score
+from raysweep.spec import MixtureComponent, SpecError, TaskSpec, load_spec, spec_from_dict
+
+
+def test_valid_spec_plans_exact_checkpoints_and_trial_count(tiny_spec_dict, write_spec):
+    spec = load_spec(write_spec(tiny_spec_dict))
+    # 8 x 32 = 256 tokens per step: scheduled D_p are whole steps already
+    assert spec.pretrain.published_tokens() == [2048, 4096, 8192]
+    assert spec.checkpoint_tokens() == [0, 2048, 4096, 8192]
+    assert spec.num_trials() == 4 * 2 * 2
+    assert spec.root.is_absolute() and spec.root.name == "tiny"
+
+
+def test_checkpoint_schedule_rounds_up_to_whole_steps(tiny_spec_dict):
+    tiny_spec_dict["pretrain"]["checkpoints"] = [1000, 300]
+    spec = spec_from_dict(tiny_spec_dict)
+    assert spec.pretrain.published_tokens() == [512, 1024]
+
+
+def test_token_counts_accept_scientific_notation(tiny_spec_dict, write_spec):
+    path = write_spec(tiny_spec_dict)
+    path.write_text(path.read_text().replace("- 8192", "- 1e4"))
+    assert max(load_spec(path).pretrain.checkpoints) == 10000
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.count("\n") == 1  # one paragraph
+    return err
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["pretrain"].update(batchsize=4), "unknown field `pretrain.batchsize`"),
+    (lambda d: d["pretrain"].update(checkpoints=[2048, 0]), "`pretrain.checkpoints[1]` must be greater than zero"),
+    (lambda d: d["tasks"][0].update(finetune_tokens=[-5]), "`tasks[0].finetune_tokens[0]` must be greater than zero"),
+    (lambda d: d["pretrain"]["mixture"][1].update(weight=0.6), "weights that sum to 1 (they sum to 1.1)"),
+    (lambda d: d["tasks"][0].update(lrs="0.1"), "`tasks[0].lrs` must be a list"),
+    (lambda d: d.pop("name"), "required field `name` is missing"),
+])
+def test_bad_spec_is_one_paragraph_exit_2_and_writes_nothing(
+        tiny_spec_dict, write_spec, tmp_path, capsys, command, mutate, expected):
+    mutate(tiny_spec_dict)
+    path = write_spec(tiny_spec_dict)
+    before = sorted(tmp_path.rglob("*"))
+    err = _error(capsys, [command, str(path)])
+    assert expected in err and str(path) in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_finetune_size_larger_than_task_data_is_rejected(tiny_spec_dict, write_spec, tmp_path,
+                                                         capsys, command):
+    tiny_spec_dict["tasks"][0]["finetune_tokens"] = [1000, 10**9]
+    path = write_spec(tiny_spec_dict)
+    err = _error(capsys, [command, str(path)])
+    assert "`tasks[0].finetune_tokens` asks for 1000000000 tokens" in err
+    assert "holds only" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_missing_data_file_is_named(tiny_spec_dict, write_spec, tmp_path, capsys, command):
+    tiny_spec_dict["tasks"][0]["data"] = "file:data/missing.jsonl"
+    path = write_spec(tiny_spec_dict)
+    err = _error(capsys, [command, str(path)])
+    assert "missing.jsonl" in err and "does not exist" in err and "tasks[0].data" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_local_jsonl_task_data_is_read_through_datasets(tiny_spec_dict, write_spec, tmp_path, capsys):
+    import json
+
+    from raysweep.data.synthetic import parallel_pair
+
+    rows = [{"translation": dict(zip(("en", "de"), parallel_pair("en", "de", i)))} for i in range(300)]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    tiny_spec_dict["tasks"][0].update(data="file:pairs.jsonl", finetune_tokens=[500])
+    assert main(["validate", str(write_spec(tiny_spec_dict))]) == 0
+    out = capsys.readouterr().out
+    assert "finetune sizes (D_f, tokens): 500 of" in out and "trials: 8" in out
+
+
+def test_spec_file_that_is_not_yaml(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    assert "not valid YAML" in _error(capsys, ["validate", str(path)])
+
+
+def test_console_script_exit_status(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nbogus: 1\n")
+    done = subprocess.run([sys.executable, "-m", "raysweep", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unknown field `bogus`" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_validate_prints_the_plan(tiny_spec_dict, write_spec, capsys):
+    assert main(["validate", str(write_spec(tiny_spec_dict))]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints (D_p, tokens): 2,048, 4,096, 8,192" in out
+    assert "learning rates: 0.001, 0.003" in out and "trials: 16" in out
+    assert "alignment score 1.00" in out
+
+
+@pytest.mark.parametrize("shares, expected", [
+    ({"en": 0.5, "fr": 0.5}, 1.0),   # the paper's examples
+    ({"en": 1.0}, 0.7),
+    ({"fr": 1.0}, 0.8),
+    ({"de": 1.0}, 0.0),
+    ({"en": 0.3, "fr": 0.7}, 0.3 * 0.7 + 0.7 * 0.3 + 0.8 * 0.7),
+])
+def test_alignment_score_matches_the_paper(shares, expected):
+    mixture = tuple(MixtureComponent(f"synthetic:{lang}", w) for lang, w in shares.items())
+    task = TaskSpec("en-fr", "en", "fr", "synthetic:en-fr", (1000,))
+    assert alignment_score(mixture, task) == pytest.approx(expected)
+
+
+def test_spec_error_is_a_value_error():
+    with pytest.raises(SpecError):
+        spec_from_dict({"name": "x"})

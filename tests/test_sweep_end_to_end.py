@@ -1,0 +1,113 @@
+"""A tiny sweep through the real path: local Ray, Ray Train + DeepSpeed (CPU), one Tune experiment
+fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in storage and MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from raysweep.finetune import TrialKey, plan_keys
+from raysweep.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    import ray
+
+    from conftest import TINY_SPEC
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    base = tmp_path_factory.mktemp("sweep")
+    spec = spec_from_dict(TINY_SPEC, base_dir=str(base))
+    lines: list[str] = []
+    try:
+        first = run_sweep(spec, echo=lines.append, poll_seconds=1.0)
+        rerun = run_sweep(spec, echo=lines.append, poll_seconds=1.0)  # resumes: nothing to do
+    finally:
+        ray.shutdown()
+    return spec, first, rerun, lines, Tracker.for_spec(spec)
+
+
+def test_every_planned_trial_key_has_exactly_one_finished_run(finished_sweep):
+    spec, first, rerun, _, tracker = finished_sweep
+    assert first.ok, first.errors
+    planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
+    assert len(planned) == spec.num_trials() == 16
+    runs = tracker.find_runs({"raysweep.kind": "trial"})
+    assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    # The rerun found every key finished and ran none of them again.
+    assert rerun.ok and rerun.progress["skipped"] == 16 and rerun.progress["done"] == 0
+
+
+def test_trial_metrics_are_within_their_ranges(finished_sweep):
+    _, _, _, _, tracker = finished_sweep
+    for run in tracker.find_runs({"raysweep.kind": "trial"}):
+        m = run.data.metrics
+        assert 0 <= m["bleu"] <= 100 and 0 <= m["chrf"] <= 100 and 0 <= m["rougeL"] <= 1
+        assert 0 < m["cross_entropy"] < 20 and 0 < m["dev_cross_entropy"] < 20
+        assert math.isfinite(m["comet"])
+        assert run.data.tags["raysweep.bleu_signature"].startswith("nrefs:1|")
+        key = TrialKey.from_tags(run.data.tags)
+        assert run.data.tags[
+            "mlflow.parentRunId"] == tracker.find_runs({"raysweep.kind": "sweep"})[0].info.run_id
+        assert int(run.data.params["d_f_exact"]) <= key.d_f
+
+
+def test_pretraining_improves_cross_entropy_on_the_task(finished_sweep):
+    # A real signal, not just numbers in range: pretraining on the aligned mixture lowers
+    # downstream cross-entropy against the from-scratch baseline (same D_f, same best lr).
+    from raysweep.fitter import best_points
+
+    spec, _, _, _, tracker = finished_sweep
+    results = [{"key": TrialKey.from_tags(r.data.tags).__dict__, "metrics": r.data.metrics}
+               for r in tracker.find_runs({"raysweep.kind": "trial"})]
+    points = best_points(results, "en-de", 3000, "cross_entropy")
+    assert set(points) == set(spec.checkpoint_tokens())
+    assert points[8192] < points[0]
+
+
+def test_checkpoints_are_published_once_with_manifests(finished_sweep):
+    from raysweep.checkpoints import checkpoints_dir, published, sha256
+
+    spec, *_ = finished_sweep
+    manifests = published(spec)
+    assert sorted(manifests) == [2048, 4096, 8192]
+    folders = sorted(p.name for p in checkpoints_dir(spec).iterdir())
+    assert folders == ["dp_000000000002048", "dp_000000000004096", "dp_000000000008192"]
+    for d_p, manifest in manifests.items():
+        folder = checkpoints_dir(spec) / f"dp_{d_p:015d}"
+        assert manifest["weights_sha256"] == sha256(folder / "model.safetensors")
+        assert manifest["alignment"] == {"en-de": 1.0}
+        assert manifest["step"] * 256 == d_p
+
+
+def test_pretraining_run_logged_loss_and_throughput(finished_sweep):
+    _, _, _, _, tracker = finished_sweep
+    (run,) = tracker.find_runs({"raysweep.kind": "pretrain"})
+    history = tracker.client.get_metric_history(run.info.run_id, "loss")
+    assert len(history) >= 3 and history[-1].value < history[0].value
+    assert run.data.metrics["tokens_seen"] == 8192 and run.data.metrics["tokens_per_second"] > 0
+    assert run.info.status == "FINISHED"
+
+
+def test_law_parameters_are_logged(finished_sweep):
+    _, first, _, _, tracker = finished_sweep
+    (run,) = tracker.find_runs({"raysweep.kind": "laws"})
+    metrics = run.data.metrics
+    for d_f in (1000, 3000):
+        assert {f"en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
+    fitted = [f for f in first.laws if f["metric"] == "cross_entropy"]
+    assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
+    assert all(f["status"] == "fitted" and f["baseline"] > 0 for f in fitted)
+
+
+def test_progress_was_shown(finished_sweep):
+    *_, lines, _ = finished_sweep
+    assert any("checkpoints 3/3 published" in line and "trials 16/16 done" in line
+               for line in lines)
