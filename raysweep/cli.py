@@ -6,6 +6,7 @@ Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was wri
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -18,6 +19,7 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow tables..."
 
 
 def cmd_validate(args) -> int:

@@ -47,7 +47,7 @@ def fit_group(spec: SweepSpec, points: dict[int, float], metric: str) -> dict:
     try:
         result = fit_law(law, x, y, delta)
     except ValueError as err:  # e.g. too few positive values for a fit in log space
-        return {**summary, "status": f"not fitted: {err}"}
+        return {**summary, "status": "not fitted", "note": str(err)}
     summary.update(status="fitted" if result.converged else "not converged",
                    params=result.params, loss=result.loss)
     if spec.fit.target_tokens:
@@ -65,6 +65,7 @@ class LawFitter:
         self.tracker = Tracker.for_spec(spec)
         self.results: dict[str, dict] = {}
         self.fits: dict[tuple, dict] = {}
+        self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED"):
             key = TrialKey.from_tags(run.data.tags)
             self.results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
@@ -93,6 +94,12 @@ class LawFitter:
                 if "prediction_at_target" in summary:
                     values[f"{prefix}/prediction_at_target"] = summary["prediction_at_target"]
                 self.tracker.log_metrics(self.run_id, values, step=summary["num_points"])
+                params = ", ".join(f"{k}={v:.3g}" for k, v in summary["params"].items())
+                self.latest_line = (f"{task} D_f={d_f:,} {metric} ({summary['num_points']} points): "
+                                    f"{params}")
+
+    def latest(self) -> str:
+        return self.latest_line
 
     def summary(self) -> list[dict]:
         return [{"task": t, "d_f": d_f, "metric": m, **fit}

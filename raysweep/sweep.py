@@ -11,6 +11,7 @@ A rerun of the same spec with the same storage resumes: published checkpoints ar
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -76,8 +77,11 @@ def _connect_ray(spec: SweepSpec) -> None:
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or pointed at a cluster
         ray.init(namespace=NAMESPACE, runtime_env=runtime_env)
     else:  # a local Ray for this sweep; oversubscribed CPUs let pretraining and trials overlap
+        # Worker logs stay in Ray's session logs (set RAYSWEEP_WORKER_LOGS=1 to stream them here):
+        # the driver prints one progress line per change instead.
         ray.init(num_cpus=spec.resources.local_cpus, namespace=NAMESPACE, runtime_env=runtime_env,
-                 log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1")
+                 log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1",
+                 logging_level=logging.WARNING)
 
 
 def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -> str:
@@ -152,7 +156,9 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
         done, _ = ray.wait([experiment], timeout=poll_seconds)
         line = format_progress(ray.get(watcher.progress.remote()), len(schedule), spec.num_trials())
         if line != last:
-            echo(f"[raysweep] {time.time() - started:6.0f}s  {line}")
+            latest_fit = ray.get(fitter.latest.remote())
+            echo(f"[raysweep] {time.time() - started:6.0f}s  {line}"
+                 + (f"\n[raysweep]          latest fit: {latest_fit}" if latest_fit else ""))
             last = line
         if done:
             break
@@ -178,5 +184,5 @@ def laws_table(laws: list[dict]) -> str:
         if "prediction_at_target" in fit:
             params += f"; at target D_p: {fit['prediction_at_target']:.4g}"
         lines.append(f"{fit['task']:8} {fit['d_f']:>10,} {fit['metric']:14} {fit['law']:10} "
-                     f"{fit['num_points']:>6}  {fit['status'][:16]:16} {params}")
+                     f"{fit['num_points']:>6}  {fit['status']:16} {params or fit.get('note', '')}")
     return "\n".join(lines)
