@@ -132,3 +132,9 @@ def test_alignment_score_matches_the_paper(shares, expected):
 def test_spec_error_is_a_value_error():
     with pytest.raises(SpecError):
         spec_from_dict({"name": "x"})
+
+
+def test_finetune_size_smaller_than_one_pair_is_rejected(tiny_spec_dict, write_spec, capsys):
+    tiny_spec_dict["tasks"][0]["finetune_tokens"] = [3, 1000]
+    err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
+    assert "`tasks[0].finetune_tokens` has 3 tokens, too few for even one sentence pair" in err

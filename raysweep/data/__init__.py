@@ -9,7 +9,7 @@ def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
     """Data-dependent validation: sources open, task data holds the largest D_f.
 
     Returns the training tokens available per task. Raises SpecError naming the field."""
-    from raysweep.data.collators import pair_token_counts
+    from raysweep.data.collators import finetune_prefix, pair_token_counts
     from raysweep.data.sources import monolingual_source, parallel_splits
 
     where = spec.source_file or "<spec>"
@@ -27,4 +27,11 @@ def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
                 f"training data of task {task.name!r} ({task.data}) holds only "
                 f"{available[task.name]} tokens (source + target, counted with the sweep's "
                 f"tokenizer). Lower the finetune size or add data; nothing was written.")
+        smallest = min(task.finetune_tokens)
+        if not finetune_prefix(splits.train, tokenizer, task.max_length, smallest)[0]:
+            raise SpecError(
+                f"{where}: field `tasks[{i}].finetune_tokens` has {smallest} tokens, too few for "
+                f"even one sentence pair of task {task.name!r} (the first one has "
+                f"{pair_token_counts(splits.train[:1], tokenizer, task.max_length)[0]} tokens). "
+                f"Raise the finetune size; nothing was written.")
     return available

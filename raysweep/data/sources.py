@@ -102,7 +102,10 @@ class DatasetMonolingual(MonolingualSource):
         self.dataset, self.language, self.name = dataset, language, name
 
     def documents(self, shard: int, num_shards: int) -> Iterator[str]:
-        for row in self.dataset.shard(num_shards=num_shards, index=shard):
+        from datasets.distributed import split_dataset_by_node
+
+        # Works for in-memory and streamed (hub) datasets alike: each rank reads disjoint rows.
+        for row in split_dataset_by_node(self.dataset, rank=shard, world_size=num_shards):
             yield row["text"]
         raise RuntimeError(f"pretraining source {self.name} ran out of documents: the laws assume "
                            f"no data is repeated, so add data or lower pretrain.checkpoints.")
