@@ -51,6 +51,80 @@ def cmd_run(args) -> int:
     return 1
 
 
+def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[float]]:
+    """Two numeric columns of a CSV file; SpecError (exit 2) naming the file and column."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: CSV file not found. Pass a table with one row per point.") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SpecError(f"{path}: not a readable UTF-8 CSV file ({err}).") from None
+    columns = list(rows[0].keys()) if rows else []
+    values = {}
+    for name in (x, y):
+        if name not in columns:
+            raise SpecError(f"{path}: no column {name!r}; the columns are {columns}. "
+                            f"Pass --x and --y with column names from the header row.")
+        parsed = []
+        for line, row in enumerate(rows, start=2):
+            try:
+                parsed.append(float(row[name]))
+            except (TypeError, ValueError):
+                raise SpecError(f"{path}, line {line}: column {name!r} holds {row[name]!r}, "
+                                f"expected a number.") from None
+        values[name] = parsed
+    return values[x], values[y]
+
+
+def cmd_fit(args) -> int:
+    import json
+
+    from raysweep.laws import DEFAULT_HUBER_DELTA, LAWS
+    from raysweep.laws.analysis import analyse, describe
+
+    if args.spec:
+        return _fit_sweep(args)
+    if not (args.csv and args.x and args.y):
+        raise SpecError("raysweep fit: pass a sweep spec (refit from MLflow), or --csv FILE "
+                        "--x COLUMN --y COLUMN --law NAME to fit a table.")
+    if args.law not in LAWS:
+        raise SpecError(f"raysweep fit: --law {args.law!r} is not a known law; expected one of "
+                        f"{', '.join(sorted(LAWS))}.")
+    x, y = _read_csv_columns(args.csv, args.x, args.y)
+    law = LAWS[args.law]
+    delta = args.huber_delta or (DEFAULT_HUBER_DELTA["cross_entropy"] if args.law == "power_law"
+                                 else DEFAULT_HUBER_DELTA["bleu"])
+    analysis = analyse(law, x, y, delta, predict_at=args.predict_at or (), target_y=args.target,
+                       k=args.backtest_k, resamples=args.resamples, level=args.level)
+    if args.json:
+        print(json.dumps(analysis.to_dict(), indent=2, default=float))
+    else:
+        print(describe(analysis, args.x, args.y))
+    return 0
+
+
+def _fit_sweep(args) -> int:
+    import json
+
+    from raysweep.fitter import analyse_sweep
+    from raysweep.laws.analysis import describe
+
+    spec = load_spec(args.spec)
+    groups = analyse_sweep(spec, resamples=args.resamples)
+    if args.json:
+        print(json.dumps([{**g, "analysis": g["analysis"].to_dict()} for g in groups], indent=2,
+                         default=float))
+        return 0
+    for group in groups:
+        print(f"== task {group['task']}, D_f = {group['d_f']:,} tokens, {group['metric']}")
+        print(describe(group["analysis"], "D_p", group["metric"]))
+        print()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
@@ -61,6 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run (or resume) a sweep")
     run.add_argument("spec")
     run.set_defaults(func=cmd_run)
+    fit = sub.add_parser("fit", help="fit a scaling law to a CSV table, or refit a sweep from MLflow")
+    fit.add_argument("spec", nargs="?", help="a sweep spec: refit every law from its MLflow runs")
+    fit.add_argument("--csv", help="a table with one row per point")
+    fit.add_argument("--x", help="column of the pretraining size D_p (tokens)")
+    fit.add_argument("--y", help="column of the metric")
+    fit.add_argument("--law", default="log_law", help="log_law (task metrics) or power_law (cross-entropy)")
+    fit.add_argument("--huber-delta", type=float, help="default: 0.1 (log_law), 1e-3 (power_law)")
+    fit.add_argument("--predict-at", type=float, action="append", help="D to predict at (repeatable)")
+    fit.add_argument("--target", type=float, help="metric value to reach: prints the D needed")
+    fit.add_argument("--backtest-k", type=int, default=4, help="fit on the k smallest D (default 4)")
+    fit.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.set_defaults(func=cmd_fit)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

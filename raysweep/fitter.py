@@ -1,17 +1,22 @@
 """The LawFitter actor: keeps the scaling laws up to date as trial results arrive.
 
 Its state is derived: the finished trial runs in MLflow. It rebuilds from them when it starts,
-so a restarted fitter (or `raysweep run` on a finished sweep) gets the same points back.
+so a restarted fitter (or `raysweep run` on a finished sweep) gets the same points back, and
+`raysweep fit SPEC` refits the same way without Ray.
 
 Per (task, D_f, metric), the point at each D_p is the trial with the best learning rate, chosen
 by *dev* cross-entropy (never the test set). Task metrics get the log-law, cross-entropy the
 power law; the no-pretraining baseline (D_p = 0) is kept for comparison, not fitted.
 
-Logged to the laws run as metrics named `<task>/df_<D_f>/<metric>/<param>`, with MLflow step =
-the number of points fitted, so the UI shows how each parameter moved as checkpoints arrived.
+Logged to the laws run: metrics `<task>/df_<D_f>/<metric>/<name>` (parameters, their interval
+bounds `<name>_low`/`<name>_high`, the prediction at fit.target_tokens with its interval, backtest
+error, R^2) with MLflow step = the number of points fitted, so the UI shows how each law moved as
+checkpoints arrived; a tag `raysweep.verdict.<task>.df_<D_f>.<metric>`; and `laws.json`.
 """
 
 from __future__ import annotations
+
+import math
 
 import ray
 
@@ -33,43 +38,73 @@ def best_points(results: list[dict], task: str, d_f: int, metric: str) -> dict[i
     return {d_p: r["metrics"][metric] for d_p, r in sorted(best.items())}
 
 
-def fit_group(spec: SweepSpec, points: dict[int, float], metric: str) -> dict:
-    """Fit one law to {D_p: value}; returns a JSON-able summary (never raises for bad data)."""
-    from raysweep.laws import DEFAULT_HUBER_DELTA, fit_law, law_for_metric
+def finished_results(spec: SweepSpec) -> dict[str, dict]:
+    """Trial key -> {"key", "metrics"} of every finished trial run in MLflow."""
+    from raysweep.finetune import TrialKey
+    from raysweep.tracking import Tracker
 
-    law = law_for_metric(metric)
+    results = {}
+    for run in Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"}, "FINISHED"):
+        key = TrialKey.from_tags(run.data.tags)
+        results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics}
+    return results
+
+
+def analyse_group(spec: SweepSpec, points: dict[int, float], metric: str, resamples: int):
+    """Fit, bootstrap, backtest and judge one law on {D_p: value} (D_p = 0 is the baseline)."""
+    from raysweep.laws import DEFAULT_HUBER_DELTA, law_for_metric
+    from raysweep.laws.analysis import analyse
+
     x = [d for d in points if d > 0]
-    y = [points[d] for d in x]
-    summary = {"law": law.name, "num_points": len(x), "baseline": points.get(0)}
-    if len(x) < spec.fit.min_points:
-        return {**summary, "status": "too few points"}
-    delta = spec.fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric])
-    try:
-        result = fit_law(law, x, y, delta)
-    except ValueError as err:  # e.g. too few positive values for a fit in log space
-        return {**summary, "status": "not fitted", "note": str(err)}
-    summary.update(status="fitted" if result.converged else "not converged",
-                   params=result.params, loss=result.loss)
-    if spec.fit.target_tokens:
-        summary["prediction_at_target"] = float(result.predict([spec.fit.target_tokens])[0])
-    return summary
+    return analyse(law_for_metric(metric), x, [points[d] for d in x],
+                   spec.fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
+                   increasing=metric != "cross_entropy",
+                   predict_at=[spec.fit.target_tokens] if spec.fit.target_tokens else (),
+                   k=spec.fit.backtest_points, resamples=resamples, level=spec.fit.interval_level,
+                   seed=spec.seed)
+
+
+def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
+    """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
+    results = list(finished_results(spec).values())
+    resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
+    groups = []
+    for task in spec.tasks:
+        for d_f in task.finetune_tokens:
+            for metric in spec.fit.metrics:
+                points = best_points(results, task.name, d_f, metric)
+                groups.append({"task": task.name, "d_f": d_f, "metric": metric, "points": points,
+                               "analysis": analyse_group(spec, points, metric, resamples)})
+    return groups
+
+
+def law_metrics(prefix: str, analysis) -> dict[str, float]:
+    """The numbers of one analysis as MLflow metrics named `<prefix>/<name>`."""
+    values = {}
+    for name, value in analysis.params.items():
+        values[f"{prefix}/{name}"] = value
+        low, high = analysis.intervals.get(name, (math.nan, math.nan))
+        values[f"{prefix}/{name}_low"], values[f"{prefix}/{name}_high"] = low, high
+    for p in analysis.predictions:
+        values[f"{prefix}/prediction"] = p["value"]
+        values[f"{prefix}/prediction_low"], values[f"{prefix}/prediction_high"] = p["low"], p["high"]
+    if analysis.backtest:
+        values[f"{prefix}/backtest_max_relative_error"] = analysis.backtest["max_relative_error"]
+    if analysis.r2_log is not None:
+        values[f"{prefix}/r2_log"] = analysis.r2_log
+    return {k: v for k, v in values.items() if math.isfinite(v)}  # MLflow rejects nan and inf
 
 
 @ray.remote(num_cpus=0)
 class LawFitter:
     def __init__(self, spec: SweepSpec, laws_run_id: str):
-        from raysweep.finetune import TrialKey
         from raysweep.tracking import Tracker
 
         self.spec, self.run_id = spec, laws_run_id
         self.tracker = Tracker.for_spec(spec)
-        self.results: dict[str, dict] = {}
-        self.fits: dict[tuple, dict] = {}
+        self.results = finished_results(spec)
+        self.groups: dict[tuple, dict] = {}  # (task, d_f, metric) -> {"points", "analysis"}
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
-        for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED"):
-            key = TrialKey.from_tags(run.data.tags)
-            self.results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
-                                      "run_id": run.info.run_id}
         for task in spec.tasks:
             for d_f in task.finetune_tokens:
                 self._refit(task.name, d_f)
@@ -83,24 +118,31 @@ class LawFitter:
 
     def _refit(self, task: str, d_f: int) -> None:
         results = list(self.results.values())
+        changed = False
         for metric in self.spec.fit.metrics:
             points = best_points(results, task, d_f, metric)
-            summary = fit_group(self.spec, points, metric)
-            self.fits[(task, d_f, metric)] = summary
-            if summary["status"] in ("fitted", "not converged"):
-                prefix = f"{task}/df_{d_f}/{metric}"
-                values = {f"{prefix}/{name}": value for name, value in summary["params"].items()}
-                values[f"{prefix}/loss"] = summary["loss"]
-                if "prediction_at_target" in summary:
-                    values[f"{prefix}/prediction_at_target"] = summary["prediction_at_target"]
-                self.tracker.log_metrics(self.run_id, values, step=summary["num_points"])
-                params = ", ".join(f"{k}={v:.3g}" for k, v in summary["params"].items())
-                self.latest_line = (f"{task} D_f={d_f:,} {metric} ({summary['num_points']} points): "
-                                    f"{params}")
+            group = self.groups.get((task, d_f, metric))
+            if group is not None and group["points"] == points:
+                continue  # the new result did not change this law's points
+            changed = True
+            analysis = analyse_group(self.spec, points, metric, self.spec.fit.bootstrap_resamples)
+            self.groups[(task, d_f, metric)] = {"points": points, "analysis": analysis}
+            prefix = f"{task}/df_{d_f}/{metric}"
+            self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
+                                     step=analysis.num_points)
+            self.tracker.set_tags(self.run_id, {
+                f"raysweep.verdict.{task}.df_{d_f}.{metric}": f"{analysis.verdict}: {analysis.reason}"})
+            if analysis.params:
+                params = ", ".join(f"{k}={v:.3g}" for k, v in analysis.params.items())
+                self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
+                                    f"{params}; {analysis.verdict}")
+        if changed:
+            self.tracker.client.log_dict(self.run_id, self.summary(), "laws.json")
 
     def latest(self) -> str:
         return self.latest_line
 
     def summary(self) -> list[dict]:
-        return [{"task": t, "d_f": d_f, "metric": m, **fit}
-                for (t, d_f, m), fit in sorted(self.fits.items())]
+        return [{"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
+                 **g["analysis"].to_dict()}
+                for (t, d_f, m), g in sorted(self.groups.items())]

@@ -177,6 +177,12 @@ class FitSpec:
     """Fewest checkpoints (D_p > 0) before a law is fitted."""
     target_tokens: int | None = None
     """D_p at which to predict the metric (the size you are considering pretraining on)."""
+    bootstrap_resamples: int = 200
+    """Bootstrap refits behind every interval (the online fitter repeats them at each update)."""
+    interval_level: float = 0.9
+    """Coverage of the reported intervals."""
+    backtest_points: int = 4
+    """The paper's check: fit on this many smallest-D_p checkpoints, predict the rest."""
 
 
 @dataclass(frozen=True)
@@ -434,6 +440,11 @@ def validate(spec: SweepSpec) -> None:
         _fail(where, "fit.min_points", "must be at least 2", spec.fit.min_points)
     if spec.fit.target_tokens is not None:
         positive(spec.fit.target_tokens, "fit.target_tokens")
+    positive(spec.fit.bootstrap_resamples, "fit.bootstrap_resamples")
+    if not 0 < spec.fit.interval_level < 1:
+        _fail(where, "fit.interval_level", "must be between 0 and 1", spec.fit.interval_level)
+    if spec.fit.backtest_points < 2:
+        _fail(where, "fit.backtest_points", "must be at least 2", spec.fit.backtest_points)
 
     res = spec.resources
     for name in ("local_cpus", "max_concurrent_trials"):

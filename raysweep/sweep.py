@@ -176,13 +176,14 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
 
 
 def laws_table(laws: list[dict]) -> str:
-    """The end-of-run summary: one line per (task, D_f, metric)."""
-    header = f"{'task':8} {'D_f':>10} {'metric':14} {'law':10} {'points':>6}  {'status':16} parameters"
-    lines = [header, "-" * len(header)]
+    """The end-of-run summary: one line per (task, D_f, metric), with the verdict."""
+    header = (f"{'task':8} {'D_f':>10} {'metric':14} {'law':10} {'points':>6}  "
+              f"{'parameters':44} verdict")
+    lines = [header, "-" * (len(header) + 30)]
     for fit in laws:
-        params = ", ".join(f"{k}={v:.4g}" for k, v in fit.get("params", {}).items())
-        if "prediction_at_target" in fit:
-            params += f"; at target D_p: {fit['prediction_at_target']:.4g}"
+        params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
+        for p in fit["predictions"]:
+            params += f"; at {p['x']:.3g}: {p['value']:.3g} [{p['low']:.3g}, {p['high']:.3g}]"
         lines.append(f"{fit['task']:8} {fit['d_f']:>10,} {fit['metric']:14} {fit['law']:10} "
-                     f"{fit['num_points']:>6}  {fit['status']:16} {params or fit.get('note', '')}")
+                     f"{fit['num_points']:>6}  {params or '-':44} {fit['verdict']}: {fit['reason']}")
     return "\n".join(lines)

@@ -234,14 +234,18 @@ def test_analytic_gradient_matches_finite_differences(law):
             theta = np.array([rng.uniform(-3, 3), rng.uniform(-1, 1), w])
         else:
             theta = np.array([rng.uniform(0, 5), rng.uniform(-5, 3), rng.uniform(0.01, 2.5)])
-        _, jac = law.log_predict_grad(theta, x)
+        value, jac = law.log_predict_grad(theta, x)
         for j in range(len(theta)):
             step = 1e-6 * max(1e-2, abs(theta[j]))
             up, down = theta.copy(), theta.copy()
             up[j] += step
             down[j] -= step
             numeric = (law.log_predict(up, x) - law.log_predict(down, x)) / (2 * step)
-            np.testing.assert_allclose(jac[:, j], numeric, rtol=1e-5, atol=1e-6)
+            # Central differences lose ~eps * |value| / step to rounding (values reach ~1e5 on
+            # the floor's penalty); beyond that, agreement to 1e-5.
+            rounding = 8 * np.finfo(float).eps * np.abs(value) / step
+            assert np.all(np.abs(jac[:, j] - numeric) <= 1e-5 * np.abs(numeric) + 1e-6 + rounding), (
+                theta, j, jac[:, j], numeric)
 
 
 @pytest.mark.parametrize("law,values", [
@@ -321,5 +325,5 @@ def test_grid_is_the_cartesian_product_of_starts():
     single = dataclasses.replace(LOG_LAW, init_grid=((1.0,), (0.05,), (0.0,)))
     result = fit_law(single, D_P, log_law_value(6.39, 0.175, 2.0, D_P), 0.1)
     assert "best of 1 L-BFGS-B starts" in result.message
-    assert "best of 21 L-BFGS-B starts" in fit_law(LOG_LAW, D_P, log_law_value(
+    assert "best of 27 L-BFGS-B starts" in fit_law(LOG_LAW, D_P, log_law_value(
         6.39, 0.175, 2.0, D_P), 0.1).message

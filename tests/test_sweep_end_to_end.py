@@ -102,9 +102,14 @@ def test_law_parameters_are_logged(finished_sweep):
     metrics = run.data.metrics
     for d_f in (1000, 3000):
         assert {f"en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
+        assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"].split(":")[0] in (
+            "aligned", "misaligned")
     fitted = [f for f in first.laws if f["metric"] == "cross_entropy"]
     assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
-    assert all(f["status"] == "fitted" and f["baseline"] > 0 for f in fitted)
+    assert all(f["params"] and f["baseline"] > 0 for f in fitted)
+    for f in fitted:  # the interval brackets the estimate (bootstrap over the 3 points)
+        low, high = f["intervals"]["alpha"]
+        assert low <= f["params"]["alpha"] * (1 + 1e-9) and f["params"]["alpha"] <= high * (1 + 1e-9)
 
 
 def test_progress_was_shown(finished_sweep):

@@ -231,8 +231,9 @@ LOG_LAW = Law(
         # Falling, gently rising and steeply rising metrics.
         (-0.2, 0.05, 0.3),
         # w carries the non-convexity: pure power law (0), and zero points 2 .. 20 e-folds below
-        # (w > 0) or above (w < 0) the data centre.
-        (-0.5, -0.15, -0.05, 0.0, 0.05, 0.15, 0.5),
+        # (w > 0) or above (w < 0) the data centre. Checkpoints spanning 1 .. 4 decades put the
+        # in-domain range of w at about +-0.9 .. +-0.2, hence the density around +-0.1 .. 0.5.
+        (-0.5, -0.3, -0.15, -0.05, 0.0, 0.05, 0.15, 0.3, 0.5),
     ),
     _log_predict=_log_law_log_predict,
     _to_public=_log_law_to_public,
