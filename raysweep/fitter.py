@@ -60,7 +60,8 @@ def analyse_group(spec: SweepSpec, points: dict[int, float], metric: str, resamp
                    spec.fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
                    increasing=metric != "cross_entropy",
                    predict_at=[spec.fit.target_tokens] if spec.fit.target_tokens else (),
-                   k=spec.fit.backtest_points, resamples=resamples, level=spec.fit.interval_level,
+                   k=spec.fit.backtest_points, max_backtest_error=spec.fit.max_backtest_error,
+                   resamples=resamples, level=spec.fit.interval_level,
                    seed=spec.seed)
 
 

@@ -183,6 +183,9 @@ class FitSpec:
     """Coverage of the reported intervals."""
     backtest_points: int = 4
     """The paper's check: fit on this many smallest-D_p checkpoints, predict the rest."""
+    max_backtest_error: float = 0.1
+    """Largest relative backtest error of a law that "predicts" (the paper reports <= 0.061 for
+    BLEU on aligned mixtures)."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +446,7 @@ def validate(spec: SweepSpec) -> None:
     positive(spec.fit.bootstrap_resamples, "fit.bootstrap_resamples")
     if not 0 < spec.fit.interval_level < 1:
         _fail(where, "fit.interval_level", "must be between 0 and 1", spec.fit.interval_level)
+    positive(spec.fit.max_backtest_error, "fit.max_backtest_error")
     if spec.fit.backtest_points < 2:
         _fail(where, "fit.backtest_points", "must be at least 2", spec.fit.backtest_points)
 

@@ -148,7 +148,8 @@ def _exp(v: float) -> float:
 # fit_law still checks the result (`in_domain`) and reports any point left on the floor.
 # --------------------------------------------------------------------------------------------------
 
-_LOG_LAW_EPS = 1e-2
+_LOG_LAW_EPS = 1e-4
+_LOG_LAW_PENALTY_SCALE = 1e-2
 # Below |w z| = 1e-2 use the Taylor series of log(1 + w z) / w: the closed form loses digits to
 # cancellation (and is 0/0 at w = 0); 5 terms leave a relative error below (1e-2)^5 = 1e-10.
 _SERIES_LIMIT = 1e-2
@@ -170,9 +171,9 @@ def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     safe_w = w if w != 0.0 else 1.0  # the closed form is only used where |w z| >= 1e-2, so w != 0
     h_closed = log_q / safe_w
     dh_closed = (dlog_q * z) / safe_w - log_q / (safe_w * safe_w)
-    depth = np.where(inside, 0.0, (_LOG_LAW_EPS - q) / _LOG_LAW_EPS)
+    depth = np.where(inside, 0.0, (_LOG_LAW_EPS - q) / _LOG_LAW_PENALTY_SCALE)
     penalty = -depth * depth
-    dpenalty = 2.0 * depth * z / _LOG_LAW_EPS  # d(-depth^2)/dw, with d depth / dw = -z / EPS
+    dpenalty = 2.0 * depth * z / _LOG_LAW_PENALTY_SCALE  # d(-depth^2)/dw; d depth/dw = -z / SCALE
     return (np.where(small, h_series, h_closed), np.where(small, dh_series, dh_closed),
             penalty, dpenalty)
 
