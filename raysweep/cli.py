@@ -98,7 +98,7 @@ def cmd_fit(args) -> int:
     delta = args.huber_delta or (DEFAULT_HUBER_DELTA["cross_entropy"] if args.law == "power_law"
                                  else DEFAULT_HUBER_DELTA["bleu"])
     analysis = analyse(law, x, y, delta, predict_at=args.predict_at or (), target_y=args.target,
-                       k=args.backtest_k, resamples=args.resamples, level=args.level)
+                       k=args.backtest_k, resamples=args.resamples or 1000, level=args.level)
     if args.json:
         print(json.dumps(analysis.to_dict(), indent=2, default=float))
     else:
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--predict-at", type=float, action="append", help="D to predict at (repeatable)")
     fit.add_argument("--target", type=float, help="metric value to reach: prints the D needed")
     fit.add_argument("--backtest-k", type=int, default=4, help="fit on the k smallest D (default 4)")
-    fit.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--resamples", type=int,
+                     help="bootstrap resamples (default: 1000 for --csv, the spec's for a sweep)")
     fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(func=cmd_fit)

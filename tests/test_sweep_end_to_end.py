@@ -116,3 +116,16 @@ def test_progress_was_shown(finished_sweep):
     *_, lines, _ = finished_sweep
     assert any("checkpoints 3/3 published" in line and "trials 16/16 done" in line
                for line in lines)
+
+
+def test_refit_from_mlflow_matches_the_online_fitter(finished_sweep):
+    # The fitter's state is derived from MLflow: refitting offline gives the same laws.
+    from raysweep.fitter import analyse_sweep
+
+    spec, first, *_ = finished_sweep
+    online = {(f["task"], f["d_f"], f["metric"]): f for f in first.laws}
+    for group in analyse_sweep(spec):
+        offline = group["analysis"].to_dict()
+        expected = online[(group["task"], group["d_f"], group["metric"])]
+        assert offline["params"] == expected["params"]
+        assert offline["verdict"] == expected["verdict"]
