@@ -133,7 +133,8 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
         train_loop,
         train_loop_config={"spec": spec, "run_id": run_id},
         scaling_config=ScalingConfig(num_workers=spec.pretrain.workers, use_gpu=res.use_gpu,
-                                     resources_per_worker={"CPU": res.pretrain_worker_cpus}),
+                                     resources_per_worker={"CPU": res.pretrain_worker_cpus,
+                                                           **res.pretrain_resources}),
         run_config=RunConfig(name="pretrain", storage_path=str((spec.root / "ray").resolve())),
     )
     trainer.fit()

@@ -201,6 +201,14 @@ class ResourceSpec:
     """Finetune trials running at once."""
     use_gpu: bool = False
     """Pretraining workers and trials request a GPU each."""
+    pretrain_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each pretraining worker requests, e.g. {pretrain_pool: 1}: on a
+    cluster, only the node type that advertises them (cluster.yaml) runs pretraining."""
+    trial_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each finetune trial requests, e.g. {finetune_pool: 1}."""
+    coordinator_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources of the watcher and fitter actors, e.g. {coordinator: 0.01}: keeps them
+    on the on-demand head node, where a spot preemption cannot take them."""
 
 
 @dataclass(frozen=True)
@@ -453,6 +461,9 @@ def validate(spec: SweepSpec) -> None:
     res = spec.resources
     for name in ("local_cpus", "max_concurrent_trials"):
         positive(getattr(res, name), f"resources.{name}")
+    for group in ("pretrain_resources", "trial_resources", "coordinator_resources"):
+        for name, amount in getattr(res, group).items():
+            positive(amount, f"resources.{group}.{name}")
     if res.pretrain_worker_cpus < 0 or res.trial_cpus < 0:
         _fail(where, "resources", "must not request negative CPUs",
               (res.pretrain_worker_cpus, res.trial_cpus))

@@ -127,8 +127,9 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
                                    "checkpoints": ",".join(map(str, spec.pretrain.published_tokens()))})
 
     _connect_ray(spec)
-    fitter = LawFitter.options(name=FITTER_NAME.format(spec.name)).remote(spec, laws_run)
-    watcher = CheckpointWatcher.remote(spec, sweep_run)
+    coordinators = {"resources": spec.resources.coordinator_resources}
+    fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, laws_run)
+    watcher = CheckpointWatcher.options(**coordinators).remote(spec, sweep_run)
     experiment = watcher.run.remote()
 
     schedule = spec.pretrain.published_tokens()

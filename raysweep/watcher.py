@@ -133,7 +133,8 @@ class CheckpointWatcher:
         scanner.start()
         res = self.spec.resources
         trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec),
-                                        {"CPU": res.trial_cpus, "GPU": 1 if res.use_gpu else 0})
+                                        {"CPU": res.trial_cpus, "GPU": 1 if res.use_gpu else 0,
+                                         **res.trial_resources})
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=WatcherSearcher(self), num_samples=-1,

@@ -130,25 +130,31 @@ def _exp(v: float) -> float:
 #     w is the only non-convex direction: a small grid over w finds the global minimum.
 #
 # WHY this floor. Where q = 1 + w * z <= 0 (log A + alpha log D <= 0) the law is undefined (a real
-# power of a non-positive number). The optimiser must still see a finite value with a gradient that
-# leads back into the domain, so below q = EPS:
+# power of a non-positive number). q is the distance (in log D) from the law's zero point D0,
+# relative to the anchor's. The optimiser must still see a finite value with a gradient that leads
+# back into the domain, so below q = EPS:
 #   * log(q) is replaced by its first-order Taylor extension at EPS, log(EPS) + (q - EPS) / EPS,
 #     which is C1 (value and slope match, so L-BFGS-B's curvature model is not broken) and finite
 #     for every theta;
-#   * and log f gets an extra -((EPS - q) / EPS)^2, also C1 at EPS (zero value and slope there).
-#     WHY the second term: the first is multiplied by gamma, so for a nearly flat curve
-#     (gamma ~ 0) the continuation is nearly free, and the optimiser used it as a second line
-#     segment (measured: a dense start grid found "fits" with half the points outside the domain
-#     and half the loss of any genuine fit of the same noisy data). The quadratic drop, independent
-#     of gamma, makes every point outside the domain cost a residual that grows quadratically, so
-#     genuine fits always win and the gradient leads back inside.
+#   * and log f gets an extra -((EPS - q) / SCALE)^2, also C1 at EPS (zero value and slope there).
+#     WHY: the first term is multiplied by gamma, so for a nearly flat curve (gamma ~ 0) the
+#     continuation is nearly free, and the optimiser used it as a second line segment (measured:
+#     a dense start grid found "fits" with half the points outside the domain and half the loss of
+#     any genuine fit of the same noisy data). The quadratic drop, independent of gamma, makes a
+#     point outside the domain cost a residual that grows quadratically, so genuine fits win and
+#     the gradient leads back inside.
 # Everywhere q >= EPS the value is the paper's law exactly (unlike a softplus floor, which would
-# bias every point near the zero point). q is the distance (in log D) to the law's zero point D0
-# relative to the anchor's, so EPS = 0.01 only alters points 100x closer to D0 than the data centre.
-# fit_law still checks the result (`in_domain`) and reports any point left on the floor.
+# bias every point near the zero point). WHY EPS = 1e-4 (not larger): the law itself falls to 0
+# (beta > 0) or rises to inf (beta < 0) as q -> 0, so a fit may legitimately put D0 close below
+# the first checkpoint; with EPS = 1e-2 such fits of noisy but aligned data (5% noise) landed in
+# the floor and were flagged invalid. At 1e-4, only a fit that needs the law's singularity AT a
+# checkpoint lands there (noisy flat or non-monotonic metrics), and fit_law flags exactly those
+# (`in_domain`): the paper's "a failed log-law fit signals misaligned data".
 # --------------------------------------------------------------------------------------------------
 
 _LOG_LAW_EPS = 1e-4
+# The penalty reaches -1 in log f (a factor e) at q = EPS - 0.01: steep, but not so steep that
+# starts outside the domain see gradients of 1e8 and waste their line searches.
 _LOG_LAW_PENALTY_SCALE = 1e-2
 # Below |w z| = 1e-2 use the Taylor series of log(1 + w z) / w: the closed form loses digits to
 # cancellation (and is 0/0 at w = 0); 5 terms leave a relative error below (1e-2)^5 = 1e-10.
@@ -157,7 +163,7 @@ _SERIES_LIMIT = 1e-2
 
 def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """h = log(1 + w z) / w (C1 floor below q = EPS), dh/dw, and the out-of-domain penalty
-    (-((EPS - q) / EPS)^2 where q < EPS, else 0) with its derivative in w."""
+    (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w."""
     t = w * z
     small = np.abs(t) < _SERIES_LIMIT
     # Series: h = z (1 - t/2 + t^2/3 - t^3/4 + t^4/5); dh/dw = z^2 (-1/2 + 2t/3 - 3t^2/4 + 4t^3/5).
