@@ -82,7 +82,7 @@ def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[floa
 def cmd_fit(args) -> int:
     import json
 
-    from raysweep.laws import DEFAULT_HUBER_DELTA, LAWS
+    from raysweep.laws import DEFAULT_HUBER_DELTA, REGISTERED_LAWS
     from raysweep.laws.analysis import analyse, describe
 
     if args.spec:
@@ -90,14 +90,29 @@ def cmd_fit(args) -> int:
     if not (args.csv and args.x and args.y):
         raise SpecError("raysweep fit: pass a sweep spec (refit from MLflow), or --csv FILE "
                         "--x COLUMN --y COLUMN --law NAME to fit a table.")
-    if args.law not in LAWS:
+    if args.law_module:
+        # A user's module that declares laws and calls register_law on import: the only way a
+        # command-line run can see laws that are not built in.
+        import importlib
+
+        try:
+            importlib.import_module(args.law_module)
+        except ImportError as err:
+            raise SpecError(f"raysweep fit: --law-module {args.law_module!r} could not be imported "
+                            f"({err}); pass a module importable from here.") from None
+    if args.law not in REGISTERED_LAWS:
         raise SpecError(f"raysweep fit: --law {args.law!r} is not a known law; expected one of "
-                        f"{', '.join(sorted(LAWS))}.")
+                        f"{', '.join(sorted(REGISTERED_LAWS))}.")
     x, y = _read_csv_columns(args.csv, args.x, args.y)
-    law = LAWS[args.law]
+    law = REGISTERED_LAWS[args.law]
+    if law.num_inputs != 1:
+        raise SpecError(f"raysweep fit: --law {args.law} takes {law.num_inputs} variables; the CSV "
+                        f"command fits laws of one --x column (use raysweep.laws.fit_law).")
     delta = args.huber_delta or (DEFAULT_HUBER_DELTA["cross_entropy"] if args.law == "power_law"
                                  else DEFAULT_HUBER_DELTA["bleu"])
-    analysis = analyse(law, x, y, delta, predict_at=args.predict_at or (), target_y=args.target,
+    increasing = {"rising": True, "falling": False, None: None}[args.direction]
+    analysis = analyse(law, x, y, delta, increasing=increasing,
+                       predict_at=args.predict_at or (), target_y=args.target,
                        k=args.backtest_k, resamples=args.resamples or 1000, level=args.level)
     if args.json:
         print(json.dumps(analysis.to_dict(), indent=2, default=float))
@@ -140,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--csv", help="a table with one row per point")
     fit.add_argument("--x", help="column of the pretraining size D_p (tokens)")
     fit.add_argument("--y", help="column of the metric")
-    fit.add_argument("--law", default="log_law", help="log_law (task metrics) or power_law (cross-entropy)")
+    fit.add_argument("--law", default="log_law",
+                     help="log_law (task metrics), power_law (cross-entropy), gordon (BLEU vs "
+                     "cross-entropy) or a registered law")
+    fit.add_argument("--law-module", help="a Python module to import first (it registers custom "
+                     "laws with raysweep.laws.register_law)")
+    fit.add_argument("--direction", choices=("rising", "falling"),
+                     help="the expected direction of y with x, for the monotonicity check "
+                     "(default: rising for log_law, falling for the other laws)")
     fit.add_argument("--huber-delta", type=float, help="default: 0.1 (log_law), 1e-3 (power_law)")
     fit.add_argument("--predict-at", type=float, action="append", help="D to predict at (repeatable)")
     fit.add_argument("--target", type=float, help="metric value to reach: prints the D needed")

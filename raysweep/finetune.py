@@ -36,7 +36,7 @@ class TrialKey:
                 "raysweep.seed": str(self.seed)}
 
     @staticmethod
-    def from_tags(tags: dict[str, str]) -> "TrialKey":
+    def from_tags(tags: dict[str, str]) -> TrialKey:
         return TrialKey(tags["raysweep.task"], int(tags["raysweep.d_p"]), int(tags["raysweep.d_f"]),
                         float(tags["raysweep.lr"]), int(tags["raysweep.seed"]))
 

@@ -54,12 +54,14 @@ def analyse_group(spec: SweepSpec, points: dict[int, float], metric: str, resamp
     """Fit, bootstrap, backtest and judge one law on {D_p: value} (D_p = 0 is the baseline)."""
     from raysweep.laws import DEFAULT_HUBER_DELTA, law_for_metric
     from raysweep.laws.analysis import analyse
+    from raysweep.plots import band_points
 
     x = [d for d in points if d > 0]
     return analyse(law_for_metric(metric), x, [points[d] for d in x],
                    spec.fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
                    increasing=metric != "cross_entropy",
                    predict_at=[spec.fit.target_tokens] if spec.fit.target_tokens else (),
+                   band_at=band_points(points, spec.fit.target_tokens),
                    k=spec.fit.backtest_points, max_backtest_error=spec.fit.max_backtest_error,
                    resamples=resamples, level=spec.fit.interval_level,
                    seed=spec.seed)
@@ -134,11 +136,27 @@ class LawFitter:
             self.tracker.set_tags(self.run_id, {
                 f"raysweep.verdict.{task}.df_{d_f}.{metric}": f"{analysis.verdict}: {analysis.reason}"})
             if analysis.params:
+                self._log_plot(task, d_f, metric, points, analysis)
                 params = ", ".join(f"{k}={v:.3g}" for k, v in analysis.params.items())
                 self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
                                     f"{params}; {analysis.verdict}")
         if changed:
             self.tracker.client.log_dict(self.run_id, self.summary(), "laws.json")
+
+    def _log_plot(self, task: str, d_f: int, metric: str, points: dict, analysis) -> None:
+        """The law's figure as artifact plots/<task>/df_<D_f>/<metric>.png (the latest state)."""
+        import tempfile
+        from pathlib import Path
+
+        from raysweep.plots import save_law_figure
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{metric}.png"
+                save_law_figure(path, task, d_f, metric, points, analysis)
+                self.tracker.log_artifact(self.run_id, str(path), f"plots/{task}/df_{d_f}")
+        except Exception as err:  # a figure is worth less than keeping the fitter alive
+            print(f"[raysweep] could not plot {task} D_f={d_f} {metric}: {type(err).__name__}: {err}")
 
     def latest(self) -> str:
         return self.latest_line

@@ -96,8 +96,9 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
 
     from raysweep import checkpoints
     from raysweep.comet_scoring import load_comet
-    from raysweep.fitter import LawFitter
+    from raysweep.data.tokenizer import save_tokenizer
     from raysweep.finetune import FITTER_NAME
+    from raysweep.fitter import LawFitter
     from raysweep.pretrain import run_pretraining
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
@@ -105,12 +106,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     started = time.time()
     tokenizer, _ = check(spec)  # raises SpecError before anything is written
     spec.root.mkdir(parents=True, exist_ok=True)
-    from raysweep.data.tokenizer import tokenizer_dir
-
-    if not (tokenizer_dir(spec) / "tokenizer_config.json").exists():
-        tmp = tokenizer_dir(spec).with_name("tokenizer.tmp")
-        tokenizer.save_pretrained(str(tmp))
-        tmp.rename(tokenizer_dir(spec))
+    save_tokenizer(spec, tokenizer)
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
     load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
 

@@ -51,7 +51,7 @@ class Tracker:
         self._experiment_id: str | None = None
 
     @classmethod
-    def for_spec(cls, spec: SweepSpec) -> "Tracker":
+    def for_spec(cls, spec: SweepSpec) -> Tracker:
         artifacts = None if spec.tracking_uri else str((spec.root / "mlartifacts").resolve())
         return cls(spec.resolved_tracking_uri(), spec.name, artifacts)
 

@@ -28,7 +28,7 @@ SCAN_SECONDS = 1.0
 class WatcherSearcher(Searcher):
     """Hands out trial keys queued by the watcher."""
 
-    def __init__(self, watcher: "CheckpointWatcher"):
+    def __init__(self, watcher: CheckpointWatcher):
         super().__init__(metric="done", mode="max")
         self.watcher = watcher
 

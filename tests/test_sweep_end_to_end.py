@@ -3,7 +3,6 @@ fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -17,8 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     import ray
-
     from conftest import TINY_SPEC
+
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 
@@ -104,6 +103,9 @@ def test_law_parameters_are_logged(finished_sweep):
         assert {f"en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
         assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"].split(":")[0] in (
             "aligned", "misaligned")
+        plots = [a.path for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
+        assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
+    assert "laws.json" in [a.path for a in tracker.client.list_artifacts(run.info.run_id)]
     fitted = [f for f in first.laws if f["metric"] == "cross_entropy"]
     assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
     assert all(f["params"] and f["baseline"] > 0 for f in fitted)

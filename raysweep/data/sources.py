@@ -31,7 +31,7 @@ class SourceName:
     config: str | None = None
 
     @staticmethod
-    def parse(text: str, field: str, where: str) -> "SourceName":
+    def parse(text: str, field: str, where: str) -> SourceName:
         kind, _, rest = text.partition(":")
         if kind not in ("synthetic", "file", "hf") or not rest:
             raise SpecError(

@@ -63,15 +63,14 @@ def tokenizer_dir(spec: SweepSpec) -> Path:
     return spec.root / "tokenizer"
 
 
-def prepare_tokenizer(spec: SweepSpec):
-    """Load the sweep's saved tokenizer, training and saving it first if this is a new sweep."""
+def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
+    """Save the sweep's tokenizer once; every later stage loads this copy."""
     path = tokenizer_dir(spec)
-    if not (path / "tokenizer_config.json").exists():
-        tokenizer = train_tokenizer(spec)
-        tmp = path.with_name(path.name + ".tmp")
-        tokenizer.save_pretrained(str(tmp))
-        tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
-    return load_tokenizer(path)
+    if (path / "tokenizer_config.json").exists():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tokenizer.save_pretrained(str(tmp))
+    tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
 
 
 def load_tokenizer(path: str | Path):

@@ -166,6 +166,7 @@ class Analysis:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     level: float = 0.9
     predictions: list[dict] = field(default_factory=list)  # {"x", "value", "low", "high"}
+    band: list[dict] = field(default_factory=list)  # the fitted curve with its interval, for plots
     backtest: dict | None = None
     r2_log: float | None = None
     noise: float | None = None
@@ -180,13 +181,18 @@ class Analysis:
 
 
 def analyse(law: Law, x, y, huber_delta: float, *, increasing: bool | None = None,
-            predict_at=(), target_y: float | None = None, k: int = 4, resamples: int = 1000,
+            predict_at=(), band_at=(), target_y: float | None = None, k: int = 4,
+            resamples: int = 1000,
             level: float = 0.9, noise: float | None = None, max_backtest_error: float = 0.1,
             min_r2: float = 0.8, seed: int = 0) -> Analysis:
     """Fit, bootstrap, backtest and judge. Never raises for bad data: the verdict says why.
 
     increasing: the expected direction (task metrics rise, cross-entropy falls); by default the
     log-law's data are expected to rise and other laws' to fall."""
+    if law.num_inputs != 1:
+        # The verdict's ingredients (distinct D, backtest on the smallest D, monotonicity, the D
+        # needed for a target) are defined along one axis; fit_law fits laws of several variables.
+        raise ValueError(f"analyse judges laws of one variable; {law.name} takes {law.num_inputs}")
     xs, ys, dropped = _clean(x, y)
     if increasing is None:
         increasing = law.name == "log_law"
@@ -208,10 +214,14 @@ def analyse(law: Law, x, y, huber_delta: float, *, increasing: bool | None = Non
     sigma = noise_level(ys) if noise is None else noise
     drops = significant_drops(xs, ys, increasing, sigma)
     test = backtest(law, xs, ys, huber_delta, k)
-    boot = bootstrap(law, xs, ys, huber_delta, resamples, level, predict_at, seed)
-    predictions = [{"x": float(d), "value": float(fit.predict([d])[0]),
-                    "low": boot.predictions[float(d)][0], "high": boot.predictions[float(d)][1]}
-                   for d in predict_at]
+    boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed)
+
+    def with_interval(d) -> dict:
+        return {"x": float(d), "value": float(fit.predict([d])[0]),
+                "low": boot.predictions[float(d)][0], "high": boot.predictions[float(d)][1]}
+
+    predictions = [with_interval(d) for d in predict_at]
+    band = [with_interval(d) for d in band_at]
     needed = required_x(fit, target_y, float(xs[0])) if target_y is not None else None
 
     if drops:
@@ -232,7 +242,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, increasing: bool | None = Non
         verdict, reason = ALIGNED, (f"the law holds (R^2 in log space {r2:.2f}) and predicts its "
                                     f"held-out points within {test.max_relative_error:.1%}")
     return Analysis(**base, verdict=verdict, reason=reason, params=fit.params,
-                    intervals=boot.params, predictions=predictions,
+                    intervals=boot.params, predictions=predictions, band=band,
                     backtest=asdict(test) if test else None, r2_log=r2, noise=sigma, drops=drops,
                     converged=fit.converged, required_x=needed, message=fit.message)
 

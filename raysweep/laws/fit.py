@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from raysweep.laws.forms import LAWS, LOG_LAW, POWER_LAW, Law
+from raysweep.laws.forms import LOG_LAW, POWER_LAW, REGISTERED_LAWS, Law
 
 # Paper defaults: 0.1 for the task metrics (stated for BLEU/COMET; used for chrF and ROUGE-L too),
 # 1e-3 for cross-entropy (the paper's text; a table caption says 1e-5, so it is configurable).
@@ -40,7 +40,10 @@ def huber(r, delta: float) -> np.ndarray:
 
 
 def objective(law: Law, theta, x, y, delta: float) -> float:
-    """The fitted loss: SUM over points of huber(log y - log_predict(theta, x), delta)."""
+    """The fitted loss: SUM over points of huber(log y - log_predict(theta, x), delta).
+
+    theta is read at `law`'s anchor: for a FitResult use result.law_form (or
+    REGISTERED_LAWS[result.law].anchored(result.log_x_ref))."""
     residual = np.log(np.asarray(y, dtype=float)) - law.log_predict(theta, x)
     return float(np.sum(huber(residual, delta)))
 
@@ -62,13 +65,16 @@ class FitResult:
     """Points actually used (after dropping non-positive / non-finite ones)."""
     message: str
     log_x_ref: float = 0.0
-    """The anchor of theta: the mean log D of the fitted points (see raysweep.laws.forms)."""
+    """The anchor of theta: the mean log D of the fitted points (see raysweep.laws.forms); 0 for
+    laws that are not anchored (Law.uses_anchor False)."""
     law_form: Law | None = field(default=None, repr=False, compare=False)
-    """The anchored Law object (needed for laws not in LAWS); predict() falls back to
-    LAWS[law].anchored(log_x_ref), so (law, theta, log_x_ref) alone are enough to predict."""
+    """The anchored Law object (needed for laws not registered); predict() falls back to
+    REGISTERED_LAWS[law].anchored(log_x_ref), so (law, theta, log_x_ref) alone are enough to
+    predict."""
 
     def predict(self, x) -> np.ndarray:
-        form = self.law_form if self.law_form is not None else LAWS[self.law].anchored(self.log_x_ref)
+        form = (self.law_form if self.law_form is not None
+                else REGISTERED_LAWS[self.law].anchored(self.log_x_ref))
         return form.predict(self.theta, x)
 
 
@@ -97,38 +103,62 @@ def _converged(result, bounds) -> bool:
                 and np.max(np.abs(grad)) <= 1e-3 * max(1.0, abs(float(result.fun))))
 
 
+def _as_rows(law: Law, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """x as an (n, k) array with k == law.num_inputs, and y as (n,); ValueError otherwise.
+
+    A 1-D law accepts x of any shape (raveled, as before) so lists and scalars keep working; a
+    law of k variables needs x of shape (n, k): one row per point."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float).ravel()
+    if law.num_inputs == 1:
+        x = x.reshape(-1, 1)
+    elif x.ndim != 2 or x.shape[1] != law.num_inputs:
+        raise ValueError(f"{law.name} takes {law.num_inputs} variables: x must have shape "
+                         f"(n, {law.num_inputs}), got {x.shape}")
+    if x.shape[0] != y.size:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.size}")
+    return x, y
+
+
 def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
             log_x_ref: float | None = None) -> FitResult:
     """Fit `law` to points (x, y) = (D, metric). Raises ValueError with < 2 usable points.
 
-    start_points / log_x_ref: start from these thetas (anchored at log_x_ref) instead of the full grid.
+    x: shape (n,) for 1-D laws, (n, k) for laws of k variables (law.num_inputs), e.g. (N, D) rows
+    for CHINCHILLA_LAW. Rows with a non-positive or non-finite value in any column (or in y) are
+    dropped and counted in the message.
+
+    start_points / log_x_ref: start from these thetas (anchored at log_x_ref; ignored by laws that
+    are not anchored) instead of the full grid.
     The bootstrap uses them to refit each resample from the full data's optimum (a warm start):
     a resample's optimum lies near it, and one start instead of the grid is what makes 1,000
     refits affordable."""
     if not huber_delta > 0:
         raise ValueError(f"huber_delta must be positive, got {huber_delta!r}")
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    x, y = _as_rows(law, x, y)
 
-    # Both laws are fitted on log y and evaluated at log x, so only positive finite points count.
-    usable = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    dropped = int(x.size - usable.sum())
+    # Every law is fitted on log y, and the built-in ones evaluate log x, so only rows whose
+    # values are all positive and finite count (a row with one bad column is dropped whole).
+    usable = np.isfinite(y) & (y > 0) & np.all(np.isfinite(x) & (x > 0), axis=1)
+    dropped = int(y.size - usable.sum())
     x, y = x[usable], y[usable]
-    if x.size < 2:
+    if y.size < 2:
         raise ValueError(
-            f"cannot fit {law.name}: {x.size} usable point(s) after dropping {dropped} with "
+            f"cannot fit {law.name}: {y.size} usable point(s) after dropping {dropped} with "
             f"x <= 0, y <= 0 or non-finite values; at least 2 are needed")
 
     # Canonical order so the result does not depend on the order the points arrived in (float
-    # sums are order-sensitive, and a last-bit difference could change which start wins a tie).
-    order = np.lexsort((y, x))
+    # sums are order-sensitive, and a last-bit difference could change which start wins a tie):
+    # by the first column, then the next ones, then y (lexsort's LAST key is the primary one).
+    order = np.lexsort((y,) + tuple(x[:, j] for j in reversed(range(x.shape[1]))))
     x, y = x[order], y[order]
+    if law.num_inputs == 1:
+        x = x[:, 0]  # 1-D laws (and user formulas declared with one input) see shape (n,)
     log_y = np.log(y)
-    # Anchor the parameterisation at the centre of the data (see forms.py for why). Computed on
-    # the sorted points, so it too is independent of the input order.
-    law = law.anchored(float(np.mean(np.log(x))) if log_x_ref is None else log_x_ref)
+    if law.uses_anchor:
+        # Anchor the parameterisation at the centre of the data (see forms.py for why). Computed
+        # on the sorted points, so it too is independent of the input order.
+        law = law.anchored(float(np.mean(np.log(x))) if log_x_ref is None else log_x_ref)
 
     # The optimiser minimises sum huber(r, delta) / delta^2 = sum huber(r / delta, 1): the same
     # minimiser, but O(1) per point. WHY: L-BFGS-B's stopping tests are absolute for objectives
@@ -182,10 +212,11 @@ def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
     if dropped:
         notes.append(f"dropped {dropped} point(s) with x <= 0, y <= 0 or non-finite values")
     if outside:
-        notes.append(f"law undefined at {outside} of {x.size} points (the best fit puts them "
-                     f"beyond its zero point D0, on the optimiser's floor): not a valid fit")
+        why = (" (the best fit puts them beyond its zero point D0, on the optimiser's floor)"
+               if law.uses_anchor else "")  # the floor is the built-in log-law's; see forms.py
+        notes.append(f"law undefined at {outside} of {y.size} points{why}: not a valid fit")
     optimiser_message = best.message if isinstance(best.message, str) else best.message.decode()
-    notes.append(f"best of {starts} L-BFGS-B starts on {x.size} points: {optimiser_message}")
+    notes.append(f"best of {starts} L-BFGS-B starts on {y.size} points: {optimiser_message}")
     message = "; ".join(notes)
     return FitResult(
         law=law.name,
@@ -194,7 +225,7 @@ def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
         loss=objective(law, theta, x, y, huber_delta),
         log_x_ref=law.log_x_ref,
         converged=_converged(best, law.bounds) and not outside,
-        num_points=int(x.size),
+        num_points=int(y.size),
         message=message,
         law_form=law,
     )

@@ -1,0 +1,74 @@
+"""Scaling-curve figures: a metric against D_p (log axis) with its fitted law, interval band and the
+no-pretraining baseline. Pure matplotlib (Agg backend: no display needed), one figure per law.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+UNITS = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L F1", "comet": "COMET",
+         "cross_entropy": "cross-entropy (nats/token)"}
+
+
+def band_points(points: dict[int, float], target_tokens: int | None) -> list[float]:
+    """Where to draw the fitted curve: from the smallest D_p to the target (or 10x the largest)."""
+    pretrained = [d for d in points if d > 0]
+    if not pretrained:
+        return []
+    high = max(max(pretrained) * 10, target_tokens or 0)
+    return list(np.logspace(math.log10(min(pretrained)), math.log10(high), 40))
+
+
+def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analysis):
+    """The figure for one (task, D_f, metric) law."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    pretrained = sorted(d for d in points if d > 0)
+    ax.plot(pretrained, [points[d] for d in pretrained], "o", color="C0", label="finetuned checkpoints")
+    if analysis.band:
+        xs = [b["x"] for b in analysis.band]
+        ax.plot(xs, [b["value"] for b in analysis.band], "-", color="C1",
+                label=f"{analysis.law} fit")
+        low = [b["low"] for b in analysis.band]
+        high = [b["high"] for b in analysis.band]
+        if all(math.isfinite(v) for v in low + high):
+            ax.fill_between(xs, low, high, color="C1", alpha=0.2,
+                            label=f"{analysis.level:.0%} bootstrap interval")
+    for p in analysis.predictions:
+        # A percentile interval need not contain the point estimate, so no symmetric error bar.
+        if math.isfinite(p["low"]) and math.isfinite(p["high"]):
+            ax.vlines(p["x"], p["low"], p["high"], color="C3", linewidth=2)
+        ax.plot([p["x"]], [p["value"]], "D", color="C3", label=f"prediction at {p['x']:.3g} tokens")
+    if 0 in points:
+        ax.axhline(points[0], color="0.4", linestyle="--", label="no pretraining (D_p = 0)")
+    # Scale the y axis to what was measured (and predicted), not to the band: a law extrapolated
+    # from noisy points can swing far, and must not flatten the data into a line.
+    shown = [points[d] for d in points] + [p["value"] for p in analysis.predictions]
+    shown = [v for v in shown if math.isfinite(v)]
+    if shown:
+        low, high = min(shown), max(shown)
+        pad = 0.3 * (high - low) or 0.1 * abs(high) or 1.0
+        ax.set_ylim(low - pad, high + pad)
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining tokens D_p (log scale)")
+    ax.set_ylabel(UNITS.get(metric, metric))
+    ax.set_title(f"{task}, D_f = {d_f:,} tokens: {metric}\n{analysis.verdict}: {analysis.reason}",
+                 fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_law_figure(path, *args) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = law_figure(*args)
+    fig.savefig(path)
+    plt.close(fig)
