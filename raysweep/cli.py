@@ -26,7 +26,7 @@ def cmd_validate(args) -> int:
     from raysweep.sweep import check, plan_text
 
     spec = load_spec(args.spec)
-    _, available = check(spec)
+    _, available = check(spec, offline=True)
     print(plan_text(spec, available))
     print("spec is valid")
     return 0

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from raysweep.spec import SweepSpec
+from raysweep.spec import SpecError, SweepSpec
 
 NAMESPACE = "raysweep"
 
@@ -46,8 +46,10 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     for task in spec.tasks:
         lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
                      f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
+        known = (available or {}).get(task.name)
         lines.append(f"    finetune sizes (D_f, tokens): {', '.join(f'{t:,}' for t in task.finetune_tokens)}"
-                     + (f" of {available[task.name]:,} available" if available else ""))
+                     + (f" of {known:,} available" if known is not None
+                        else " (data size checked when the run starts)"))
         lines.append(f"    learning rates: {', '.join(f'{lr:g}' for lr in task.lrs)}; "
                      f"{task.steps} steps of {task.batch_size} pairs")
     lines.append(f"  trials: {spec.num_trials()} "
@@ -55,14 +57,34 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     return "\n".join(lines)
 
 
-def check(spec: SweepSpec):
-    """Everything that can be checked before anything is written. Returns (tokenizer, available)."""
+def needs_network(spec: SweepSpec) -> bool:
+    """Whether preparing this spec reads from the hub (a hub tokenizer, or hf: sources)."""
+    sources = [c.source for c in spec.pretrain.mixture] + [t.data for t in spec.tasks]
+    return spec.tokenizer.kind == "hub" or any(s.startswith("hf:") for s in sources)
+
+
+def check(spec: SweepSpec, offline: bool = False):
+    """Everything that can be checked before anything is written. Returns (tokenizer, available).
+
+    offline=True (`raysweep validate`): hub tokenizers and hf: datasets are not fetched, so a
+    paper-scale spec validates on a machine without network; their sizes are checked when the
+    run starts (tokenizer None, available sizes missing)."""
     from raysweep.data import check_sources
     from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir, train_tokenizer
 
     saved = tokenizer_dir(spec)
-    tokenizer = load_tokenizer(saved) if (saved / "tokenizer_config.json").exists() \
-        else train_tokenizer(spec)
+    if (saved / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(saved)
+    elif offline and needs_network(spec):
+        tokenizer = None
+    else:
+        try:
+            tokenizer = train_tokenizer(spec)
+        except OSError as err:  # a hub tokenizer that cannot be fetched
+            raise SpecError(f"{spec.source_file}: field `tokenizer.hub_id`: "
+                            f"{spec.tokenizer.hub_id!r} could not be loaded "
+                            f"({' '.join(str(err).split())[:300]}). Check the id and the network, "
+                            f"or use tokenizer.kind unigram; nothing was written.") from None
     return tokenizer, check_sources(spec, tokenizer)
 
 

@@ -138,3 +138,20 @@ def test_finetune_size_smaller_than_one_pair_is_rejected(tiny_spec_dict, write_s
     tiny_spec_dict["tasks"][0]["finetune_tokens"] = [3, 1000]
     err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
     assert "`tasks[0].finetune_tokens` has 3 tokens, too few for even one sentence pair" in err
+
+
+def test_hub_spec_validates_offline_and_run_says_what_it_cannot_fetch(
+        tiny_spec_dict, write_spec, tmp_path, capsys):
+    # Paper-scale specs name hub tokenizers and datasets: `validate` checks them without network;
+    # `run` fails at once, naming the field, before writing anything.
+    tiny_spec_dict["tokenizer"] = {"kind": "hub", "hub_id": "google/mt5-base"}
+    tiny_spec_dict["pretrain"]["mixture"] = [{"source": "hf:allenai/c4:en", "weight": 0.5},
+                                            {"source": "hf:allenai/c4:de", "weight": 0.5}]
+    tiny_spec_dict["tasks"][0]["data"] = "hf:wmt17:de-en"
+    path = write_spec(tiny_spec_dict)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "(data size checked when the run starts)" in out and "trials: 16" in out
+    err = _error(capsys, ["run", str(path)])  # HF_HUB_OFFLINE=1 (conftest): no download
+    assert "`tokenizer.hub_id`: 'google/mt5-base' could not be loaded" in err
+    assert not (tmp_path / "runs").exists()
