@@ -67,7 +67,6 @@ class CheckpointWatcher:
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.pretraining_over = threading.Event()
         self.final_scan_done = False
-        self.started_at: dict[int, float] = {}  # D_p -> when its first trial started
 
     # ---- fed by the driver ----------------------------------------------------------------------
     def pretraining_finished(self) -> None:
@@ -113,7 +112,6 @@ class CheckpointWatcher:
             if self.queue:
                 key = self.queue.popleft()
                 self.running[trial_id] = key
-                self.started_at.setdefault(key.d_p, time.time())
                 return {"key": asdict(key), "parent_run_id": self.parent_run_id}
             if self.final_scan_done:
                 return Searcher.FINISHED

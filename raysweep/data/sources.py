@@ -21,8 +21,6 @@ from pathlib import Path
 from raysweep.data import synthetic
 from raysweep.spec import SpecError
 
-SPLITS = ("train", "dev", "test")
-
 
 @dataclass(frozen=True)
 class SourceName:
