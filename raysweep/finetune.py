@@ -67,8 +67,8 @@ _PROCESS_CACHE: dict[tuple, object] = {}
 
 
 def _cached(key: tuple, build):
-    """Per-process cache: Tune reuses trial actors, so the tokenizer, the task's splits and the
-    COMET model are loaded once per actor instead of once per trial."""
+    """Per-process cache: Tune reuses trial actors, so the tokenizer, the task's splits, its D_f
+    prefixes and the COMET model are built once per actor instead of once per trial."""
     if key not in _PROCESS_CACHE:
         _PROCESS_CACHE[key] = build()
     return _PROCESS_CACHE[key]
@@ -98,7 +98,8 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(tokenizer_dir(spec)))
         splits = _cached((root, "splits", task), lambda: parallel_splits(
             task, spec.seed, spec.source_file, f"task {task.name} data", spec.base_dir))
-        train, d_f_exact = finetune_prefix(splits.train, tokenizer, task.max_length, key.d_f)
+        train, d_f_exact = _cached((root, "prefix", task, key.d_f), lambda: finetune_prefix(
+            splits.train, tokenizer, task.max_length, key.d_f))
 
         torch.manual_seed(key.seed)
         if key.d_p == 0:

@@ -81,6 +81,8 @@ def check(spec: SweepSpec, offline: bool = False):
         try:
             tokenizer = train_tokenizer(spec)
         except OSError as err:  # a hub tokenizer that cannot be fetched
+            if spec.tokenizer.kind != "hub":
+                raise
             raise SpecError(f"{spec.source_file}: field `tokenizer.hub_id`: "
                             f"{spec.tokenizer.hub_id!r} could not be loaded "
                             f"({' '.join(str(err).split())[:300]}). Check the id and the network, "

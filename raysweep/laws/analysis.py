@@ -52,10 +52,12 @@ class Bootstrap:
 
 
 def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: float = 0.9,
-              at=(), seed: int = 0) -> Bootstrap:
-    """Percentile intervals of the parameters and of predictions at each D in `at`."""
+              at=(), seed: int = 0, full: FitResult | None = None) -> Bootstrap:
+    """Percentile intervals of the parameters and of predictions at each D in `at`.
+
+    full: the fit of all points, when the caller has it already (the resamples start from it)."""
     x, y, _ = _clean(x, y)
-    full = fit_law(law, x, y, huber_delta)
+    full = full or fit_law(law, x, y, huber_delta)
     rng = np.random.default_rng(seed)
     params: list[dict] = []
     predictions: list[np.ndarray] = []
@@ -214,7 +216,8 @@ def analyse(law: Law, x, y, huber_delta: float, *, increasing: bool | None = Non
     sigma = noise_level(ys) if noise is None else noise
     drops = significant_drops(xs, ys, increasing, sigma)
     test = backtest(law, xs, ys, huber_delta, k)
-    boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed)
+    boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
+                     full=fit)
 
     def with_interval(d) -> dict:
         return {"x": float(d), "value": float(fit.predict([d])[0]),
