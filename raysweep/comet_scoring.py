@@ -134,7 +134,14 @@ def _unigram_vocab(sentences: list[str], specials: list[str], size: int) -> list
 def _build_encoder(encoder_dir: Path, seed: int) -> None:
     """Save a Unigram tokenizer and a small random XLM-R encoder into `encoder_dir`."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
 
     # XLM-R's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3) follow from the order given here.

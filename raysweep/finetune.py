@@ -74,13 +74,37 @@ def _cached(key: tuple, build):
     return _PROCESS_CACHE[key]
 
 
+def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer) -> float:
+    """Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over the
+    D_f pairs in their fixed shuffled order for `task.steps` steps. Returns the last loss."""
+    import torch
+
+    from raysweep.data.collators import seq2seq_batch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    batches = itertools.cycle([train[i:i + task.batch_size]
+                               for i in range(0, len(train), task.batch_size)])
+    model.train()
+    for step in range(1, task.steps + 1):
+        batch = seq2seq_batch(next(batches), tokenizer, task.max_length)
+        loss = model(**batch).loss
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"finetune loss became {loss.item()} at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    return loss.item()
+
+
 def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:
     import torch
 
     from raysweep import checkpoints
     from raysweep.comet_scoring import load_comet
-    from raysweep.data.collators import finetune_prefix, seq2seq_batch
+    from raysweep.data.collators import finetune_prefix
     from raysweep.data.sources import parallel_splits
+    from raysweep.data.synthetic import Family
     from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
     from raysweep.evaluate import cross_entropy, evaluate_translation
     from raysweep.model import build_model
@@ -97,7 +121,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         root = str(spec.root)
         tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(tokenizer_dir(spec)))
         splits = _cached((root, "splits", task), lambda: parallel_splits(
-            task, spec.seed, spec.source_file, f"task {task.name} data", spec.base_dir))
+            task, Family.of(spec), spec.source_file, f"task {task.name} data", spec.base_dir))
         train, d_f_exact = _cached((root, "prefix", task, key.d_f), lambda: finetune_prefix(
             splits.train, tokenizer, task.max_length, key.d_f))
 
@@ -114,23 +138,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
                                     "steps": task.steps, "batch_size": task.batch_size,
                                     "train_pairs": len(train)})
 
-        # Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over
-        # the D_f tokens in a fixed shuffled order.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=key.lr, weight_decay=0.0)
-        batches = itertools.cycle([train[i:i + task.batch_size]
-                                   for i in range(0, len(train), task.batch_size)])
-        model.train()
-        for step in range(1, task.steps + 1):
-            batch = seq2seq_batch(next(batches), tokenizer, task.max_length)
-            loss = model(**batch).loss
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"finetune loss became {loss.item()} at step {step}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
-        train_loss = loss.item()
-
+        train_loss = finetune(model, train, task, key.lr, tokenizer)
         dev_ce = cross_entropy(model, splits.dev, tokenizer, task.max_length)
         comet = _cached((root, "comet", spec.evaluation.comet_model),
                         lambda: load_comet(spec.evaluation.comet_model, spec.root))

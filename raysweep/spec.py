@@ -32,8 +32,11 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """T5-style encoder-decoder dimensions (T5 v1.1 naming)."""
+    """T5-style encoder-decoder dimensions (T5 v1.1 naming): a `preset`, or explicit dims (fields
+    written next to a preset override it)."""
 
+    preset: str | None = None
+    """One of MODEL_PRESETS: t5-tiny (tests, demo), t5-small, t5-base, t5-770m, t5-3b."""
     d_model: int = 64
     """Width of the residual stream."""
     d_ff: int = 128
@@ -48,6 +51,20 @@ class ModelSpec:
     """Width of each attention head."""
     dropout: float = 0.0
     """Dropout rate (the paper's T5 pretraining uses none)."""
+    feed_forward: str = "gated-gelu"
+    """Feed-forward block: `gated-gelu` (T5 v1.1) or `relu` (the original T5, e.g. T5-3B)."""
+
+
+# The paper's T5-770M (T5 v1.1 large) and T5-3B (the original T5's, ReLU feed-forward), and
+# T5 v1.1's small and base. The vocabulary comes from the sweep's tokenizer.
+MODEL_PRESETS = {
+    "t5-tiny": dict(d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
+    "t5-small": dict(d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, d_kv=64),
+    "t5-base": dict(d_model=768, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64),
+    "t5-770m": dict(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16, d_kv=64),
+    "t5-3b": dict(d_model=1024, d_ff=16384, num_layers=24, num_decoder_layers=24, num_heads=32, d_kv=128,
+                  feed_forward="relu"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,20 @@ class TokenizerSpec:
     """Tokenizer id on the hub for `kind: hub`, e.g. `google/mt5-base`."""
     sentinels: int = 100
     """Number of T5 sentinel tokens `<extra_id_i>` for span corruption."""
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The offline family of synthetic languages behind every `synthetic:` source
+    (raysweep/data/synthetic.py): one meaning space, per-language words, order and morphology."""
+
+    relatedness: float = 0.3
+    """Probability that a language's word for a concept is a cognate (a sound-shifted copy) of the
+    family's proto word: 0 = unrelated lexicons, 1 = every word a cognate."""
+    nouns: int = 30
+    """Concepts per part of speech: fewer make translation easier to learn."""
+    verbs: int = 12
+    adjectives: int = 8
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,18 @@ class PretrainSpec:
     """Ray Train workers (one DeepSpeed rank each)."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage: 0, 1, 2 or 3."""
+    optimizer: str = "adamw"
+    """`adamw` (torch's AdamW) or `adafactor` (the paper's; transformers' Adafactor at the
+    spec's lr and schedule, without its own relative-step schedule)."""
+    gradient_accumulation: int = 1
+    """Micro-batches per optimiser step on each worker: the same tokens per step (batch_size is
+    over all workers), less activation memory. batch_size must divide by workers x this."""
+    gradient_clipping: float = 1.0
+    """Largest global gradient norm; 0 turns clipping off."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
+    precision: str = "auto"
+    """`auto` (bf16 with a GPU, fp32 on CPU), `bf16` (needs resources.use_gpu) or `fp32`."""
     noise_density: float = 0.15
     """Share of tokens masked by span corruption."""
     mean_span_length: float = 3.0
@@ -201,6 +244,10 @@ class ResourceSpec:
     """Finetune trials running at once."""
     use_gpu: bool = False
     """Pretraining workers and trials request a GPU each."""
+    worker_memory_gb: float | None = None
+    """Memory of each pretraining worker's device in GiB (GPU memory with use_gpu, else RAM),
+    checked against an estimate before anything starts. Default: 80 with a GPU (A100/H100 80GB),
+    else this machine's RAM shared by the workers."""
     pretrain_resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each pretraining worker requests, e.g. {pretrain_pool: 1}: on a
     cluster, only the node type that advertises them (cluster.yaml) runs pretraining."""
@@ -224,6 +271,7 @@ class SweepSpec:
     """Seed for data order, initialisation and finetuning."""
     model: ModelSpec = ModelSpec()
     tokenizer: TokenizerSpec = TokenizerSpec()
+    synthetic: SyntheticSpec = SyntheticSpec()
     pretrain: PretrainSpec = PretrainSpec()
     tasks: tuple[TaskSpec, ...] = ()
     evaluation: EvaluationSpec = EvaluationSpec()
@@ -318,6 +366,11 @@ _HIDDEN_FIELDS = {"source_file", "base_dir"}
 def _build(cls: type, data: Any, path: str, where: str) -> Any:
     if not isinstance(data, dict):
         _fail(where, path or "(top level)", "must be a mapping of fields", data)
+    if cls is ModelSpec and "preset" in data:  # the preset's dims, then the fields written out
+        preset = data["preset"]
+        if preset not in MODEL_PRESETS:
+            _fail(where, f"{path}.preset", f"must be one of {', '.join(MODEL_PRESETS)}", preset)
+        data = {**MODEL_PRESETS[preset], **data}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)} - _HIDDEN_FIELDS
     unknown = sorted(set(data) - names)
@@ -391,11 +444,18 @@ def validate(spec: SweepSpec) -> None:
         _fail(where, "name", "must use only letters, digits, '-' and '_'", spec.name)
     for name in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv"):
         positive(getattr(spec.model, name), f"model.{name}")
+    if spec.model.feed_forward not in ("gated-gelu", "relu"):
+        _fail(where, "model.feed_forward", "must be gated-gelu or relu", spec.model.feed_forward)
     if spec.tokenizer.kind not in ("unigram", "byt5", "hub"):
         _fail(where, "tokenizer.kind", "must be one of unigram, byt5, hub", spec.tokenizer.kind)
     if spec.tokenizer.kind == "hub" and not spec.tokenizer.hub_id:
         _fail(where, "tokenizer.hub_id", "must name a hub tokenizer when tokenizer.kind is hub", None)
     positive(spec.tokenizer.vocab_size, "tokenizer.vocab_size")
+    if not 0 <= spec.synthetic.relatedness <= 1:
+        _fail(where, "synthetic.relatedness", "must be between 0 and 1", spec.synthetic.relatedness)
+    for name in ("nouns", "verbs", "adjectives"):
+        if getattr(spec.synthetic, name) < 2:
+            _fail(where, f"synthetic.{name}", "must be at least 2", getattr(spec.synthetic, name))
 
     pre = spec.pretrain
     if not pre.mixture:
@@ -412,11 +472,23 @@ def validate(spec: SweepSpec) -> None:
         positive(tokens, f"pretrain.checkpoints[{i}]")
     for name in ("batch_size", "seq_len", "lr", "workers", "log_every"):
         positive(getattr(pre, name), f"pretrain.{name}")
-    if pre.batch_size % pre.workers:
-        _fail(where, "pretrain.batch_size", f"must be divisible by pretrain.workers ({pre.workers})",
+    positive(pre.gradient_accumulation, "pretrain.gradient_accumulation")
+    if pre.batch_size % (pre.workers * pre.gradient_accumulation):
+        _fail(where, "pretrain.batch_size",
+              f"must be divisible by pretrain.workers x pretrain.gradient_accumulation "
+              f"({pre.workers} x {pre.gradient_accumulation}), so every micro-batch has the same size",
               pre.batch_size)
     if pre.zero_stage not in (0, 1, 2, 3):
         _fail(where, "pretrain.zero_stage", "must be 0, 1, 2 or 3", pre.zero_stage)
+    if pre.optimizer not in ("adamw", "adafactor"):
+        _fail(where, "pretrain.optimizer", "must be adamw or adafactor", pre.optimizer)
+    if pre.gradient_clipping < 0:
+        _fail(where, "pretrain.gradient_clipping", "must be 0 (off) or positive", pre.gradient_clipping)
+    if pre.precision not in ("auto", "bf16", "fp32"):
+        _fail(where, "pretrain.precision", "must be auto, bf16 or fp32", pre.precision)
+    if pre.precision == "bf16" and not spec.resources.use_gpu:
+        _fail(where, "pretrain.precision", "can be bf16 only with resources.use_gpu: true (CPU "
+              "pretraining runs in fp32; use auto or fp32)", pre.precision)
     if not 0 < pre.noise_density < 1:
         _fail(where, "pretrain.noise_density", "must be between 0 and 1", pre.noise_density)
     if pre.mean_span_length < 1:

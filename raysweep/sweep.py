@@ -38,8 +38,14 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     lines = [f"sweep {spec.name!r}: storage {spec.root}", f"  tracking: {spec.resolved_tracking_uri()}"]
     mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
     lines.append(f"  pretraining mixture: {mixture}")
-    lines.append(f"  pretraining: {spec.pretrain.workers} workers, ZeRO-{spec.pretrain.zero_stage}, "
-                 f"{spec.pretrain.tokens_per_step()} tokens/step")
+    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+
+    pre = spec.pretrain
+    memory = memory_estimate(spec, _vocab_size(spec, None))
+    lines.append(f"  pretraining: {pre.workers} workers, ZeRO-{pre.zero_stage}, {pre.optimizer}, "
+                 f"{pre.tokens_per_step()} tokens/step; model {memory['parameters'] / 1e6:,.1f}M "
+                 f"parameters, about {memory['total_bytes'] / 2**30:.2f} GiB per worker of "
+                 f"{worker_memory_bytes(spec) / 2**30:.0f} GiB")
     tokens = spec.pretrain.published_tokens()
     lines.append(f"  checkpoints (D_p, tokens): {', '.join(f'{t:,}' for t in tokens)} "
                  f"+ the no-pretraining baseline (D_p = 0)")
@@ -87,7 +93,37 @@ def check(spec: SweepSpec, offline: bool = False):
                             f"{spec.tokenizer.hub_id!r} could not be loaded "
                             f"({' '.join(str(err).split())[:300]}). Check the id and the network, "
                             f"or use tokenizer.kind unigram; nothing was written.") from None
-    return tokenizer, check_sources(spec, tokenizer)
+    available = check_sources(spec, tokenizer)
+    check_memory(spec, tokenizer)
+    return tokenizer, available
+
+
+def _vocab_size(spec: SweepSpec, tokenizer) -> int:
+    if tokenizer is not None:
+        return len(tokenizer)
+    # Offline validation of a hub tokenizer: mT5's vocabulary (the paper's) as the estimate.
+    return {"unigram": spec.tokenizer.vocab_size + spec.tokenizer.sentinels,
+            "byt5": 259 + spec.tokenizer.sentinels}.get(spec.tokenizer.kind, 250_112)
+
+
+def check_memory(spec: SweepSpec, tokenizer) -> None:
+    """Too little memory for the model is said before anything starts, from a size estimate."""
+    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+
+    need = memory_estimate(spec, _vocab_size(spec, tokenizer))
+    have = worker_memory_bytes(spec)
+    if need["total_bytes"] > have:
+        pre, gib = spec.pretrain, 2**30
+        raise SpecError(
+            f"{spec.source_file or '<spec>'}: pretraining this model needs about "
+            f"{need['total_bytes'] / gib:.1f} GiB per worker ({need['parameters'] / 1e6:,.0f}M "
+            f"parameters: weights, gradients and {pre.optimizer} states "
+            f"{need['states_bytes'] / gib:.1f} GiB with ZeRO-{pre.zero_stage} over {pre.workers} "
+            f"workers, activations {need['activation_bytes'] / gib:.1f} GiB), but each worker has "
+            f"{have / gib:.1f} GiB (resources.worker_memory_gb). Raise pretrain.workers or "
+            f"pretrain.zero_stage, set pretrain.gradient_accumulation or "
+            f"pretrain.activation_checkpointing, or choose a smaller model.preset; nothing was "
+            f"written.")
 
 
 def _connect_ray(spec: SweepSpec) -> None:
@@ -120,6 +156,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
 
     from raysweep import checkpoints
     from raysweep.comet_scoring import load_comet
+    from raysweep.data.mixture import alignment_score
     from raysweep.data.tokenizer import save_tokenizer
     from raysweep.finetune import FITTER_NAME
     from raysweep.fitter import LawFitter
@@ -145,6 +182,13 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
         tracker.log_artifact(sweep_run, spec.source_file)
     tracker.log_params(sweep_run, {"num_trials": spec.num_trials(),
                                    "checkpoints": ",".join(map(str, spec.pretrain.published_tokens()))})
+    # The translation alignment score of the mixture for every task: the paper's predictor of
+    # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
+    mixture_params = {"mixture": ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture),
+                      **{f"alignment.{task.name}": round(alignment_score(spec.pretrain.mixture, task), 4)
+                         for task in spec.tasks}}
+    for run_id in (sweep_run, pretrain_run):
+        tracker.log_params(run_id, mixture_params)
 
     _connect_ray(spec)
     coordinators = {"resources": spec.resources.coordinator_resources}

@@ -9,7 +9,13 @@ import pytest
 
 from raysweep.cli import main
 from raysweep.data.mixture import alignment_score
-from raysweep.spec import MixtureComponent, SpecError, TaskSpec, load_spec, spec_from_dict
+from raysweep.spec import (
+    MixtureComponent,
+    SpecError,
+    TaskSpec,
+    load_spec,
+    spec_from_dict,
+)
 
 
 def test_valid_spec_plans_exact_checkpoints_and_trial_count(tiny_spec_dict, write_spec):
@@ -155,3 +161,43 @@ def test_hub_spec_validates_offline_and_run_says_what_it_cannot_fetch(
     err = _error(capsys, ["run", str(path)])  # HF_HUB_OFFLINE=1 (conftest): no download
     assert "`tokenizer.hub_id`: 'google/mt5-base' could not be loaded" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_model_presets_give_the_papers_dims_and_explicit_fields_override(tiny_spec_dict):
+    tiny_spec_dict["model"] = {"preset": "t5-3b"}
+    model = spec_from_dict(tiny_spec_dict).model
+    # The paper's T5-3B: 24+24 layers, d_model 1024, 32 heads x 128, d_ff 16384.
+    assert (model.num_layers, model.num_decoder_layers, model.d_model, model.num_heads, model.d_kv,
+            model.d_ff) == (24, 24, 1024, 32, 128, 16384)
+    tiny_spec_dict["model"] = {"preset": "t5-770m", "num_layers": 2, "dropout": 0.1}
+    model = spec_from_dict(tiny_spec_dict).model
+    assert (model.num_layers, model.num_decoder_layers, model.d_ff, model.dropout) == (2, 24, 2816, 0.1)
+
+
+def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsys):
+    tiny_spec_dict["model"] = {"preset": "t5-xxl"}
+    err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
+    assert "`model.preset`" in err and "t5-xxl" in err and "t5-770m" in err
+
+
+@pytest.mark.parametrize("pretrain, field, words", [
+    ({"optimizer": "sgd"}, "pretrain.optimizer", "adamw or adafactor"),
+    ({"precision": "bf16"}, "pretrain.precision", "resources.use_gpu"),
+    ({"gradient_accumulation": 3}, "pretrain.batch_size", "workers x pretrain.gradient_accumulation"),
+])
+def test_bad_pretraining_options_name_the_field(tiny_spec_dict, write_spec, capsys, pretrain, field, words):
+    tiny_spec_dict["pretrain"].update(pretrain)
+    err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
+    assert f"`{field}`" in err and words in err
+
+
+def test_too_little_memory_for_the_model_is_said_before_starting(tiny_spec_dict, write_spec, capsys):
+    tiny_spec_dict["model"] = {"preset": "t5-770m"}
+    tiny_spec_dict["resources"]["worker_memory_gb"] = 4
+    path = write_spec(tiny_spec_dict)
+    err = _error(capsys, ["run", str(path)])
+    assert "needs about" in err and "M parameters" in err and "has 4.0 GiB" in err
+    assert "resources.worker_memory_gb" in err and "pretrain.zero_stage" in err
+    assert not (path.parent / "runs").exists()  # nothing was written
+    tiny_spec_dict["resources"]["worker_memory_gb"] = 64
+    assert main(["validate", str(write_spec(tiny_spec_dict))]) == 0

@@ -8,23 +8,29 @@ from raysweep.spec import SpecError, SweepSpec
 def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
     """Data-dependent validation: sources open, task data holds the largest D_f.
 
-    Returns the training tokens available per task. Raises SpecError naming the field. With no
+    Returns the training tokens available per task. Raises SpecError naming the field. Every row of
+    a local file is read, so a bad one is reported here, before anything is written. With no
     tokenizer (validation offline), hub (hf:) sources are only parsed, and sizes not counted."""
     from raysweep.data.collators import finetune_prefix, pair_token_counts
     from raysweep.data.sources import SourceName, monolingual_source, parallel_splits
+    from raysweep.data.synthetic import Family
 
     where = spec.source_file or "<spec>"
     for i, comp in enumerate(spec.pretrain.mixture):
         field = f"pretrain.mixture[{i}].source"
-        if tokenizer is None and SourceName.parse(comp.source, field, where).kind == "hf":
+        kind = SourceName.parse(comp.source, field, where).kind
+        if tokenizer is None and kind == "hf":
             continue
-        monolingual_source(comp.source, comp.language, spec.seed, field, where, spec.base_dir)
+        source = monolingual_source(comp.source, comp.language, Family.of(spec), field, where,
+                                    spec.base_dir)
+        if kind == "file":  # finite, so counted: no rank may run out (hub streams cannot be)
+            _check_enough_text(spec, i, source, tokenizer, field, where)
     available = {}
     for i, task in enumerate(spec.tasks):
         if tokenizer is None:
             SourceName.parse(task.data, f"tasks[{i}].data", where)
             continue
-        splits = parallel_splits(task, spec.seed, where, f"tasks[{i}].data", spec.base_dir)
+        splits = parallel_splits(task, Family.of(spec), where, f"tasks[{i}].data", spec.base_dir)
         available[task.name] = sum(pair_token_counts(splits.train, tokenizer, task.max_length))
         largest = max(task.finetune_tokens)
         if largest > available[task.name]:
@@ -41,3 +47,33 @@ def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
                 f"{pair_token_counts(splits.train[:1], tokenizer, task.max_length)[0]} tokens). "
                 f"Raise the finetune size; nothing was written.")
     return available
+
+
+def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: str,
+                       where: str) -> None:
+    """Every rank's shard of a finite source holds the tokens the schedule draws from it.
+
+    The schedule is exact: step s (1..total) draws all its sequences from mixture component
+    `batch_source(spec, s)`, each rank `batch_size // workers` packed sequences of seq_len tokens.
+    The laws assume no data is repeated, so running out would stop pretraining part way. With no
+    tokenizer, the rows are only read (and so checked), not counted."""
+    from raysweep.data.mixture import batch_source
+
+    if tokenizer is None:  # offline: nothing to count with, but every row is still read once
+        source.token_count(0, 1, None)
+        return
+    pre = spec.pretrain
+    total_steps = pre.published_tokens()[-1] // pre.tokens_per_step()
+    steps = sum(1 for step in range(1, total_steps + 1) if batch_source(spec, step) == index)
+    per_rank = pre.batch_size // pre.workers
+    needed = steps * per_rank * pre.seq_len
+    for rank in range(pre.workers):
+        available = source.token_count(rank, pre.workers, tokenizer)
+        if available < needed:
+            raise SpecError(
+                f"{where}: field `{field}`: {source.name} gives pretraining worker {rank} (of "
+                f"{pre.workers}) {available:,} tokens, but the schedule needs {needed:,} from it "
+                f"({steps} of {total_steps} steps draw from this source, each {per_rank} sequences "
+                f"of {pre.seq_len} tokens per worker; counted with the sweep's tokenizer, </s> "
+                f"included). The scaling laws assume no data is repeated: add data, or lower "
+                f"pretrain.checkpoints or pretrain.mixture[{index}].weight; nothing was written.")

@@ -9,6 +9,7 @@ tokens seen = steps x batch x seq_len exactly.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -61,8 +62,10 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinels: list[int], eos: int
 def packed_sequences(documents: Iterator[str], tokenizer, seq_len: int) -> Iterator[np.ndarray]:
     """Raw token sequences of exactly `seq_len`, documents concatenated (each ending in </s>)."""
     buffer: list[int] = []
-    for document in documents:
-        buffer.extend(tokenizer(document)["input_ids"])
+    documents = iter(documents)
+    while chunk := list(itertools.islice(documents, 64)):  # the fast tokenizer encodes lists at once
+        for ids in tokenizer(chunk)["input_ids"]:
+            buffer.extend(ids)
         while len(buffer) >= seq_len:
             yield np.asarray(buffer[:seq_len])
             del buffer[:seq_len]

@@ -2,19 +2,39 @@
 
     synthetic:LANG            monolingual stream of an offline synthetic language
     synthetic:SRC-TGT         parallel corpus of two synthetic languages
-    file:PATH                 a local file read through `datasets` (JSONL, TSV, Parquet, text)
+    file:PATH                 a local file read through `datasets` (JSONL, JSON, TSV, Parquet, text)
     hf:DATASET[:CONFIG]       a Hugging Face hub dataset (streamed for pretraining)
 
 Monolingual sources yield documents for one shard of the workers; parallel sources give the
 train/dev/test splits of a task. Local files and hub datasets go through the same `datasets`
 code, so what works on a file works at cloud scale.
+
+Local file formats, chosen by extension:
+
+    monolingual (pretrain.mixture[i].source)
+        .jsonl / .json   rows {"text": ...} (JSON Lines, or one JSON array of rows)
+        .parquet         a `text` column
+        .txt             one document per line; blank lines are not documents and are skipped
+    parallel (tasks[i].data)
+        .jsonl / .json   rows {"translation": {SRC: ..., TGT: ...}} (the hub's WMT layout)
+                         or {"source": ..., "target": ...}
+        .tsv             source<TAB>target, no header; quotes are ordinary characters
+        .parquet         a `translation` struct column, or `source` and `target` columns
+
+A bad file is a SpecError naming the spec field, the file, the line (or row) and what was expected:
+a missing or empty text, a missing language, a malformed line are errors, never skipped silently.
+Hub task datasets (WMT layout) need train, validation and test splits; `tasks[i].train_examples`
+training pairs are drawn from a seeded `datasets` shuffle of the train split (see parallel_splits).
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
+import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,28 +67,210 @@ def _resolve(path: str, base_dir: str | None) -> Path:
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
 
 
-def _load_file(path: Path, field: str, where: str):
-    """A local file as a `datasets.Dataset`, its format chosen by extension."""
-    if not path.is_file():
-        raise SpecError(f"{where}: field `{field}` names the data file {str(path)!r}, which does "
-                        f"not exist. Create it or fix the path; nothing was written.")
-    import datasets
+def _short(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
 
-    suffix = path.suffix.lower()
-    builder, kwargs = {
-        ".jsonl": ("json", {}), ".json": ("json", {}), ".parquet": ("parquet", {}),
-        ".tsv": ("csv", {"delimiter": "\t", "column_names": ["source", "target"]}),
-        ".txt": ("text", {}),
-    }.get(suffix, (None, {}))
-    if builder is None:
-        raise SpecError(f"{where}: field `{field}` names {str(path)!r}; expected a .jsonl, .json, "
-                        f".tsv, .parquet or .txt file; nothing was written.")
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as err:  # datasets raises many types for malformed files
-        raise SpecError(f"{where}: field `{field}`: could not read {str(path)!r} as {builder} "
-                        f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
-                        f"nothing was written.") from None
+
+def _hub_error(name: SourceName, field: str, where: str, err: BaseException) -> SpecError:
+    config = f" (config {name.config!r})" if name.config else ""
+    return SpecError(
+        f"{where}: field `{field}`: the hub dataset {name.location!r}{config} could not be loaded "
+        f"({_short(err)}). Check the dataset id, the config and the network (downloads need "
+        f"HF_HUB_OFFLINE unset), or use a `file:` or `synthetic:` source; nothing was written.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows: what a monolingual or parallel row must hold
+
+
+class _BadRow(Exception):
+    """A row that breaks its format; the caller adds where it is (field, file, line)."""
+
+
+def _document(row: dict, blank_ok: bool) -> str | None:
+    """The text of a monolingual row; None for a blank one where blanks are allowed (.txt, hub)."""
+    text = row.get("text")
+    if text is None:
+        fields = sorted(k for k, v in row.items() if v is not None)
+        raise _BadRow(f'has no "text" field (its fields: {fields})')
+    if not isinstance(text, str):
+        raise _BadRow(f'has a "text" that is not a string ({text!r})')
+    if not text.strip():
+        if blank_ok:
+            return None
+        raise _BadRow('has an empty "text"')
+    return text
+
+
+def _pair(row: dict, source_lang: str, target_lang: str) -> tuple[str, str]:
+    """(source, target) of a parallel row, in the WMT layout or with source/target fields."""
+    translation = row.get("translation")
+    if translation is not None:
+        if not isinstance(translation, dict):
+            raise _BadRow(f'has a "translation" that is not a mapping ({translation!r})')
+        have = sorted(k for k, v in translation.items() if v is not None)
+        if source_lang not in have or target_lang not in have:
+            raise _BadRow(f'has a "translation" with languages {have}, but the task needs '
+                          f'{source_lang!r} (source_lang) and {target_lang!r} (target_lang)')
+        names = (f"translation.{source_lang}", f"translation.{target_lang}")
+        values = (translation[source_lang], translation[target_lang])
+    elif "source" in row or "target" in row:
+        names, values = ("source", "target"), (row.get("source"), row.get("target"))
+    else:
+        fields = sorted(k for k, v in row.items() if v is not None)
+        raise _BadRow(f'has fields {fields}, but the task needs a "translation" with '
+                      f'{source_lang!r} (source_lang) and {target_lang!r} (target_lang), '
+                      f'or "source" and "target"')
+    for name, value in zip(names, values):
+        if not isinstance(value, str) or not value.strip():
+            raise _BadRow(f'has an empty or missing "{name}" ({value!r})')
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# Local files
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tsv": "csv", ".txt": "text"}
+
+_EXPECTED = {
+    "monolingual": {
+        ".jsonl": 'one JSON object per line such as {"text": "..."}',
+        ".json": 'JSON Lines or a JSON array of objects such as {"text": "..."}',
+        ".parquet": "a `text` column of non-empty strings",
+        ".txt": "one document per line",
+    },
+    "parallel": {
+        ".jsonl": 'one JSON object per line such as {"translation": {"en": "...", "de": "..."}} '
+                  'or {"source": "...", "target": "..."}',
+        ".json": 'JSON Lines or a JSON array of objects such as {"translation": {"en": "...", '
+                 '"de": "..."}} or {"source": "...", "target": "..."}',
+        ".parquet": "a `translation` struct column or `source` and `target` columns",
+        ".tsv": "two tab-separated columns per line, source<TAB>target, no header",
+    },
+}
+
+
+class _LocalFile:
+    """A local data file, read through `datasets`; on bad input, the SpecError names its line."""
+
+    def __init__(self, path: Path, role: str, field: str, where: str):
+        self.path, self.role, self.field, self.where = path, role, field, where
+        self.suffix = path.suffix.lower()
+        if not path.is_file():
+            raise SpecError(f"{where}: field `{field}` names the data file {str(path)!r}, which "
+                            f"does not exist. Create it or fix the path; nothing was written.")
+        if self.suffix not in _EXPECTED[role]:
+            raise SpecError(f"{where}: field `{field}` names {str(path)!r}; expected a "
+                            f"{', '.join(_EXPECTED[role])} file; nothing was written.")
+        if self._is_empty():
+            raise self.error(f"has no {'documents' if role == 'monolingual' else 'rows'}")
+
+    @property
+    def expected(self) -> str:
+        return _EXPECTED[self.role][self.suffix]
+
+    def error(self, what: str) -> SpecError:
+        return SpecError(f"{self.where}: field `{self.field}`: {str(self.path)!r} {what}; "
+                         f"expected {self.expected}; nothing was written.")
+
+    def _is_empty(self) -> bool:
+        # datasets fails obscurely (StopIteration) on an empty file: say it plainly instead.
+        if self.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                return pq.read_metadata(self.path).num_rows == 0
+            except (OSError, ValueError) as err:  # not a parquet file at all (ArrowInvalid)
+                raise self.error(f"could not be read as parquet ({_short(err)})") from None
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            return not any(line.strip() for line in f)
+
+    def load(self, streaming: bool):
+        import datasets
+
+        kwargs = {}
+        if self.suffix == ".tsv":
+            # Plain TSV: quotes are text (QUOTE_NONE), and "NA", "null" or "" stay strings.
+            kwargs = {"delimiter": "\t", "column_names": ["source", "target"],
+                      "quoting": csv.QUOTE_NONE, "na_filter": False, "keep_default_na": False,
+                      "features": datasets.Features({"source": datasets.Value("string"),
+                                                     "target": datasets.Value("string")})}
+        # Errors must stay one paragraph: datasets' own log of a malformed file (its only message)
+        # and progress bars would come first, and _read_error names the line anyway.
+        for module in ("json", "csv"):
+            logging.getLogger(f"datasets.packaged_modules.{module}.{module}").setLevel(logging.CRITICAL)
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            return datasets.load_dataset(_BUILDERS[self.suffix], data_files=str(self.path),
+                                         split="train", streaming=streaming, **kwargs)
+        except Exception as err:  # noqa: BLE001 (datasets raises many types for malformed files)
+            raise self._read_error(err) from None
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+
+    def rows(self, dataset: Iterable[dict]) -> Iterator[dict]:
+        """The dataset's rows; a malformed file (found while streaming) becomes a SpecError."""
+        rows = iter(dataset)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except Exception as err:  # noqa: BLE001 (as in load: many types)
+                raise self._read_error(err) from None
+            yield row
+
+    def row_error(self, index: int, problem: _BadRow) -> SpecError:
+        """The error for the `index`-th row (from 0) that datasets read from this file."""
+        where, line = self._position(index)
+        columns = len(line.split("\t")) if line is not None else 2
+        if self.suffix == ".tsv" and columns != 2:  # pandas pads a short line with empty fields
+            return self.error(f"{where} has {columns} tab-separated columns ({line[:80]!r})")
+        return self.error(f"{where} {problem}")
+
+    def _is_json_array(self) -> bool:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            return f.read(4096).lstrip().startswith("[")
+
+    def _position(self, index: int) -> tuple[str, str | None]:
+        """'line N' (1-based) of the index-th row, and that line; 'row N' where there are no lines."""
+        if self.suffix == ".parquet" or (self.suffix == ".json" and self._is_json_array()):
+            return f"row {index + 1}", None
+        # datasets skips blank lines in JSON Lines and TSV (and a .txt line is never a bad row).
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            rows = (item for item in enumerate(f, 1) if item[1].strip())
+            for number, line in itertools.islice(rows, index, index + 1):
+                return f"line {number}", line.rstrip("\r\n")
+        return f"row {index + 1}", None
+
+    def _read_error(self, err: BaseException) -> SpecError:
+        """datasets could not read the file: find the offending line by reading it ourselves."""
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            if self.suffix == ".json" and self._is_json_array():
+                try:
+                    json.load(f)
+                except json.JSONDecodeError as bad:
+                    return self.error(f"line {bad.lineno} is not valid JSON ({bad.msg})")
+            elif self.suffix in (".jsonl", ".json"):
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as bad:
+                        return self.error(f"line {number} is not valid JSON ({bad.msg}: "
+                                          f"{line.strip()[:80]!r})")
+                    if not isinstance(row, dict):
+                        return self.error(f"line {number} is not a JSON object ({line.strip()[:80]!r})")
+            elif self.suffix == ".tsv":
+                for number, line in enumerate(f, 1):
+                    columns = len(line.rstrip("\r\n").split("\t"))
+                    if line.strip() and columns != 2:
+                        return self.error(f"line {number} has {columns} tab-separated columns "
+                                          f"({line.strip()[:80]!r})")
+        return self.error(f"could not be read as {_BUILDERS[self.suffix]} ({_short(err)})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,35 +283,64 @@ class MonolingualSource:
     language: str | None
 
     def documents(self, shard: int, num_shards: int) -> Iterator[str]:
+        """Document i of the source goes to shard i mod num_shards."""
         raise NotImplementedError
 
 
 class SyntheticMonolingual(MonolingualSource):
-    def __init__(self, language: str, seed: int):
-        self.language, self.seed = language, seed
+    def __init__(self, language: str, family: synthetic.Family):
+        self.language, self.family = language, family
 
     def documents(self, shard: int, num_shards: int) -> Iterator[str]:
         for index in itertools.count(shard, num_shards):
-            yield synthetic.monolingual_document(self.language, index, self.seed)
+            yield synthetic.monolingual_document(self.language, index, self.family)
 
 
 class DatasetMonolingual(MonolingualSource):
-    """A `datasets` dataset (local file or hub) with a `text` column."""
+    """A `datasets` dataset (local file or hub, streamed) with a `text` column."""
 
-    def __init__(self, dataset, language: str | None, name: str):
-        self.dataset, self.language, self.name = dataset, language, name
+    def __init__(self, dataset, language: str | None, name: str, file: _LocalFile | None = None):
+        self.dataset, self.language, self.name, self.file = dataset, language, name, file
 
     def documents(self, shard: int, num_shards: int) -> Iterator[str]:
+        """The documents of one shard, each once, then the end (the pretraining pipeline reports
+        a source that runs out before the schedule ends)."""
         from datasets.distributed import split_dataset_by_node
 
-        # Works for in-memory and streamed (hub) datasets alike: each rank reads disjoint rows.
-        for row in split_dataset_by_node(self.dataset, rank=shard, world_size=num_shards):
-            yield row["text"]
-        raise RuntimeError(f"pretraining source {self.name} ran out of documents: the laws assume "
-                           f"no data is repeated, so add data or lower pretrain.checkpoints.")
+        # Works for in-memory and streamed datasets alike: each rank reads disjoint rows.
+        rows = split_dataset_by_node(self.dataset, rank=shard, world_size=num_shards)
+        blank_ok = self.file is None or self.file.suffix == ".txt"
+        for row in self.file.rows(rows) if self.file else rows:
+            try:
+                text = _document(row, blank_ok)
+            except _BadRow as bad:
+                raise self._bad_row_error(bad) from None
+            if text is not None:
+                yield text
+
+    def token_count(self, shard: int, num_shards: int, tokenizer) -> int:
+        """Tokens one shard gives `packed_sequences` (</s> included). Reads every row of the shard,
+        so a bad row is found here too; with no tokenizer, it only does that and returns 0."""
+        total, docs = 0, self.documents(shard, num_shards)
+        while batch := list(itertools.islice(docs, 1000)):  # batched: the fast tokenizer is parallel
+            if tokenizer is not None:
+                total += sum(len(ids) for ids in tokenizer(batch)["input_ids"])
+        return total
+
+    def _bad_row_error(self, bad: _BadRow) -> Exception:
+        if self.file is None:  # hub: found while pretraining runs
+            return RuntimeError(f"pretraining source {self.name}: a row {bad}; expected a "
+                                f"`text` column of strings.")
+        # Shards interleave rows: find the first bad row of the whole file to name its line.
+        for index, row in enumerate(self.file.rows(self.dataset)):
+            try:
+                _document(row, self.file.suffix == ".txt")
+            except _BadRow as first:
+                return self.file.row_error(index, first)
+        return self.file.error(str(bad))
 
 
-def monolingual_source(text: str, language: str | None, seed: int, field: str, where: str,
+def monolingual_source(text: str, language: str | None, family: synthetic.Family, field: str, where: str,
                        base_dir: str | None = None) -> MonolingualSource:
     name = SourceName.parse(text, field, where)
     if name.kind == "synthetic":
@@ -117,16 +348,17 @@ def monolingual_source(text: str, language: str | None, seed: int, field: str, w
             raise SpecError(f"{where}: field `{field}` is {text!r}, a parallel source; "
                             f"pretraining needs a monolingual one such as `synthetic:en`; "
                             f"nothing was written.")
-        return SyntheticMonolingual(name.location, seed)
+        return SyntheticMonolingual(name.location, family)
     if name.kind == "file":
-        dataset = _load_file(_resolve(name.location, base_dir), field, where)
-        if "text" not in dataset.column_names:
-            raise SpecError(f"{where}: field `{field}`: {name.location!r} has columns "
-                            f"{dataset.column_names}; expected a `text` column; nothing was written.")
-        return DatasetMonolingual(dataset, language, text)
+        # Streamed like the hub: memory stays flat however large the file.
+        file = _LocalFile(_resolve(name.location, base_dir), "monolingual", field, where)
+        return DatasetMonolingual(file.load(streaming=True), language, text, file)
     import datasets  # hub: streamed, so pretraining starts without downloading the corpus
 
-    dataset = datasets.load_dataset(name.location, name.config, split="train", streaming=True)
+    try:
+        dataset = datasets.load_dataset(name.location, name.config, split="train", streaming=True)
+    except Exception as err:  # noqa: BLE001 (offline, unknown id or config, no train split)
+        raise _hub_error(name, field, where, err) from None
     return DatasetMonolingual(dataset, language or name.config, text)
 
 
@@ -141,11 +373,25 @@ class ParallelSplits:
     test: list[tuple[str, str]]
 
 
-def parallel_splits(task, seed: int, where: str, field: str,
+def _leaked(dev: list[tuple[str, str]], test: list[tuple[str, str]]) -> set[str]:
+    """Source sentences of dev and test: a training pair with one of them would leak the answer."""
+    return {source.strip() for source, _ in dev + test}
+
+
+def parallel_splits(task, family: synthetic.Family, where: str, field: str,
                     base_dir: str | None = None) -> ParallelSplits:
-    """The task's splits. Test and dev come first and are disjoint from train by construction."""
+    """The task's splits, identical for every checkpoint (only D_p varies between them).
+
+    Synthetic and file sources: the first test_examples pairs are the test set, the next
+    dev_examples the dev set, all the rest is training data. Hub sources (WMT layout): the first
+    rows of the `test` and `validation` splits, and `train_examples` training pairs drawn by
+    `datasets`' seeded `shuffle` of the `train` split (the split is never copied into a list).
+    Training pairs whose source sentence is also in dev or test are dropped, and the training
+    pairs come in a deterministic seeded order, so D_f takes a prefix."""
     name = SourceName.parse(task.data, field, where)
     n_test, n_dev, n_train = task.test_examples, task.dev_examples, task.train_examples
+    if name.kind == "hf":
+        return _hub_splits(task, name, family.seed, where, field)
     if name.kind == "synthetic":
         src, _, tgt = name.location.partition("-")
         if not tgt:
@@ -155,30 +401,56 @@ def parallel_splits(task, seed: int, where: str, field: str,
         if (src, tgt) != (task.source_lang, task.target_lang):
             raise SpecError(f"{where}: field `{field}` is {task.data!r} but the task translates "
                             f"{task.source_lang} -> {task.target_lang}; nothing was written.")
-        pairs = [synthetic.parallel_pair(src, tgt, i, seed) for i in range(n_test + n_dev + n_train)]
-    elif name.kind == "file":
-        dataset = _load_file(_resolve(name.location, base_dir), field, where)
-        pairs = []
-        for row in dataset:
-            if "translation" in row:
-                pairs.append((row["translation"][task.source_lang], row["translation"][task.target_lang]))
-            else:
-                pairs.append((row["source"], row["target"]))
+        pairs = [synthetic.parallel_pair(src, tgt, i, family) for i in range(n_test + n_dev + n_train)]
     else:
-        import datasets
-
-        pairs_by_split = {}
-        for split, hub_split in (("train", "train"), ("dev", "validation"), ("test", "test")):
-            rows = datasets.load_dataset(name.location, name.config, split=hub_split)
-            pairs_by_split[split] = [(r["translation"][task.source_lang],
-                                      r["translation"][task.target_lang]) for r in rows]
-        train = pairs_by_split["train"]
-        random.Random(seed).shuffle(train)
-        return ParallelSplits(train, pairs_by_split["dev"][:n_dev], pairs_by_split["test"][:n_test])
+        file = _LocalFile(_resolve(name.location, base_dir), "parallel", field, where)
+        pairs = []
+        for index, row in enumerate(file.rows(file.load(streaming=False))):
+            try:
+                pairs.append(_pair(row, task.source_lang, task.target_lang))
+            except _BadRow as bad:
+                raise file.row_error(index, bad) from None
     if len(pairs) < n_test + n_dev + 1:
         raise SpecError(f"{where}: field `{field}`: {task.data!r} has {len(pairs)} pairs, fewer "
                         f"than test_examples + dev_examples + 1 = {n_test + n_dev + 1}; "
                         f"nothing was written.")
     test, dev, train = pairs[:n_test], pairs[n_test:n_test + n_dev], pairs[n_test + n_dev:]
-    random.Random(seed).shuffle(train)
+    leaked = _leaked(dev, test)
+    train = [pair for pair in train if pair[0].strip() not in leaked]
+    random.Random(family.seed).shuffle(train)
+    return ParallelSplits(train, dev, test)
+
+
+def _hub_splits(task, name: SourceName, seed: int, where: str, field: str) -> ParallelSplits:
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(name.location, name.config)
+    except Exception as err:  # noqa: BLE001 (offline, unknown id or config)
+        raise _hub_error(name, field, where, err) from None
+    missing = [s for s in ("train", "validation", "test") if s not in splits]
+    if missing:
+        raise SpecError(f"{where}: field `{field}`: the hub dataset {task.data!r} has the splits "
+                        f"{sorted(splits)}, but a task needs train, validation (dev) and test "
+                        f"(missing: {', '.join(missing)}). Use a dataset with all three, or a "
+                        f"`file:` source; nothing was written.")
+
+    def take(split: str, rows: Iterable[dict], count: int, skip: set[str]) -> list[tuple[str, str]]:
+        pairs = []
+        for index, row in enumerate(rows):
+            if len(pairs) == count:
+                break
+            try:
+                pair = _pair(row, task.source_lang, task.target_lang)
+            except _BadRow as bad:
+                raise SpecError(f"{where}: field `{field}`: row {index + 1} of the {split} split of "
+                                f"{task.data!r} {bad}; nothing was written.") from None
+            if pair[0].strip() not in skip:
+                pairs.append(pair)
+        return pairs
+
+    test = take("test", splits["test"], task.test_examples, set())
+    dev = take("validation", splits["validation"], task.dev_examples, set())
+    # datasets shuffles an index mapping: the train split stays on disk, only n_train pairs are read.
+    train = take("train", splits["train"].shuffle(seed=seed), task.train_examples, _leaked(dev, test))
     return ParallelSplits(train, dev, test)

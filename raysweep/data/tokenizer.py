@@ -18,14 +18,15 @@ SPECIALS = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2
 def _training_texts(spec: SweepSpec):
     """Documents from each mixture source and each task's training sides, in equal shares."""
     from raysweep.data.sources import monolingual_source, parallel_splits
+    from raysweep.data.synthetic import Family
 
     streams = []
     for i, comp in enumerate(spec.pretrain.mixture):
-        source = monolingual_source(comp.source, comp.language, spec.seed,
+        source = monolingual_source(comp.source, comp.language, Family.of(spec),
                                     f"pretrain.mixture[{i}].source", spec.source_file, spec.base_dir)
         streams.append(source.documents(0, 1))
     for i, task in enumerate(spec.tasks):
-        splits = parallel_splits(task, spec.seed, spec.source_file, f"tasks[{i}].data", spec.base_dir)
+        splits = parallel_splits(task, Family.of(spec), spec.source_file, f"tasks[{i}].data", spec.base_dir)
         streams.append(iter([s for s, _ in splits.train]))
         streams.append(iter([t for _, t in splits.train]))
     per_stream = max(1, spec.tokenizer.train_documents // len(streams))
@@ -34,7 +35,14 @@ def _training_texts(spec: SweepSpec):
 
 def train_tokenizer(spec: SweepSpec):
     """Train the sweep's tokenizer in memory (deterministic for a given spec)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import T5TokenizerFast
 
     kind = spec.tokenizer.kind
