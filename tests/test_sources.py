@@ -150,6 +150,14 @@ def test_training_pairs_leaking_dev_or_test_sources_are_dropped(tmp_path):
 # Bad input: one paragraph naming the field, the file and the line
 
 
+def assert_one_paragraph(message: str, field: str, name: str, expected: list[str]) -> None:
+    assert f"`{field}`" in message and name in message
+    assert message.startswith("spec.yaml: ") and message.endswith("nothing was written.")
+    assert "\n" not in message
+    for part in expected:
+        assert part in message
+
+
 @pytest.mark.parametrize("name, content, expected", [
     ("bad.jsonl", '{"text": "a b"}\n\n{"text": oops}\n', ["line 3 is not valid JSON", "oops"]),
     ("bad.jsonl", '{"text": "a b"}\n["a", "b"]\n', ["line 2 is not a JSON object"]),
@@ -161,14 +169,6 @@ def test_training_pairs_leaking_dev_or_test_sources_are_dropped(tmp_path):
     ("bad.txt", "\n  \n\n", ["has no documents"]),
     ("bad.csv", "text\nsome words\n", ["expected a .jsonl, .json, .parquet, .txt file"]),
 ])
-def assert_one_paragraph(message: str, field: str, name: str, expected: list[str]) -> None:
-    assert f"`{field}`" in message and name in message
-    assert message.startswith("spec.yaml: ") and message.endswith("nothing was written.")
-    assert "\n" not in message
-    for part in expected:
-        assert part in message
-
-
 def test_bad_monolingual_file_names_field_file_and_line(tmp_path, name, content, expected):
     path = tmp_path / name
     path.write_text(content)
