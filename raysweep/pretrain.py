@@ -113,6 +113,22 @@ def inverse_sqrt(warmup_steps: int):
     return factor
 
 
+def train_step(engine, batch: dict, accumulation: int):
+    """One optimiser step of a DeepSpeed engine on this rank's batch, in `accumulation`
+    micro-batches (the engine steps the optimizer and lr schedule on the last one only).
+    Returns the mean loss, detached."""
+    import torch
+
+    losses = []
+    for inputs, labels in zip(batch["input_ids"].chunk(accumulation),
+                              batch["labels"].chunk(accumulation)):
+        loss = engine(input_ids=inputs.to(engine.device), labels=labels.to(engine.device)).loss
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.detach().float())
+    return torch.stack(losses).mean()
+
+
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -145,7 +161,6 @@ def train_loop(config: dict) -> None:
         model=model, model_parameters=model.parameters(), optimizer=build_optimizer(spec, model),
         config=deepspeed_config(spec, world, torch.cuda.is_available()),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, inverse_sqrt(pre.warmup_steps)))
-    accumulation = pre.gradient_accumulation
 
     schedule = pre.published_tokens()
     tracker = Tracker.for_spec(spec) if rank == 0 else None
@@ -153,15 +168,7 @@ def train_loop(config: dict) -> None:
 
     started, window_tokens, window_start = time.time(), 0, time.time()
     for step, _, batch in rank_batches(spec, tokenizer, rank, world):
-        # The engine steps the optimizer (and the lr schedule) on the last micro-batch only.
-        losses = []
-        for inputs, labels in zip(batch["input_ids"].chunk(accumulation),
-                                  batch["labels"].chunk(accumulation)):
-            loss = engine(input_ids=inputs.to(engine.device), labels=labels.to(engine.device)).loss
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.detach().float())
-        loss = torch.stack(losses).mean()
+        loss = train_step(engine, batch, pre.gradient_accumulation)
         tokens_seen = step * pre.tokens_per_step()
         window_tokens += pre.tokens_per_step()
 

@@ -51,7 +51,7 @@ ENGINE_SCRIPT = textwrap.dedent("""
     from raysweep.data.pretraining import rank_batches
     from raysweep.data.tokenizer import train_tokenizer
     from raysweep.model import build_model
-    from raysweep.pretrain import build_optimizer, deepspeed_config, inverse_sqrt
+    from raysweep.pretrain import build_optimizer, deepspeed_config, inverse_sqrt, train_step
     from raysweep.spec import spec_from_dict
 
     torch.set_num_threads(1)
@@ -65,14 +65,9 @@ ENGINE_SCRIPT = textwrap.dedent("""
         model=model, model_parameters=model.parameters(), optimizer=build_optimizer(spec, model),
         config=deepspeed_config(spec, 1),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, inverse_sqrt(5)))
-    accumulation = spec.pretrain.gradient_accumulation
     losses, first = [], None
     for step, _, batch in rank_batches(spec, tokenizer, 0, 1):
-        for inputs, labels in zip(batch["input_ids"].chunk(accumulation), batch["labels"].chunk(accumulation)):
-            loss = engine(input_ids=inputs, labels=labels).loss
-            engine.backward(loss)
-            engine.step()
-        losses.append(loss.item())
+        losses.append(train_step(engine, batch, spec.pretrain.gradient_accumulation).item())
         first = first or batch
     folder = checkpoints.publish(spec, engine.module, 8192, step, {})
     engine.module.eval()
