@@ -57,14 +57,13 @@ def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: st
     `batch_source(spec, s)`, each rank `batch_size // workers` packed sequences of seq_len tokens.
     The laws assume no data is repeated, so running out would stop pretraining part way. With no
     tokenizer, the rows are only read (and so checked), not counted."""
-    from raysweep.data.mixture import batch_source
+    from raysweep.data.pretraining import steps_by_source, total_steps
 
     if tokenizer is None:  # offline: nothing to count with, but every row is still read once
         source.token_count(0, 1, None)
         return
     pre = spec.pretrain
-    total_steps = pre.published_tokens()[-1] // pre.tokens_per_step()
-    steps = sum(1 for step in range(1, total_steps + 1) if batch_source(spec, step) == index)
+    steps = steps_by_source(spec, total_steps(spec))[index]
     per_rank = pre.batch_size // pre.workers
     needed = steps * per_rank * pre.seq_len
     for rank in range(pre.workers):
@@ -73,7 +72,7 @@ def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: st
             raise SpecError(
                 f"{where}: field `{field}`: {source.name} gives pretraining worker {rank} (of "
                 f"{pre.workers}) {available:,} tokens, but the schedule needs {needed:,} from it "
-                f"({steps} of {total_steps} steps draw from this source, each {per_rank} sequences "
+                f"({steps} of {total_steps(spec)} steps draw from this source, each {per_rank} sequences "
                 f"of {pre.seq_len} tokens per worker; counted with the sweep's tokenizer, </s> "
                 f"included). The scaling laws assume no data is repeated: add data, or lower "
                 f"pretrain.checkpoints or pretrain.mixture[{index}].weight; nothing was written.")
