@@ -43,13 +43,14 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> Path:
+def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool:
     """Export `model` (a plain transformers T5 with full weights) as checkpoint D_p = tokens.
 
-    Idempotent: an already published checkpoint is left as it is."""
+    Idempotent: an already published checkpoint is left as it is (returns False; True when it
+    was published now). A half-written folder without a manifest is written again."""
     folder = checkpoint_dir(spec, tokens)
     if (folder / MANIFEST).exists():
-        return folder
+        return False
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
     manifest = {
@@ -62,7 +63,7 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> Path
         **extra,
     }
     write_json_atomic(folder / MANIFEST, manifest)
-    return folder
+    return True
 
 
 def published(spec: SweepSpec) -> dict[int, dict]:

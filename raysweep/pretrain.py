@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from raysweep.spec import SweepSpec
 
@@ -31,11 +32,16 @@ def deepspeed_config(spec: SweepSpec, world_size: int, cuda: bool = False) -> di
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": pre.gradient_accumulation,
         "zero_optimization": {"stage": pre.zero_stage},
-        "bf16": {"enabled": use_bf16(spec, cuda)},
         "gradient_clipping": pre.gradient_clipping,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+    if use_bf16(spec, cuda) and pre.optimizer == "adafactor":
+        # DeepSpeed's bf16 optimizer flattens the weights the way ZeRO does (bf16_optimizer.py);
+        # autocast keeps fp32 weights in their shapes, which Adafactor needs to factor its moments.
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    else:
+        config["bf16"] = {"enabled": use_bf16(spec, cuda)}
     if pre.optimizer == "adamw":
         # torch_adam: DeepSpeed's fused CPU Adam needs a C++ build; torch's AdamW is as fast here.
         config["optimizer"] = {"type": "AdamW", "params": {"lr": pre.lr, "weight_decay": 0.0,
@@ -74,8 +80,9 @@ def memory_estimate(spec: SweepSpec, vocab_size: int, world_size: int | None = N
         optimizer_states = 4 * sum(sum(p.shape) if p.dim() == 2 else p.numel()
                                    for p in model.parameters())
     bf16 = use_bf16(spec, spec.resources.use_gpu)
-    weights = (2 if bf16 else 4) * params
-    master = 4 * params if bf16 else 0  # fp32 master weights kept by the optimizer
+    bf16_weights = bf16 and pre.optimizer == "adamw"  # Adafactor under autocast keeps fp32 weights
+    weights = (2 if bf16_weights else 4) * params
+    master = 4 * params if bf16_weights else 0  # fp32 master weights kept by the optimizer
     gradients = 4 * params
     stage = pre.zero_stage
     share = 1 / world
@@ -129,8 +136,106 @@ def train_step(engine, batch: dict, accumulation: int):
     return torch.stack(losses).mean()
 
 
+# Dense bf16 tensor-core peaks (TFLOP/s) by GPU name, for the logged MFU; checked in this order.
+GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121}
+
+
+def model_flops_per_token(spec: SweepSpec, vocab_size: int) -> float:
+    """Training FLOPs per pretraining token: 3 passes (forward + backward) x 2 FLOPs per
+    multiply-add, the 6N rule made explicit for an encoder-decoder on span-corrupted text. Per raw
+    token the encoder reads the unmasked share plus a sentinel per span, the decoder writes the
+    masked share plus the sentinels; attention scores are counted at the mean sequence lengths."""
+    m, pre = spec.model, spec.pretrain
+    inner = m.num_heads * m.d_kv
+    spans = pre.noise_density / pre.mean_span_length
+    enc_share, dec_share = 1 - pre.noise_density + spans, pre.noise_density + spans
+    enc_len, dec_len = pre.seq_len * enc_share, pre.seq_len * dec_share
+    ffn = (3 if m.feed_forward == "gated-gelu" else 2) * m.d_model * m.d_ff
+    projections = 4 * m.d_model * inner  # q, k, v, o
+    encoder = m.num_layers * (projections + ffn + 2 * enc_len * inner)
+    decoder = m.num_decoder_layers * (projections + ffn + 2 * dec_len * inner  # self-attention
+                                      + 2 * m.d_model * inner + 2 * enc_len * inner)  # cross: q, o
+    cross_keys_values = m.num_decoder_layers * 2 * m.d_model * inner  # computed per encoder token
+    macs = (enc_share * (encoder + cross_keys_values)
+            + dec_share * (decoder + m.d_model * vocab_size))  # + the output projection
+    return 6 * macs
+
+
+def device_peak_flops(spec: SweepSpec) -> tuple[float, str]:
+    """Peak FLOP/s of this worker's device, and where the figure comes from."""
+    import torch
+
+    if spec.resources.peak_tflops:
+        return spec.resources.peak_tflops * 1e12, "resources.peak_tflops"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for key, tflops in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12, f"{name} bf16 dense peak"
+        return 0.0, f"{name}: unknown peak (set resources.peak_tflops)"
+    import psutil
+
+    # A CPU core with AVX2 retires two 8-wide fp32 FMAs per cycle: 32 FLOPs per cycle.
+    freq = psutil.cpu_freq()
+    ghz = (freq.max or freq.current) / 1000 if freq and (freq.max or freq.current) else 2.5
+    threads = torch.get_num_threads()
+    return threads * ghz * 1e9 * 32, f"{threads} CPU thread(s) at {ghz:.1f} GHz x 32 FLOP/cycle"
+
+
+RECOVERY_STATE = "raysweep_recovery.json"
+DEEPSPEED_TAG = "deepspeed"
+
+
+def save_recovery(engine, step: int, rank: int):
+    """A recovery checkpoint of this rank: DeepSpeed's full state (weights, optimizer shards, lr
+    schedule) in a fresh local folder, which Ray Train uploads and merges with the other ranks'.
+    The data stream needs only the step (rank_batches resumes from it exactly)."""
+    import tempfile
+
+    from ray.train import Checkpoint
+
+    from raysweep.checkpoints import write_json_atomic
+
+    folder = tempfile.mkdtemp(prefix=f"raysweep-recovery-{step:09d}-")
+    engine.save_checkpoint(folder, tag=DEEPSPEED_TAG)  # each rank writes its own shard
+    if rank == 0:
+        write_json_atomic(Path(folder) / RECOVERY_STATE, {"step": step})
+    return Checkpoint.from_directory(folder)
+
+
+def load_recovery(engine, folder: str) -> int:
+    """Restore the engine from a recovery checkpoint; returns the step it was saved at."""
+    import json
+
+    engine.load_checkpoint(folder, tag=DEEPSPEED_TAG)
+    return json.loads((Path(folder) / RECOVERY_STATE).read_text())["step"]
+
+
+def remove_unregistered_recoveries() -> list[str]:
+    """Delete recovery folders that a failed attempt uploaded but Ray Train never registered (the
+    worker died before the controller collected its report): nothing would resume from them, and
+    rotation would never delete them. Called by rank 0 before an attempt reports anything."""
+    import pyarrow.fs
+    import ray.train
+    from ray.train import CheckpointConsistencyMode
+
+    storage = ray.train.get_context().get_storage()
+    registered = {Path(reported.checkpoint.path).name for reported in
+                  ray.train.get_all_reported_checkpoints(CheckpointConsistencyMode.COMMITTED)}
+    fs = storage.storage_filesystem
+    removed = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(storage.experiment_fs_path,
+                                                          allow_not_found=True)):
+        if (info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")
+                and info.base_name not in registered):
+            fs.delete_dir(info.path)
+            removed.append(info.base_name)
+    return removed
+
+
 def train_loop(config: dict) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker. Started again after a failure: it then resumes from the
+    latest recovery checkpoint, and the data stream from the step after it."""
     import ray.train
     import torch
     import torch.distributed as dist
@@ -139,6 +244,7 @@ def train_loop(config: dict) -> None:
     if not torch.cuda.is_available():
         os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator: gloo, no CUDA build
     import deepspeed
+    from ray.train import CheckpointUploadMode
 
     from raysweep import checkpoints
     from raysweep.data.mixture import alignment_score
@@ -162,28 +268,48 @@ def train_loop(config: dict) -> None:
         config=deepspeed_config(spec, world, torch.cuda.is_available()),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, inverse_sqrt(pre.warmup_steps)))
 
-    schedule = pre.published_tokens()
     tracker = Tracker.for_spec(spec) if rank == 0 else None
-    alignment = {t.name: alignment_score(pre.mixture, t) for t in spec.tasks}
+    run_id = config["run_id"]
+    start_step = 1
+    recovery = ray.train.get_checkpoint()
+    if recovery:
+        with recovery.as_directory() as folder:
+            start_step = load_recovery(engine, folder) + 1
+        if tracker:
+            tracker.log_metrics(run_id, {"resumed_from_step": start_step - 1}, step=start_step - 1)
+    if rank == 0:
+        remove_unregistered_recoveries()
 
-    started, window_tokens, window_start = time.time(), 0, time.time()
-    for step, _, batch in rank_batches(spec, tokenizer, rank, world):
+    schedule, last_step = pre.published_tokens(), total_steps(spec)
+    alignment = {t.name: alignment_score(pre.mixture, t) for t in spec.tasks}
+    flops_per_token = model_flops_per_token(spec, len(tokenizer))
+    peak_flops, _ = device_peak_flops(spec)
+    # tokens/s measures training: the time spent saving checkpoints is logged on its own.
+    started, window_tokens, window_start, window_saving = time.time(), 0, time.time(), 0.0
+    for step, _, batch in rank_batches(spec, tokenizer, rank, world, start_step):
         loss = train_step(engine, batch, pre.gradient_accumulation)
         tokens_seen = step * pre.tokens_per_step()
         window_tokens += pre.tokens_per_step()
+        publish = tokens_seen in schedule
+        recover = (step % pre.recovery_every == 0 or publish) and step < last_step
 
-        if step % pre.log_every == 0 or tokens_seen in schedule:
+        metrics = {}
+        if step % pre.log_every == 0 or publish:
             mean_loss = loss.clone()
             dist.all_reduce(mean_loss)
+            tokens_per_second = window_tokens / max(time.time() - window_start - window_saving, 1e-9)
             metrics = {"loss": mean_loss.item() / world, "tokens_seen": tokens_seen,
-                       "lr": engine.get_lr()[0],
-                       "tokens_per_second": window_tokens / max(time.time() - window_start, 1e-9)}
-            window_tokens, window_start = 0, time.time()
+                       "engine_steps": engine.global_steps,  # DeepSpeed's own count: restored too
+                       "lr": engine.get_lr()[0], "tokens_per_second": tokens_per_second,
+                       "model_tflops_per_second": flops_per_token * tokens_per_second / 1e12}
+            if peak_flops:
+                metrics["mfu"] = flops_per_token * tokens_per_second / (peak_flops * world)
             if tracker:
-                tracker.log_metrics(config["run_id"], metrics, step=step)
-            ray.train.report(metrics)
+                tracker.log_metrics(run_id, metrics, step=step)
+            window_tokens, window_start, window_saving = 0, time.time(), 0.0
 
-        if tokens_seen in schedule:
+        saving_started = time.time()
+        if publish:
             manifest_extra = {
                 "mixture": [{"source": c.source, "weight": c.weight} for c in pre.mixture],
                 "tokens_by_source": tokens_by_source(spec, step),
@@ -191,22 +317,35 @@ def train_loop(config: dict) -> None:
             }
             if pre.zero_stage == 3:  # parameters are partitioned: gather them to export
                 with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
-                    if rank == 0:
-                        checkpoints.publish(spec, engine.module, tokens_seen, step, manifest_extra)
-            elif rank == 0:
-                checkpoints.publish(spec, engine.module, tokens_seen, step, manifest_extra)
-            if tracker:
-                tracker.log_metrics(config["run_id"], {"published_tokens": tokens_seen}, step=step)
+                    new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
+                                                            manifest_extra)
+            else:
+                new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
+                                                        manifest_extra)
+            if tracker and new:  # a replay after a restart finds it published and leaves it be
+                tracker.log_metrics(run_id, {"published_tokens": tokens_seen}, step=step)
             dist.barrier()
+        if recover:
+            # Also at every publication, so a restart never replays past a published checkpoint.
+            # ASYNC: Ray uploads the folder in the background while training goes on.
+            ray.train.report({**metrics, "step": step, "tokens_seen": tokens_seen},
+                             checkpoint=save_recovery(engine, step, rank),
+                             checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+        if publish or recover:
+            window_saving += time.time() - saving_started
+            if tracker:
+                tracker.log_metrics(run_id, {"checkpoint_seconds": time.time() - saving_started},
+                                    step=step)
 
     if tracker:
-        tracker.log_metrics(config["run_id"], {"wall_seconds": time.time() - started},
-                            step=total_steps(spec))
+        tracker.log_metrics(run_id, {"wall_seconds": time.time() - started}, step=last_step)
 
 
 def run_pretraining(spec: SweepSpec, run_id: str) -> None:
-    """Pretrain to the last scheduled checkpoint. Blocks; raises if training fails."""
-    from ray.train import RunConfig, ScalingConfig
+    """Pretrain to the budget (the last published checkpoint). Blocks; raises if training fails
+    more than pretrain.max_failures times. A rerun with the same storage resumes from the latest
+    recovery checkpoint (Ray Train finds it in the run folder)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     res = spec.resources
@@ -216,7 +355,9 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
         scaling_config=ScalingConfig(num_workers=spec.pretrain.workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.pretrain_worker_cpus,
                                                            **res.pretrain_resources}),
-        run_config=RunConfig(name="pretrain", storage_path=str((spec.root / "ray").resolve())),
+        run_config=RunConfig(name="pretrain", storage_path=str((spec.root / "ray").resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.pretrain.recovery_keep),
+                             failure_config=FailureConfig(max_failures=spec.pretrain.max_failures)),
     )
     trainer.fit()
 

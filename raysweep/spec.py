@@ -116,8 +116,12 @@ class PretrainSpec:
     mixture: tuple[MixtureComponent, ...] = ()
     """Sources with weights; one source is chosen per batch, as in the paper."""
     checkpoints: tuple[int, ...] = ()
-    """Scheduled D_p in tokens. A checkpoint is published at the first step whose tokens seen reach
-    each value; its exact D_p (a whole number of steps) is printed by `raysweep validate`."""
+    """Scheduled D_p in tokens: a list, or `{first: N, count: K}` for K log-spaced values from N to
+    `tokens`. A checkpoint is published at the first step whose tokens seen reach each value; its
+    exact D_p (a whole number of steps) is printed by `raysweep validate`."""
+    tokens: int | None = None
+    """The pretraining budget in tokens: training stops there, and the final model is published as
+    the last checkpoint. Default: the last scheduled checkpoint."""
     batch_size: int = 16
     """Sequences per optimiser step, over all workers together."""
     seq_len: int = 64
@@ -148,14 +152,23 @@ class PretrainSpec:
     """Mean length of a masked span."""
     log_every: int = 10
     """Steps between logged pretraining metrics."""
+    recovery_every: int = 100
+    """Steps between recovery checkpoints (full DeepSpeed state, for restarts; one is also saved
+    at every published checkpoint). Separate from the published evaluation checkpoints."""
+    recovery_keep: int = 2
+    """Recovery checkpoints kept; older ones are deleted (rotation)."""
+    max_failures: int = 3
+    """Worker or node failures pretraining survives: each restarts the workers from the latest
+    recovery checkpoint (Ray Train's FailureConfig)."""
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
     def published_tokens(self) -> list[int]:
-        """The exact D_p of each scheduled checkpoint: whole steps, rounded up."""
+        """The exact D_p of each scheduled checkpoint and of the budget: whole steps, rounded up."""
         per_step = self.tokens_per_step()
-        return sorted({math.ceil(t / per_step) * per_step for t in self.checkpoints})
+        wanted = set(self.checkpoints) | ({self.tokens} if self.tokens else set())
+        return sorted({math.ceil(t / per_step) * per_step for t in wanted})
 
 
 @dataclass(frozen=True)
@@ -244,6 +257,9 @@ class ResourceSpec:
     """Finetune trials running at once."""
     use_gpu: bool = False
     """Pretraining workers and trials request a GPU each."""
+    peak_tflops: float | None = None
+    """Peak dense TFLOP/s of one pretraining worker's device, for the logged MFU. Default: looked up
+    from the GPU's name (bf16 tensor-core peak), or estimated for a CPU from its clock."""
     worker_memory_gb: float | None = None
     """Memory of each pretraining worker's device in GiB (GPU memory with use_gpu, else RAM),
     checked against an estimate before anything starts. Default: 80 with a GPU (A100/H100 80GB),
@@ -371,6 +387,9 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         if preset not in MODEL_PRESETS:
             _fail(where, f"{path}.preset", f"must be one of {', '.join(MODEL_PRESETS)}", preset)
         data = {**MODEL_PRESETS[preset], **data}
+    if cls is PretrainSpec and isinstance(data.get("checkpoints"), dict):
+        data = {**data, "checkpoints": _log_spaced(data["checkpoints"], data.get("tokens"),
+                                                   f"{path}.checkpoints", where)}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)} - _HIDDEN_FIELDS
     unknown = sorted(set(data) - names)
@@ -394,6 +413,22 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         sub = f"{path}.{f.name}" if path else f.name
         kwargs[f.name] = _convert(data[f.name], hints[f.name], sub, where)
     return cls(**kwargs)
+
+
+def _log_spaced(form: dict, budget: Any, path: str, where: str) -> list[int]:
+    """`checkpoints: {first: N, count: K}` -> K D_p spaced evenly in log from N to the budget."""
+    if set(form) != {"first", "count"}:
+        _fail(where, path, "must be a list of D_p, or {first: N, count: K} (K log-spaced D_p from N "
+              "to pretrain.tokens)", form)
+    first = _convert(form["first"], int, f"{path}.first", where)
+    count = _convert(form["count"], int, f"{path}.count", where)
+    if budget is None:
+        _fail(where, path.rsplit(".", 1)[0] + ".tokens", "must be set when checkpoints are "
+              "log-spaced (it is the last one)", None)
+    last = _convert(budget, int, path.rsplit(".", 1)[0] + ".tokens", where)
+    if count < 2 or not 0 < first < last:
+        _fail(where, path, f"must have count >= 2 and 0 < first < pretrain.tokens ({last})", form)
+    return [round(first * (last / first) ** (i / (count - 1))) for i in range(count)]
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -470,8 +505,18 @@ def validate(spec: SweepSpec) -> None:
         _fail(where, "pretrain.checkpoints", "must list at least one D_p in tokens", [])
     for i, tokens in enumerate(pre.checkpoints):
         positive(tokens, f"pretrain.checkpoints[{i}]")
-    for name in ("batch_size", "seq_len", "lr", "workers", "log_every"):
+    if pre.tokens is not None:
+        positive(pre.tokens, "pretrain.tokens")
+        for i, tokens in enumerate(pre.checkpoints):
+            if tokens > pre.tokens:
+                _fail(where, f"pretrain.checkpoints[{i}]", f"is beyond the token budget "
+                      f"pretrain.tokens ({pre.tokens:,}): pretraining stops there, so this "
+                      f"checkpoint would never be published. Raise pretrain.tokens or drop it", tokens)
+    for name in ("batch_size", "seq_len", "lr", "workers", "log_every", "recovery_every",
+                 "recovery_keep"):
         positive(getattr(pre, name), f"pretrain.{name}")
+    if pre.max_failures < 0:
+        _fail(where, "pretrain.max_failures", "must be 0 or more", pre.max_failures)
     positive(pre.gradient_accumulation, "pretrain.gradient_accumulation")
     if pre.batch_size % (pre.workers * pre.gradient_accumulation):
         _fail(where, "pretrain.batch_size",
@@ -482,6 +527,14 @@ def validate(spec: SweepSpec) -> None:
         _fail(where, "pretrain.zero_stage", "must be 0, 1, 2 or 3", pre.zero_stage)
     if pre.optimizer not in ("adamw", "adafactor"):
         _fail(where, "pretrain.optimizer", "must be adamw or adafactor", pre.optimizer)
+    if pre.optimizer == "adafactor" and pre.zero_stage > 0:
+        # ZeRO hands the optimizer flat 1-D partitions of the weights (DeepSpeed's
+        # stage_1_and_2.py / stage3.py), so Adafactor could not factor its second moments: it would
+        # silently keep Adam-sized states and take different steps than the paper's optimizer.
+        _fail(where, "pretrain.zero_stage", "must be 0 with pretrain.optimizer adafactor: ZeRO "
+              "stages 1-3 flatten the weights the optimizer sees, so Adafactor would lose its "
+              "factored second moments (use zero_stage 0, or optimizer adamw with ZeRO)",
+              pre.zero_stage)
     if pre.gradient_clipping < 0:
         _fail(where, "pretrain.gradient_clipping", "must be 0 (off) or positive", pre.gradient_clipping)
     if pre.precision not in ("auto", "bf16", "fp32"):
@@ -536,6 +589,8 @@ def validate(spec: SweepSpec) -> None:
     for group in ("pretrain_resources", "trial_resources", "coordinator_resources"):
         for name, amount in getattr(res, group).items():
             positive(amount, f"resources.{group}.{name}")
+    if res.peak_tflops is not None:
+        positive(res.peak_tflops, "resources.peak_tflops")
     if res.pretrain_worker_cpus < 0 or res.trial_cpus < 0:
         _fail(where, "resources", "must not request negative CPUs",
               (res.pretrain_worker_cpus, res.trial_cpus))

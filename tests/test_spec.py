@@ -174,6 +174,15 @@ def test_model_presets_give_the_papers_dims_and_explicit_fields_override(tiny_sp
     assert (model.num_layers, model.num_decoder_layers, model.d_ff, model.dropout) == (2, 24, 2816, 0.1)
 
 
+def test_budget_and_log_spaced_checkpoints(tiny_spec_dict):
+    tiny_spec_dict["pretrain"].update(checkpoints={"first": 1000, "count": 4}, tokens=64000)
+    pre = spec_from_dict(tiny_spec_dict).pretrain
+    assert pre.checkpoints == (1000, 4000, 16000, 64000)  # evenly spaced in log
+    assert pre.published_tokens() == [1024, 4096, 16128, 64000]  # whole steps of 256 tokens
+    tiny_spec_dict["pretrain"].update(checkpoints=[2048], tokens=5000)
+    assert spec_from_dict(tiny_spec_dict).pretrain.published_tokens() == [2048, 5120]  # + the budget
+
+
 def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsys):
     tiny_spec_dict["model"] = {"preset": "t5-xxl"}
     err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
@@ -184,6 +193,11 @@ def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsy
     ({"optimizer": "sgd"}, "pretrain.optimizer", "adamw or adafactor"),
     ({"precision": "bf16"}, "pretrain.precision", "resources.use_gpu"),
     ({"gradient_accumulation": 3}, "pretrain.batch_size", "workers x pretrain.gradient_accumulation"),
+    ({"optimizer": "adafactor", "zero_stage": 2}, "pretrain.zero_stage", "factored second moments"),
+    ({"tokens": 5000}, "pretrain.checkpoints[2]", "beyond the token budget"),
+    ({"checkpoints": {"first": 1000, "count": 4}}, "pretrain.tokens", "log-spaced"),
+    ({"checkpoints": {"first": 1000}, "tokens": 8192}, "pretrain.checkpoints", "{first: N, count: K}"),
+    ({"recovery_every": 0}, "pretrain.recovery_every", "greater than zero"),
 ])
 def test_bad_pretraining_options_name_the_field(tiny_spec_dict, write_spec, capsys, pretrain, field, words):
     tiny_spec_dict["pretrain"].update(pretrain)
