@@ -175,11 +175,15 @@ def device_peak_flops(spec: SweepSpec) -> tuple[float, str]:
         return 0.0, f"{name}: unknown peak (set resources.peak_tflops)"
     import psutil
 
-    # A CPU core with AVX2 retires two 8-wide fp32 FMAs per cycle: 32 FLOPs per cycle.
+    # Per core and cycle: two 8-wide fp32 FMAs (AVX2, and AMD's AVX-512, which is double-pumped)
+    # = 32 FLOPs; Intel cores with two 512-bit FMA units do 64.
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    per_cycle = 64 if "avx512f" in info and "GenuineIntel" in info else 32
     freq = psutil.cpu_freq()
     ghz = (freq.max or freq.current) / 1000 if freq and (freq.max or freq.current) else 2.5
     threads = torch.get_num_threads()
-    return threads * ghz * 1e9 * 32, f"{threads} CPU thread(s) at {ghz:.1f} GHz x 32 FLOP/cycle"
+    return (threads * ghz * 1e9 * per_cycle,
+            f"{threads} CPU thread(s) at {ghz:.1f} GHz x {per_cycle} FLOP/cycle (estimate)")
 
 
 RECOVERY_STATE = "raysweep_recovery.json"

@@ -48,7 +48,9 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
                  f"{worker_memory_bytes(spec) / 2**30:.0f} GiB")
     tokens = spec.pretrain.published_tokens()
     lines.append(f"  checkpoints (D_p, tokens): {', '.join(f'{t:,}' for t in tokens)} "
-                 f"+ the no-pretraining baseline (D_p = 0)")
+                 f"+ the no-pretraining baseline (D_p = 0); budget {tokens[-1]:,} tokens")
+    lines.append(f"  recovery: a checkpoint every {pre.recovery_every} steps (keep "
+                 f"{pre.recovery_keep}), up to {pre.max_failures} restarts")
     for task in spec.tasks:
         lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
                      f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
