@@ -66,10 +66,48 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
     return True
 
 
+NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"
+
+
+def inspect(folder: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None) for a sound published checkpoint, else (None, why it cannot be used).
+
+    Checks what a trial relies on: a readable manifest naming this folder's D_p, and weights
+    whose SHA-256 matches the manifest's (a partial or corrupted upload does not)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        return None, NO_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        tokens, weights, digest = (int(manifest["tokens_seen"]), manifest["weights"],
+                                   manifest["weights_sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"manifest.json is unreadable or incomplete ({type(err).__name__}: {err})"
+    if folder.name != f"dp_{tokens:015d}":
+        return None, f"manifest.json says tokens_seen {tokens}, which is not this folder's D_p"
+    if not (folder / weights).is_file():
+        return None, f"the weights file {weights} named by manifest.json is missing"
+    if sha256(folder / weights) != digest:
+        return None, (f"{weights} does not match the SHA-256 in manifest.json "
+                      f"(corrupted or partly written)")
+    return manifest, None
+
+
+def scan(spec: SweepSpec, known: set[str] = frozenset()) -> tuple[dict[int, dict], dict[str, str]]:
+    """Checkpoint folders on storage, except the `known` folder names (already inspected):
+    (D_p -> manifest of each sound one, folder name -> why each other one cannot be used)."""
+    sound, unusable = {}, {}
+    for folder in sorted(checkpoints_dir(spec).glob("dp_*")):
+        if not folder.is_dir() or folder.name in known:
+            continue
+        manifest, reason = inspect(folder)
+        if manifest is None:
+            unusable[folder.name] = reason
+        else:
+            sound[int(manifest["tokens_seen"])] = manifest
+    return sound, unusable
+
+
 def published(spec: SweepSpec) -> dict[int, dict]:
-    """D_p -> manifest of every published checkpoint on storage."""
-    found = {}
-    for manifest in sorted(checkpoints_dir(spec).glob(f"dp_*/{MANIFEST}")):
-        data = json.loads(manifest.read_text())
-        found[int(data["tokens_seen"])] = data
-    return found
+    """D_p -> manifest of every sound published checkpoint on storage."""
+    return scan(spec)[0]

@@ -115,6 +115,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     if tracker.find_runs({"raysweep.trial_key": str(key)}, status="FINISHED"):
         return None
     run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False)
+    tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
     started = time.time()
     try:
         task = next(t for t in spec.tasks if t.name == key.task)

@@ -255,6 +255,9 @@ class ResourceSpec:
     """CPUs requested by each finetune trial."""
     max_concurrent_trials: int = 2
     """Finetune trials running at once."""
+    trial_retries: int = 1
+    """Times a failed finetune trial is run again (a lost spot node, a transient error) before it is
+    recorded as failed, with its reason, in its MLflow run."""
     use_gpu: bool = False
     """Pretraining workers and trials request a GPU each."""
     peak_tflops: float | None = None
@@ -589,6 +592,8 @@ def validate(spec: SweepSpec) -> None:
     for group in ("pretrain_resources", "trial_resources", "coordinator_resources"):
         for name, amount in getattr(res, group).items():
             positive(amount, f"resources.{group}.{name}")
+    if res.trial_retries < 0:
+        _fail(where, "resources.trial_retries", "must be 0 or more", res.trial_retries)
     if res.peak_tflops is not None:
         positive(res.peak_tflops, "resources.peak_tflops")
     if res.pretrain_worker_cpus < 0 or res.trial_cpus < 0:

@@ -150,7 +150,9 @@ def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -
     finished = progress["done"] + progress["skipped"]
     return (f"checkpoints {progress['checkpoints']}/{total_checkpoints} published | trials "
             f"{finished}/{total_trials} done, {progress['running']} running, "
-            f"{progress['queued']} queued, {progress['failed']} failed")
+            f"{progress['queued']} queued, {progress['failed']} failed"
+            + (f" | {len(progress['rejected'])} checkpoint(s) skipped as unusable"
+               if progress.get("rejected") else ""))
 
 
 def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOutcome:

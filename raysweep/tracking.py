@@ -7,6 +7,8 @@ for pretraining, each trial key and the laws. Tags are namespaced:
     raysweep.trial_key   the trial key string (trial runs only), e.g. en-de/dp=...
     raysweep.task, raysweep.d_p, raysweep.d_f, raysweep.lr, raysweep.seed   (trial runs)
     raysweep.failure     why a trial failed (failed trial runs)
+    raysweep.attempts    how many times the trial has started (retries reuse the run)
+    raysweep.previous_failure   why the attempt before a retry failed
 
 Runs are looked up by tag before being created, so a restarted driver or a re-dispatched trial
 finds its run instead of making a duplicate. SQLite (the embedded default) serialises writers with
@@ -25,6 +27,8 @@ from raysweep.spec import SweepSpec
 KIND = "raysweep.kind"
 TRIAL_KEY = "raysweep.trial_key"
 FAILURE = "raysweep.failure"
+ATTEMPTS = "raysweep.attempts"
+PREVIOUS_FAILURE = "raysweep.previous_failure"
 PARENT = "mlflow.parentRunId"
 
 
@@ -107,6 +111,20 @@ class Tracker:
         if parent_id:
             all_tags[PARENT] = parent_id
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+
+    @_retry
+    def start_attempt(self, run_id: str) -> int:
+        """Mark a (re)started trial run RUNNING and count the attempt; a retry moves the failure
+        of the attempt before it to raysweep.previous_failure. Returns the attempt number."""
+        tags = self.client.get_run(run_id).data.tags
+        attempt = int(tags.get(ATTEMPTS, "0")) + 1
+        new = {ATTEMPTS: str(attempt)}
+        if FAILURE in tags:
+            new[PREVIOUS_FAILURE] = tags[FAILURE]
+            self.client.delete_tag(run_id, FAILURE)
+        self.set_tags(run_id, new)
+        self.client.update_run(run_id, status="RUNNING")
+        return attempt
 
     @_retry
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

@@ -63,6 +63,8 @@ class CheckpointWatcher:
         self.lock = threading.Lock()
         self.queue: deque[TrialKey] = deque()
         self.seen_checkpoints: set[int] = set()
+        self.inspected: set[str] = set()  # checkpoint folders already checked, sound or not
+        self.rejected: dict[str, str] = {}  # checkpoint folder -> why it was skipped
         self.running: dict[str, TrialKey] = {}
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.pretraining_over = threading.Event()
@@ -75,15 +77,26 @@ class CheckpointWatcher:
     def progress(self) -> dict:
         with self.lock:
             return {"checkpoints": len(self.seen_checkpoints - {0}),  # the baseline is not published
-                    "queued": len(self.queue), "running": len(self.running), **self.counts}
+                    "queued": len(self.queue), "running": len(self.running),
+                    "rejected": dict(self.rejected), **self.counts}
 
     # ---- scanning -------------------------------------------------------------------------------
-    def scan(self) -> None:
-        """Queue the trials of every starting point not seen before."""
-        from raysweep.checkpoints import published
+    def scan(self, final: bool = False) -> None:
+        """Queue the trials of every starting point not seen before. A checkpoint folder that
+        cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its reason;
+        one without a manifest only once pretraining is over (until then it may be mid-publication)."""
+        from raysweep import checkpoints
 
-        points = [0] + sorted(published(self.spec))  # 0: the no-pretraining baseline
-        new = [p for p in points if p not in self.seen_checkpoints]
+        sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
+        for name, reason in unusable.items():
+            if reason == checkpoints.NO_MANIFEST and not final:
+                continue
+            self.inspected.add(name)
+            with self.lock:
+                self.rejected[name] = reason
+            self.tracker.set_tags(self.parent_run_id, {f"raysweep.rejected_checkpoint.{name}": reason})
+        self.inspected.update(checkpoints.checkpoint_dir(self.spec, d_p).name for d_p in sound)
+        new = [p for p in [0, *sorted(sound)] if p not in self.seen_checkpoints]  # 0: the baseline
         if not new:
             return
         finished = {run.data.tags["raysweep.trial_key"]
@@ -100,7 +113,7 @@ class CheckpointWatcher:
     def _scan_loop(self) -> None:
         while True:
             over = self.pretraining_over.is_set()  # read before scanning: no checkpoint is missed
-            self.scan()
+            self.scan(final=over)
             if over:
                 self.final_scan_done = True
                 return
@@ -139,9 +152,18 @@ class CheckpointWatcher:
                                         max_concurrent_trials=res.max_concurrent_trials,
                                         reuse_actors=True),  # imports and caches stay warm
             run_config=tune.RunConfig(name="finetune", storage_path=str((self.spec.root / "ray").resolve()),
-                                      verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+                                      verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=res.trial_retries)),
         )
         results = tuner.fit()
         scanner.join()
-        errors = [str(r.error).splitlines()[0] for r in results if r.error]
+        errors = [_trial_error(r) for r in results if r.error]
+        errors += [f"checkpoint {name} skipped: {reason}" for name, reason in self.rejected.items()]
         return {**self.progress(), "errors": errors}
+
+
+def _trial_error(result) -> str:
+    """One line: the failed trial's key and its exception (the last line of Ray's traceback)."""
+    lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+    key = TrialKey(**result.config["key"]) if result.config else "?"
+    return f"trial {key} failed after its retries: {lines[-1] if lines else type(result.error).__name__}"
