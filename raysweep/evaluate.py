@@ -81,10 +81,10 @@ def translate(model, sources: list[str], tokenizer, max_length: int, max_new_tok
 
 
 def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, task,
-                         comet_model=None) -> dict:
-    """All test metrics of one finetuned model. Values are floats; signatures are strings."""
-    from raysweep.comet_scoring import comet_scores
-
+                         score_comet=None) -> dict:
+    """All test metrics of one finetuned model. Values are floats; signatures are strings.
+    `score_comet(sources, hypotheses, references)` returns COMET's system score (the shared
+    scorer actor in a sweep, raysweep/scorer.py)."""
     ev = spec.evaluation
     sources = [s for s, _ in test]
     references = [t for _, t in test]
@@ -93,9 +93,8 @@ def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, ta
     result = bleu_chrf(hypotheses, references, ev.bleu_tokenize)
     result["rougeL"] = rouge_l(hypotheses, references)
     result["cross_entropy"] = cross_entropy(model, test, tokenizer, task.max_length)
-    if comet_model is not None:
-        _, result["comet"] = comet_scores(comet_model, sources, hypotheses, references,
-                                          batch_size=ev.comet_batch_size)
+    if score_comet is not None:
+        result["comet"] = score_comet(sources, hypotheses, references)
     for name in ("bleu", "chrf", "rougeL", "cross_entropy", "comet"):
         if name in result and not math.isfinite(result[name]):
             raise FloatingPointError(f"metric {name} is not finite ({result[name]})")

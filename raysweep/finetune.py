@@ -97,11 +97,32 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer) ->
     return loss.item()
 
 
+def comet_scorer(spec: SweepSpec, tracker, run_id: str):
+    """score(sources, hypotheses, references) -> COMET system score. Inside Ray, the node's shared
+    scorer actor (loaded once per node, recorded on the trial run); outside, a model loaded once
+    per process."""
+    import ray
+
+    batch = spec.evaluation.comet_batch_size
+    if ray.is_initialized():
+        from raysweep.scorer import scorer_for_this_node
+
+        scorer = scorer_for_this_node(spec)
+        stats = ray.get(scorer.stats.remote())
+        tracker.set_tags(run_id, {"raysweep.comet_scorer": f"node {stats['node_id'][:16]} "
+                                                           f"pid {stats['pid']}"})
+        return lambda src, hyp, ref: ray.get(scorer.score.remote(src, hyp, ref, batch))[1]
+    from raysweep.comet_scoring import comet_scores, load_comet
+
+    model = _cached((str(spec.root), "comet", spec.evaluation.comet_model),
+                    lambda: load_comet(spec.evaluation.comet_model, spec.root))
+    return lambda src, hyp, ref: comet_scores(model, src, hyp, ref, batch)[1]
+
+
 def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:
     import torch
 
     from raysweep import checkpoints
-    from raysweep.comet_scoring import load_comet
     from raysweep.data.collators import finetune_prefix
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
@@ -141,9 +162,8 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
 
         train_loss = finetune(model, train, task, key.lr, tokenizer)
         dev_ce = cross_entropy(model, splits.dev, tokenizer, task.max_length)
-        comet = _cached((root, "comet", spec.evaluation.comet_model),
-                        lambda: load_comet(spec.evaluation.comet_model, spec.root))
-        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, comet)
+        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task,
+                                       comet_scorer(spec, tracker, run_id))
         numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
         numbers.update(dev_cross_entropy=dev_ce, train_loss=train_loss,
                        trial_seconds=time.time() - started)

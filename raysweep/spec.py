@@ -210,6 +210,8 @@ class EvaluationSpec:
     offline under the sweep's storage: real COMET code, meaningless scores; for demos and tests)."""
     comet_batch_size: int = 16
     """Sentences per COMET forward pass."""
+    comet_gpus: float = 0
+    """GPU share of each node's shared COMET scorer actor (raysweep/scorer.py); 0 scores on CPU."""
     max_new_tokens: int = 48
     """Longest generated translation, in tokens."""
     num_beams: int = 1
@@ -599,5 +601,7 @@ def validate(spec: SweepSpec) -> None:
     if res.pretrain_worker_cpus < 0 or res.trial_cpus < 0:
         _fail(where, "resources", "must not request negative CPUs",
               (res.pretrain_worker_cpus, res.trial_cpus))
+    if spec.evaluation.comet_gpus < 0:
+        _fail(where, "evaluation.comet_gpus", "must be 0 or more", spec.evaluation.comet_gpus)
     if spec.evaluation.num_beams < 1:
         _fail(where, "evaluation.num_beams", "must be at least 1", spec.evaluation.num_beams)

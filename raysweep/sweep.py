@@ -165,6 +165,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     from raysweep.finetune import FITTER_NAME
     from raysweep.fitter import LawFitter
     from raysweep.pretrain import run_pretraining
+    from raysweep.scorer import stop_scorers
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
 
@@ -241,6 +242,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     tracker.end_run(sweep_run, "FINISHED" if ok else "FAILED")
     for handle in (watcher, fitter):
         ray.kill(handle)
+    final["comet_scorers"] = stop_scorers(spec)
     return SweepOutcome(ok, final, laws, errors, time.time() - started)
 
 

@@ -22,7 +22,11 @@ def finished_sweep(tmp_path_factory):
     from raysweep.tracking import Tracker
 
     base = tmp_path_factory.mktemp("sweep")
-    spec = spec_from_dict(TINY_SPEC, base_dir=str(base))
+    # Two tasks from one pretraining run: en-de (aligned with the en+de mixture) and a small en-fr.
+    data = {**TINY_SPEC, "tasks": TINY_SPEC["tasks"] + [{
+        **TINY_SPEC["tasks"][0], "name": "en-fr", "target_lang": "fr", "data": "synthetic:en-fr",
+        "finetune_tokens": [1000], "lrs": [0.003]}]}
+    spec = spec_from_dict(data, base_dir=str(base))
     lines: list[str] = []
     try:
         first = run_sweep(spec, echo=lines.append, poll_seconds=1.0)
@@ -36,12 +40,12 @@ def test_every_planned_trial_key_has_exactly_one_finished_run(finished_sweep):
     spec, first, rerun, _, tracker = finished_sweep
     assert first.ok, first.errors
     planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
-    assert len(planned) == spec.num_trials() == 16
+    assert len(planned) == spec.num_trials() == 20  # en-de 4 x 2 x 2, en-fr 4 x 1 x 1
     runs = tracker.find_runs({"raysweep.kind": "trial"})
     assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
     assert {r.info.status for r in runs} == {"FINISHED"}
     # The rerun found every key finished and ran none of them again.
-    assert rerun.ok and rerun.progress["skipped"] == 16 and rerun.progress["done"] == 0
+    assert rerun.ok and rerun.progress["skipped"] == 20 and rerun.progress["done"] == 0
 
 
 def test_trial_metrics_are_within_their_ranges(finished_sweep):
@@ -82,7 +86,7 @@ def test_checkpoints_are_published_once_with_manifests(finished_sweep):
     for d_p, manifest in manifests.items():
         folder = checkpoints_dir(spec) / f"dp_{d_p:015d}"
         assert manifest["weights_sha256"] == sha256(folder / "model.safetensors")
-        assert manifest["alignment"] == {"en-de": 1.0}
+        assert manifest["alignment"]["en-de"] == 1.0 > manifest["alignment"]["en-fr"]
         assert manifest["step"] * 256 == d_p
 
 
@@ -106,7 +110,7 @@ def test_law_parameters_are_logged(finished_sweep):
         plots = [a.path for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
         assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
     assert "laws.json" in [a.path for a in tracker.client.list_artifacts(run.info.run_id)]
-    fitted = [f for f in first.laws if f["metric"] == "cross_entropy"]
+    fitted = [f for f in first.laws if f["metric"] == "cross_entropy" and f["task"] == "en-de"]
     assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
     assert all(f["params"] and f["baseline"] > 0 for f in fitted)
     for f in fitted:  # the interval brackets the estimate (bootstrap over the 3 points)
@@ -114,9 +118,26 @@ def test_law_parameters_are_logged(finished_sweep):
         assert low <= f["params"]["alpha"] * (1 + 1e-9) and f["params"]["alpha"] <= high * (1 + 1e-9)
 
 
+def test_the_second_task_is_fitted_from_the_same_pretraining_run(finished_sweep):
+    _, first, _, _, tracker = finished_sweep
+    (run,) = tracker.find_runs({"raysweep.kind": "laws"})
+    assert {"en-fr/df_1000/cross_entropy/E", "en-fr/df_1000/cross_entropy/alpha"} <= set(run.data.metrics)
+    assert any(f["task"] == "en-fr" and f["num_points"] == 3 for f in first.laws)
+
+
+def test_one_comet_scorer_per_node_loads_the_model_once(finished_sweep):
+    _, first, rerun, _, tracker = finished_sweep
+    (scorer,) = first.progress["comet_scorers"]  # one node, one scorer actor
+    assert scorer["loads"] == 1 and scorer["calls"] == 20  # every trial scored by it
+    trials = tracker.find_runs({"raysweep.kind": "trial"})
+    assert {r.data.tags["raysweep.comet_scorer"] for r in trials} == {
+        f"node {scorer['node_id'][:16]} pid {scorer['pid']}"}
+    assert rerun.progress["comet_scorers"] == []  # nothing to score: never started
+
+
 def test_progress_was_shown(finished_sweep):
     *_, lines, _ = finished_sweep
-    assert any("checkpoints 3/3 published" in line and "trials 16/16 done" in line
+    assert any("checkpoints 3/3 published" in line and "trials 20/20 done" in line
                for line in lines)
 
 
