@@ -11,10 +11,12 @@ is not supported by Tune, which is why there is exactly one experiment per sweep
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from dataclasses import asdict
+from pathlib import Path
 
 import ray
 from ray.tune.search import Searcher
@@ -43,14 +45,16 @@ class WatcherSearcher(Searcher):
         # in this process and is not part of that state.
         return {k: v for k, v in self.__dict__.items() if k != "watcher"}
 
-    # Nothing to save: the watcher's state is derived from storage (published manifests) and MLflow
-    # (finished trial runs), so a restarted watcher rebuilds it by scanning.
+    # What a restarted driver needs beyond MLflow (finished keys) and storage (published
+    # checkpoints): the keys that were running when it died, so they are resumed first. Tune saves
+    # the searcher with its experiment; the watcher also saves it whenever a trial starts or ends.
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w") as f:
-            f.write("{}")
+        from raysweep.checkpoints import write_json_atomic
+
+        write_json_atomic(Path(checkpoint_path), self.watcher.state())
 
     def restore(self, checkpoint_path: str) -> None:
-        pass
+        self.watcher.restore_state(json.loads(Path(checkpoint_path).read_text()))
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -69,6 +73,9 @@ class CheckpointWatcher:
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.pretraining_over = threading.Event()
         self.final_scan_done = False
+        self.resume_first: set[TrialKey] = set()  # running when the previous driver died
+        self.state_path = spec.root / "watcher_state.json"
+        self.searcher = WatcherSearcher(self)
 
     # ---- fed by the driver ----------------------------------------------------------------------
     def pretraining_finished(self) -> None:
@@ -77,6 +84,7 @@ class CheckpointWatcher:
     def progress(self) -> dict:
         with self.lock:
             return {"checkpoints": len(self.seen_checkpoints - {0}),  # the baseline is not published
+                    "resumed": len(self.resume_first),
                     "queued": len(self.queue), "running": len(self.running),
                     "rejected": dict(self.rejected), **self.counts}
 
@@ -107,6 +115,8 @@ class CheckpointWatcher:
                 for key in plan_keys(self.spec, point):
                     if str(key) in finished:
                         self.counts["skipped"] += 1
+                    elif key in self.resume_first:
+                        self.queue.appendleft(key)
                     else:
                         self.queue.append(key)
 
@@ -125,21 +135,34 @@ class CheckpointWatcher:
             if self.queue:
                 key = self.queue.popleft()
                 self.running[trial_id] = key
-                return {"key": asdict(key), "parent_run_id": self.parent_run_id}
-            if self.final_scan_done:
+                config = {"key": asdict(key), "parent_run_id": self.parent_run_id}
+            elif self.final_scan_done:
                 return Searcher.FINISHED
-            return None
+            else:
+                return None
+        self.searcher.save(str(self.state_path))
+        return config
 
     def trial_ended(self, trial_id: str, error: bool) -> None:
         with self.lock:
             self.running.pop(trial_id, None)
             self.counts["failed" if error else "done"] += 1
+        self.searcher.save(str(self.state_path))
+
+    def state(self) -> dict:
+        with self.lock:
+            return {"running": [asdict(k) for k in self.running.values()]}
+
+    def restore_state(self, state: dict) -> None:
+        self.resume_first = {TrialKey(**k) for k in state.get("running", [])}
 
     # ---- the experiment -------------------------------------------------------------------------
     def run(self) -> dict:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
         from ray import tune
 
+        if self.state_path.exists():  # a restarted driver: resume what was running first
+            self.searcher.restore(str(self.state_path))
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
         scanner.start()
         res = self.spec.resources
@@ -148,7 +171,7 @@ class CheckpointWatcher:
                                          **res.trial_resources})
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=WatcherSearcher(self), num_samples=-1,
+            tune_config=tune.TuneConfig(search_alg=self.searcher, num_samples=-1,
                                         max_concurrent_trials=res.max_concurrent_trials,
                                         reuse_actors=True),  # imports and caches stay warm
             run_config=tune.RunConfig(name="finetune", storage_path=str((self.spec.root / "ray").resolve()),
