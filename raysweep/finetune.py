@@ -74,16 +74,23 @@ def _cached(key: tuple, build):
     return _PROCESS_CACHE[key]
 
 
-def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer) -> float:
+def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
+             dev: list[tuple[str, str]] | None = None) -> dict:
     """Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over the
-    D_f pairs in their fixed shuffled order for `task.steps` steps. Returns the last loss."""
+    D_f pairs in their fixed shuffled order for `task.steps` steps. With task.eval_every, the dev
+    cross-entropy is checked every that many steps; with task.patience too, training stops after
+    that many checks without improvement and the best weights are kept (early stopping).
+    Returns train_loss, steps_run and the dev checks [(step, dev cross-entropy)]."""
     import torch
 
     from raysweep.data.collators import seq2seq_batch
+    from raysweep.evaluate import cross_entropy
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     batches = itertools.cycle([train[i:i + task.batch_size]
                                for i in range(0, len(train), task.batch_size)])
+    checks: list[tuple[int, float]] = []
+    best_ce, best_weights, since_best = math.inf, None, 0
     model.train()
     for step in range(1, task.steps + 1):
         batch = seq2seq_batch(next(batches), tokenizer, task.max_length)
@@ -94,7 +101,21 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer) ->
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-    return loss.item()
+        if task.eval_every and dev and step % task.eval_every == 0:
+            dev_ce = cross_entropy(model, dev, tokenizer, task.max_length)
+            model.train()
+            checks.append((step, dev_ce))
+            if dev_ce < best_ce:
+                best_ce, since_best = dev_ce, 0
+                if task.patience:
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+            if task.patience and since_best >= task.patience:
+                break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    return {"train_loss": loss.item(), "steps_run": step, "dev_checks": checks}
 
 
 def comet_scorer(spec: SweepSpec, tracker, run_id: str):
@@ -127,7 +148,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
     from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
-    from raysweep.evaluate import cross_entropy, evaluate_translation
+    from raysweep.evaluate import bleu_chrf, cross_entropy, evaluate_translation, translate
     from raysweep.model import build_model
     from raysweep.tracking import FAILURE, Tracker
 
@@ -160,12 +181,20 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
                                     "steps": task.steps, "batch_size": task.batch_size,
                                     "train_pairs": len(train)})
 
-        train_loss = finetune(model, train, task, key.lr, tokenizer)
-        dev_ce = cross_entropy(model, splits.dev, tokenizer, task.max_length)
+        trained = finetune(model, train, task, key.lr, tokenizer, splits.dev)
+        for step, value in trained["dev_checks"]:
+            tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
+        dev = {"dev_cross_entropy": cross_entropy(model, splits.dev, tokenizer, task.max_length)}
+        if spec.fit.lr_choice in ("dev_bleu", "dev_chrf"):  # the lr is chosen on dev translations
+            ev = spec.evaluation
+            hypotheses = translate(model, [s for s, _ in splits.dev], tokenizer, task.max_length,
+                                   ev.max_new_tokens, ev.num_beams)
+            scores = bleu_chrf(hypotheses, [t for _, t in splits.dev], ev.bleu_tokenize)
+            dev.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"])
         metrics = evaluate_translation(model, tokenizer, splits.test, spec, task,
                                        comet_scorer(spec, tracker, run_id))
         numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        numbers.update(dev_cross_entropy=dev_ce, train_loss=train_loss,
+        numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"],
                        trial_seconds=time.time() - started)
         tracker.log_metrics(run_id, numbers)
         tracker.set_tags(run_id, {"raysweep.bleu_signature": metrics["bleu_signature"],

@@ -5,7 +5,8 @@ so a restarted fitter (or `raysweep run` on a finished sweep) gets the same poin
 `raysweep fit SPEC` refits the same way without Ray.
 
 Per (task, D_f, metric), the point at each D_p is the trial with the best learning rate, chosen
-by *dev* cross-entropy (never the test set). Task metrics get the log-law, cross-entropy the
+on the *dev* set (never the test set) by fit.lr_choice; that trial's run is tagged
+`raysweep.best_lr = true` (the other lrs' runs `false`). Task metrics get the log-law, cross-entropy the
 power law; the no-pretraining baseline (D_p = 0) is kept for comparison, not fitted.
 
 Logged to the laws run: metrics `<task>/df_<D_f>/<metric>/<name>` (parameters, their interval
@@ -22,20 +23,27 @@ import ray
 
 from raysweep.spec import SweepSpec
 
-LR_CHOICE = "dev_cross_entropy"
 
-
-def best_points(results: list[dict], task: str, d_f: int, metric: str) -> dict[int, float]:
-    """D_p -> metric of the trial with the lowest dev cross-entropy among the lrs tried."""
+def best_trials(results: list[dict], task: str, d_f: int, lr_choice: str) -> dict[int, dict]:
+    """D_p -> the result of the trial with the best learning rate, judged on the dev set by
+    `lr_choice` (fit.lr_choice: lowest dev cross-entropy, or highest dev BLEU/chrF)."""
+    sign = 1 if lr_choice == "dev_cross_entropy" else -1
     best: dict[int, dict] = {}
     for r in results:
         key = r["key"]
-        if key["task"] != task or key["d_f"] != d_f or metric not in r["metrics"]:
+        if key["task"] != task or key["d_f"] != d_f or lr_choice not in r["metrics"]:
             continue
         current = best.get(key["d_p"])
-        if current is None or r["metrics"][LR_CHOICE] < current["metrics"][LR_CHOICE]:
+        if current is None or sign * r["metrics"][lr_choice] < sign * current["metrics"][lr_choice]:
             best[key["d_p"]] = r
-    return {d_p: r["metrics"][metric] for d_p, r in sorted(best.items())}
+    return dict(sorted(best.items()))
+
+
+def best_points(results: list[dict], task: str, d_f: int, metric: str,
+                lr_choice: str = "dev_cross_entropy") -> dict[int, float]:
+    """D_p -> metric of the trial with the best learning rate (best_trials)."""
+    return {d_p: r["metrics"][metric]
+            for d_p, r in best_trials(results, task, d_f, lr_choice).items() if metric in r["metrics"]}
 
 
 def finished_results(spec: SweepSpec) -> dict[str, dict]:
@@ -46,7 +54,8 @@ def finished_results(spec: SweepSpec) -> dict[str, dict]:
     results = {}
     for run in Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"}, "FINISHED"):
         key = TrialKey.from_tags(run.data.tags)
-        results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics}
+        results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
+                             "run_id": run.info.run_id}
     return results
 
 
@@ -75,7 +84,7 @@ def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
     for task in spec.tasks:
         for d_f in task.finetune_tokens:
             for metric in spec.fit.metrics:
-                points = best_points(results, task.name, d_f, metric)
+                points = best_points(results, task.name, d_f, metric, spec.fit.lr_choice)
                 groups.append({"task": task.name, "d_f": d_f, "metric": metric, "points": points,
                                "analysis": analyse_group(spec, points, metric, resamples)})
     return groups
@@ -107,6 +116,7 @@ class LawFitter:
         self.tracker = Tracker.for_spec(spec)
         self.results = finished_results(spec)
         self.groups: dict[tuple, dict] = {}  # (task, d_f, metric) -> {"points", "analysis"}
+        self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         for task in spec.tasks:
             for d_f in task.finetune_tokens:
@@ -119,11 +129,23 @@ class LawFitter:
         self.results[str(key)] = result
         self._refit(key.task, key.d_f)
 
+    def _mark_best_lrs(self, task: str, d_f: int, results: list[dict]) -> None:
+        """Tag the trial run with the best lr of each (task, D_f, D_p): true on the new best,
+        false on the one it replaces and on the other lrs."""
+        for d_p, best in best_trials(results, task, d_f, self.spec.fit.lr_choice).items():
+            if self.best_runs.get((task, d_f, d_p)) == best.get("run_id") or "run_id" not in best:
+                continue
+            self.best_runs[(task, d_f, d_p)] = best["run_id"]
+            for r in results:
+                if (r["key"]["task"], r["key"]["d_f"], r["key"]["d_p"]) == (task, d_f, d_p) and "run_id" in r:
+                    self.tracker.set_tags(r["run_id"], {"raysweep.best_lr": str(r is best).lower()})
+
     def _refit(self, task: str, d_f: int) -> None:
         results = list(self.results.values())
+        self._mark_best_lrs(task, d_f, results)
         changed = False
         for metric in self.spec.fit.metrics:
-            points = best_points(results, task, d_f, metric)
+            points = best_points(results, task, d_f, metric, self.spec.fit.lr_choice)
             group = self.groups.get((task, d_f, metric))
             if group is not None and group["points"] == points:
                 continue  # the new result did not change this law's points

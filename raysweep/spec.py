@@ -201,6 +201,11 @@ class TaskSpec:
     """Sentence pairs in the test set (reported metrics)."""
     train_examples: int = 20000
     """Sentence pairs available for finetuning (synthetic sources generate this many)."""
+    eval_every: int = 0
+    """Steps between dev cross-entropy checks during finetuning; 0 = none (the paper's fixed steps)."""
+    patience: int = 0
+    """With eval_every: stop after this many checks without a better dev cross-entropy and keep
+    the best weights (early stopping); 0 = run all `steps`."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ class EvaluationSpec:
 
 
 METRICS = ("bleu", "chrf", "rougeL", "comet", "cross_entropy")
+LR_CHOICES = ("dev_cross_entropy", "dev_bleu", "dev_chrf")
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,9 @@ class FitSpec:
     """Metrics to fit: task metrics get the log-law, `cross_entropy` the power law."""
     huber_delta: dict[str, float] = field(default_factory=dict)
     """Huber delta per metric, overriding the paper's defaults (0.1 task metrics, 1e-3 CE)."""
+    lr_choice: str = "dev_cross_entropy"
+    """How the best learning rate of each (checkpoint, D_f) is chosen, always on the dev set:
+    `dev_cross_entropy` (lowest), `dev_bleu` or `dev_chrf` (highest; the dev set is decoded)."""
     min_points: int = 3
     """Fewest checkpoints (D_p > 0) before a law is fitted."""
     target_tokens: int | None = None
@@ -569,7 +578,15 @@ def validate(spec: SweepSpec) -> None:
         for name in ("steps", "batch_size", "max_length", "dev_examples", "test_examples",
                      "train_examples"):
             positive(getattr(task, name), f"tasks[{i}].{name}")
+        for name in ("eval_every", "patience"):
+            if getattr(task, name) < 0:
+                _fail(where, f"tasks[{i}].{name}", "must be 0 (off) or more", getattr(task, name))
+        if task.patience and not task.eval_every:
+            _fail(where, f"tasks[{i}].patience", "needs tasks[].eval_every (steps between dev "
+                  "checks) to stop early", task.patience)
 
+    if spec.fit.lr_choice not in LR_CHOICES:
+        _fail(where, "fit.lr_choice", f"must be one of {', '.join(LR_CHOICES)}", spec.fit.lr_choice)
     unknown = sorted(set(spec.fit.metrics) - set(METRICS))
     if unknown:
         _fail(where, "fit.metrics", f"must only name metrics from {', '.join(METRICS)}", unknown)

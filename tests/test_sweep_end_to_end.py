@@ -118,6 +118,21 @@ def test_law_parameters_are_logged(finished_sweep):
         assert low <= f["params"]["alpha"] * (1 + 1e-9) and f["params"]["alpha"] <= high * (1 + 1e-9)
 
 
+def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep):
+    from collections import defaultdict
+
+    _, _, _, _, tracker = finished_sweep
+    groups = defaultdict(list)
+    for run in tracker.find_runs({"raysweep.kind": "trial"}):
+        key = TrialKey.from_tags(run.data.tags)
+        groups[(key.task, key.d_f, key.d_p)].append(run)
+    for runs in groups.values():
+        marked = [r for r in runs if r.data.tags["raysweep.best_lr"] == "true"]
+        assert len(marked) == 1  # one per (task, D_f, D_p), the others tagged "false"
+        assert marked[0].data.metrics["dev_cross_entropy"] == min(
+            r.data.metrics["dev_cross_entropy"] for r in runs)
+
+
 def test_the_second_task_is_fitted_from_the_same_pretraining_run(finished_sweep):
     _, first, _, _, tracker = finished_sweep
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
