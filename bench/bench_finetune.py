@@ -1,0 +1,165 @@
+"""Finetune trials at sweep scale: Tune's overhead, and how fast a published checkpoint gets trials.
+
+    .venv/bin/python bench/bench_finetune.py [--spec jobs/demo.yaml] [--trials 3] [--steps 250]
+                                             [--publications 5]
+
+Measured side by side in one run, on the demo model and task:
+  1. overhead: the same finetune trials (same keys, seeds and work), first called directly in this
+     process (`raysweep.finetune.run_trial`, after one warm-up trial), then run one at a time
+     inside the watcher's Tune experiment on a local Ray (Ray already started; Tune's trial actor
+     start, the shared COMET scorer and reporting included). Prints seconds per trial and the
+     ratio (target: at most 1.2 for a ~30 s trial).
+  2. latency: with the watcher's experiment running and waiting, checkpoints are published one by
+     one (a real export of the model, manifest last); for each, the delay from the manifest's
+     publication time to the start of its first trial's MLflow run. Prints the median
+     (target: under 5 s locally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def prepare(spec, name: str, storage: str, **task_changes):
+    """A copy of the spec under its own storage (own MLflow), tokenizer saved, runs created."""
+    from raysweep.comet_scoring import load_comet
+    from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
+    from raysweep.tracking import Tracker
+
+    task = dataclasses.replace(spec.tasks[0], **task_changes)
+    spec = dataclasses.replace(spec, name=name, storage=storage, tracking_uri=None, tasks=(task,))
+    save_tokenizer(spec, train_tokenizer(spec))
+    load_comet(spec.evaluation.comet_model, spec.root)
+    tracker = Tracker.for_spec(spec)
+    tracker.ensure_experiment()
+    return spec, tracker, tracker.get_or_create_run({"raysweep.kind": "sweep"}, name)
+
+
+def direct_seconds(spec, keys) -> float:
+    from raysweep.finetune import TrialKey, run_trial
+
+    run_trial(spec, TrialKey(keys[0].task, 0, keys[0].d_f, 0.0123, 0), None)  # warm-up: imports, caches
+    started = time.perf_counter()
+    for key in keys:
+        run_trial(spec, key, None)
+    return (time.perf_counter() - started) / len(keys)
+
+
+def tune_seconds(spec, run_id) -> tuple[float, float]:
+    """(seconds per trial over the whole experiment, seconds per trial after the first one: the
+    first pays once for the trial actor's process and the node's COMET scorer)."""
+    import ray
+
+    from raysweep.finetune import plan_keys
+    from raysweep.tracking import Tracker
+    from raysweep.watcher import CheckpointWatcher
+
+    watcher = CheckpointWatcher.remote(spec, run_id)
+    watcher.pretraining_finished.remote()  # nothing published: the D_p = 0 trials only
+    started = time.time()
+    outcome = ray.get(watcher.run.remote())
+    ended = time.time()
+    assert outcome["done"] == len(plan_keys(spec, 0)), outcome  # every trial ran, none failed
+    ray.kill(watcher)
+    runs = sorted(Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"}),
+                  key=lambda r: r.info.start_time)
+    first_end = runs[0].info.end_time / 1000
+    return (ended - started) / len(runs), (ended - first_end) / (len(runs) - 1)
+
+
+def publication_delays(spec, run_id, publications: int, spacing: float) -> list[float]:
+    import ray
+
+    from raysweep import checkpoints
+    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
+    from raysweep.model import build_model
+    from raysweep.tracking import Tracker
+    from raysweep.watcher import CheckpointWatcher
+
+    tokenizer = load_tokenizer(tokenizer_dir(spec))
+    model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    tracker = Tracker.for_spec(spec)
+
+    watcher = CheckpointWatcher.remote(spec, run_id)
+    experiment = watcher.run.remote()
+    time.sleep(spacing)  # the baseline's trial starts first
+    delays = []
+    for i in range(1, publications + 1):
+        d_p = 1000 * i
+        checkpoints.publish(spec, model, d_p, i, {})
+        published_at = checkpoints.published(spec)[d_p]["published_at"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            runs = tracker.find_runs({"raysweep.kind": "trial", "raysweep.d_p": str(d_p)})
+            if runs:
+                delays.append(min(r.info.start_time for r in runs) / 1000 - published_at)
+                break
+            time.sleep(0.05)
+        time.sleep(spacing)
+    watcher.pretraining_finished.remote()
+    ray.get(experiment)
+    ray.kill(watcher)
+    return delays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="jobs/demo.yaml")
+    parser.add_argument("--trials", type=int, default=3,
+                        help="trials per arm of the overhead test (at least 2)")
+    parser.add_argument("--steps", type=int, default=1200,
+                        help="finetune steps (trial length: about 30 s on the demo model)")
+    parser.add_argument("--publications", type=int, default=5)
+    args = parser.parse_args()
+
+    import ray
+
+    from raysweep.finetune import TrialKey
+    from raysweep.pretrain import worker_env
+    from raysweep.spec import load_spec
+
+    base = load_spec(args.spec)
+    base = dataclasses.replace(base, resources=dataclasses.replace(base.resources,
+                                                                   max_concurrent_trials=1))
+    lrs = tuple(0.001 * (i + 1) for i in range(args.trials))
+    d_f = base.tasks[0].finetune_tokens[-1]
+    with tempfile.TemporaryDirectory() as storage:
+        direct_spec, _, _ = prepare(base, "direct", storage, lrs=lrs, finetune_tokens=(d_f,),
+                                    steps=args.steps)
+        tune_spec, _, tune_run = prepare(base, "tune", storage, lrs=lrs, finetune_tokens=(d_f,),
+                                         steps=args.steps)
+        keys = [TrialKey(base.tasks[0].name, 0, d_f, lr, base.seed) for lr in lrs]
+        print(f"{len(keys)} trials of {args.steps} finetune steps at D_f {d_f:,} "
+              f"(then decoding, BLEU/chrF/ROUGE-L, cross-entropy, COMET), one at a time")
+        direct = direct_seconds(direct_spec, keys)
+        print(f"direct call:      {direct:6.1f} s per trial")
+        ray.init(num_cpus=base.resources.local_cpus, namespace="raysweep",
+                 runtime_env={"env_vars": worker_env()}, log_to_driver=False)
+        try:
+            tuned, steady = tune_seconds(tune_spec, tune_run)
+            print(f"inside Tune:      {tuned:6.1f} s per trial -> ratio {tuned / direct:.2f} "
+                  f"(target <= 1.2)")
+            print(f"  after the first {steady:6.1f} s per trial -> ratio {steady / direct:.2f} "
+                  f"(the first trial starts the trial actor and the COMET scorer)")
+            latency_spec, _, latency_run = prepare(
+                dataclasses.replace(base, resources=dataclasses.replace(
+                    base.resources, max_concurrent_trials=2)),
+                "latency", storage, lrs=(0.001,), finetune_tokens=(d_f,), steps=5)
+            delays = publication_delays(latency_spec, latency_run, args.publications, spacing=6.0)
+        finally:
+            ray.shutdown()
+        print(f"publication -> first trial start: median {statistics.median(delays):.2f} s "
+              f"(target < 5 s); each: {', '.join(f'{d:.2f}' for d in delays)}")
+
+
+if __name__ == "__main__":
+    main()
