@@ -121,7 +121,8 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
 def comet_scorer(spec: SweepSpec, tracker, run_id: str):
     """score(sources, hypotheses, references) -> COMET system score. Inside Ray, the node's shared
     scorer actor (loaded once per node, recorded on the trial run); outside, a model loaded once
-    per process."""
+    per process. Called when a trial starts, so a scorer that is starting loads while the trial
+    finetunes."""
     import ray
 
     batch = spec.evaluation.comet_batch_size
@@ -129,10 +130,14 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
         from raysweep.scorer import scorer_for_this_node
 
         scorer = scorer_for_this_node(spec)
-        stats = ray.get(scorer.stats.remote())
-        tracker.set_tags(run_id, {"raysweep.comet_scorer": f"node {stats['node_id'][:16]} "
-                                                           f"pid {stats['pid']}"})
-        return lambda src, hyp, ref: ray.get(scorer.score.remote(src, hyp, ref, batch))[1]
+
+        def score(sources, hypotheses, references) -> float:
+            stats = ray.get(scorer.stats.remote())
+            tracker.set_tags(run_id, {"raysweep.comet_scorer": f"node {stats['node_id'][:16]} "
+                                                               f"pid {stats['pid']}"})
+            return ray.get(scorer.score.remote(sources, hypotheses, references, batch))[1]
+
+        return score
     from raysweep.comet_scoring import comet_scores, load_comet
 
     model = _cached((str(spec.root), "comet", spec.evaluation.comet_model),
@@ -181,6 +186,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
                                     "steps": task.steps, "batch_size": task.batch_size,
                                     "train_pairs": len(train)})
 
+        score_comet = comet_scorer(spec, tracker, run_id)
         trained = finetune(model, train, task, key.lr, tokenizer, splits.dev)
         for step, value in trained["dev_checks"]:
             tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
@@ -191,8 +197,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
                                    ev.max_new_tokens, ev.num_beams)
             scores = bleu_chrf(hypotheses, [t for _, t in splits.dev], ev.bleu_tokenize)
             dev.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"])
-        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task,
-                                       comet_scorer(spec, tracker, run_id))
+        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, score_comet)
         numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
         numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"],
                        trial_seconds=time.time() - started)

@@ -37,7 +37,9 @@ def restarted_sweep(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("restart")
     path = base / "spec.yaml"
-    path.write_text(yaml.safe_dump(copy.deepcopy(TINY_SPEC)))
+    data = copy.deepcopy(TINY_SPEC)
+    data["tasks"][0]["steps"] = 600  # trials of a few seconds: some are running when it is killed
+    path.write_text(yaml.safe_dump(data))
     spec = load_spec(path)
     command = [sys.executable, "-m", "raysweep", "run", str(path)]
     env = {**os.environ, "RAY_ADDRESS": ""}
@@ -48,43 +50,59 @@ def restarted_sweep(tmp_path_factory):
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
         time.sleep(1)
-        if (spec.root / "mlflow.db").exists():
+        # The driver has created the store and logged the spec (an artifact): reading the store
+        # before that would race the driver's schema migration of the new SQLite file.
+        if (spec.root / "mlartifacts").exists():
             tracker = tracker or Tracker.for_spec(spec)
             try:
-                if len(tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")) >= 4:
-                    break
+                runs = tracker.find_runs({"raysweep.kind": "trial"})
             except Exception:  # the experiment is not created yet
                 continue
+            # Mid-sweep: results have landed and trials are well under way.
+            finished = [r for r in runs if r.info.status == "FINISHED"]
+            running = [r for r in runs if r.info.status == "RUNNING"
+                       and time.time() - r.info.start_time / 1000 > 1.0]
+            if len(finished) >= 2 and running:
+                break
     assert first.poll() is None, "the first run ended before it could be killed:\n" + first.stdout.read()
     finished_before = {r.data.tags["raysweep.trial_key"]: r.info.run_id
                        for r in tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
     children = ray_processes_of(first.pid)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    killed_at = time.time()
     first.wait()
     import psutil
 
-    psutil.wait_procs(children, timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=60)
+    assert not [p for p in alive if p.is_running()], "the killed sweep's Ray outlived its driver"
+    # Trials whose runs had not finished when the driver died (and none finished after it).
+    interrupted = [r for r in tracker.find_runs({"raysweep.kind": "trial"})
+                   if r.info.status == "RUNNING"]
+    assert all(r.info.end_time is None or r.info.end_time / 1000 < killed_at + 2
+               for r in tracker.find_runs({"raysweep.kind": "trial"}))
 
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    return spec, tracker, finished_before, second
+    return spec, tracker, finished_before, second, interrupted
 
 
 def test_the_rerun_finishes_the_sweep(restarted_sweep):
-    _, _, _, second = restarted_sweep
+    _, _, _, second, _ = restarted_sweep
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
 
 def test_no_key_runs_twice_and_none_is_missing(restarted_sweep):
     from raysweep.finetune import plan_keys
 
-    spec, tracker, finished_before, _ = restarted_sweep
+    spec, tracker, finished_before, _, interrupted = restarted_sweep
     planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
     runs = tracker.find_runs({"raysweep.kind": "trial"})
     by_key = Counter(r.data.tags["raysweep.trial_key"] for r in runs)
     assert sorted(by_key) == planned and set(by_key.values()) == {1}  # one run per key
     assert {r.info.status for r in runs} == {"FINISHED"}
     # The trials running at the kill were resumed in their own runs (a second attempt)...
-    assert any(r.data.tags["raysweep.attempts"] == "2" for r in runs)
+    assert interrupted, "no trial was running when the driver was killed"
+    attempts = {r.info.run_id: r.data.tags["raysweep.attempts"] for r in runs}
+    assert all(attempts[r.info.run_id] == "2" for r in interrupted)
     # ...and what had finished before the kill was not run again: same run, still one attempt.
     for run in runs:
         key = run.data.tags["raysweep.trial_key"]
@@ -96,7 +114,7 @@ def test_no_key_runs_twice_and_none_is_missing(restarted_sweep):
 def test_checkpoints_are_published_once(restarted_sweep):
     from raysweep.checkpoints import published
 
-    spec, tracker, _, _ = restarted_sweep
+    spec, tracker, *_ = restarted_sweep
     assert sorted(published(spec)) == spec.pretrain.published_tokens()
     (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
     history = tracker.client.get_metric_history(pretrain.info.run_id, "published_tokens")
