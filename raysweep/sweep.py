@@ -255,6 +255,8 @@ def laws_table(laws: list[dict]) -> str:
         params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
         for p in fit["predictions"]:
             params += f"; at {p['x']:.3g}: {p['value']:.3g} [{p['low']:.3g}, {p['high']:.3g}]"
+            if not p["low"] <= p["value"] <= p["high"]:  # e.g. a log-law extrapolated past a pole
+                params += " (outside its own interval: unreliable)"
         lines.append(f"{fit['task']:8} {fit['d_f']:>10,} {fit['metric']:14} {fit['law']:10} "
                      f"{fit['num_points']:>6}  {params or '-':44} {fit['verdict']}: {fit['reason']}")
     return "\n".join(lines)

@@ -142,3 +142,14 @@ def test_fit_cli_bad_input(tmp_path, capsys, content, args, expected):
     assert main(["fit", "--csv", str(path), *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_the_law_table_flags_a_prediction_outside_its_own_interval():
+    from raysweep.sweep import laws_table
+
+    fit = {"task": "en-de", "d_f": 4000, "metric": "bleu", "law": "log_law", "num_points": 6,
+           "params": {"A": 1.2}, "verdict": "misaligned", "reason": "the law fails",
+           "predictions": [{"x": 1e6, "value": 1.3e49, "low": 0.0, "high": 1.4e36}]}
+    assert "unreliable" in laws_table([fit])
+    fit["predictions"] = [{"x": 1e6, "value": 30.0, "low": 28.0, "high": 33.0}]
+    assert "unreliable" not in laws_table([fit])
