@@ -8,6 +8,7 @@ scheduled D_p; its manifest records the tokens seen per mixture source.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -319,11 +320,10 @@ def train_loop(config: dict) -> None:
                 "tokens_by_source": tokens_by_source(spec, step),
                 "alignment": alignment,
             }
-            if pre.zero_stage == 3:  # parameters are partitioned: gather them to export
-                with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
-                    new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
-                                                            manifest_extra)
-            else:
+            # ZeRO-3 partitions the parameters: every rank gathers them, rank 0 exports.
+            gathered = (deepspeed.zero.GatheredParameters(list(engine.module.parameters()))
+                        if pre.zero_stage == 3 else contextlib.nullcontext())
+            with gathered:
                 new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
                                                         manifest_extra)
             if tracker and new:  # a replay after a restart finds it published and leaves it be
