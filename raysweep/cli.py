@@ -1,4 +1,4 @@
-"""Command line: `raysweep validate SPEC`, `raysweep run SPEC`.
+"""Command line: `raysweep validate|run|status|report|fit`.
 
 Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written).
 """
@@ -49,6 +49,24 @@ def cmd_run(args) -> int:
     for error in outcome.errors or [f"only {outcome.progress} of {spec.num_trials()} trials finished"]:
         print(f"  {error}", file=sys.stderr)
     return 1
+
+
+def cmd_status(args) -> int:
+    from raysweep.report import status_text, sweep_status
+
+    spec = load_spec(args.spec)
+    print(status_text(spec, sweep_status(spec)))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from raysweep.report import write_report
+
+    spec = load_spec(args.spec)
+    path = write_report(spec, args.out, resamples=args.resamples)
+    print(f"report written: {path} (figures in {path.parent / 'figures'}) and "
+          f"{path.with_suffix('.html')} (one self-contained file)")
+    return 0
 
 
 def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[float]]:
@@ -150,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run (or resume) a sweep")
     run.add_argument("spec")
     run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="progress and latest laws of a running or finished sweep")
+    status.add_argument("spec")
+    status.set_defaults(func=cmd_status)
+    report = sub.add_parser("report", help="write a Markdown + HTML report with figures and laws")
+    report.add_argument("spec")
+    report.add_argument("--out", required=True, help="folder for report.md, report.html, figures/")
+    report.add_argument("--resamples", type=int, help="bootstrap resamples (default: the spec's)")
+    report.set_defaults(func=cmd_report)
     fit = sub.add_parser("fit", help="fit a scaling law to a CSV table, or refit a sweep from MLflow")
     fit.add_argument("spec", nargs="?", help="a sweep spec: refit every law from its MLflow runs")
     fit.add_argument("--csv", help="a table with one row per point")

@@ -167,3 +167,60 @@ def test_refit_from_mlflow_matches_the_online_fitter(finished_sweep):
         expected = online[(group["task"], group["d_f"], group["metric"])]
         assert offline["params"] == expected["params"]
         assert offline["verdict"] == expected["verdict"]
+
+
+def _spec_file(spec, folder) -> str:
+    """The fixture's spec as a YAML file (storage absolute), for the commands that take a path."""
+    import dataclasses
+
+    import yaml
+
+    from raysweep.spec import SweepSpec
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if f.name not in ("source_file", "base_dir") and getattr(value, f.name) is not None}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    assert isinstance(spec, SweepSpec)
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(plain(spec)))
+    return str(path)
+
+
+def test_status_shows_progress_failures_and_latest_laws(finished_sweep, tmp_path, capsys):
+    from raysweep.cli import main
+
+    spec, *_ = finished_sweep
+    assert main(["status", _spec_file(spec, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints: 3/3 published" in out and "trials: 20/20 finished, 0 running, 0 failed" in out
+    assert "8,192 of 8,192 tokens" in out and "MFU" in out
+    assert "en-fr.df_1000.cross_entropy:" in out  # the latest verdict of every law
+
+
+def test_report_has_the_laws_of_mlflow_figures_and_a_verdict_in_words(finished_sweep, tmp_path):
+    import math
+    import re
+
+    from raysweep.cli import main
+
+    spec, _, _, _, tracker = finished_sweep
+    out = tmp_path / "report"
+    assert main(["report", _spec_file(spec, tmp_path), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "**en-de**" in markdown and "**en-fr**" in markdown  # a paragraph per task
+    figures = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
+    assert "figures/en-de_df1000_cross_entropy.png" in figures
+    assert all((out / f).stat().st_size > 10_000 for f in figures)
+    # The same numbers as the laws run in MLflow.
+    (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})
+    alpha = laws_run.data.metrics["en-de/df_1000/cross_entropy/alpha"]
+    row = next(line for line in markdown.splitlines()
+               if line.startswith("| en-de | 1000 | cross_entropy |"))
+    assert f"alpha = {alpha:.3g}" in row and not math.isnan(alpha)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)  # one file, figures inlined
