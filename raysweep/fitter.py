@@ -151,34 +151,67 @@ class LawFitter:
                 continue  # the new result did not change this law's points
             changed = True
             analysis = analyse_group(self.spec, points, metric, self.spec.fit.bootstrap_resamples)
-            self.groups[(task, d_f, metric)] = {"points": points, "analysis": analysis}
+            history = group["history"] if group else []
+            if group and group["analysis"].band:  # the fit this one replaces, for the figure
+                old = group["analysis"]
+                history = history + [(old.num_points, [b["x"] for b in old.band],
+                                      [b["value"] for b in old.band])]
+            self.groups[(task, d_f, metric)] = {"points": points, "analysis": analysis,
+                                                "history": history}
             prefix = f"{task}/df_{d_f}/{metric}"
             self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
                                      step=analysis.num_points)
             self.tracker.set_tags(self.run_id, {
                 f"raysweep.verdict.{task}.df_{d_f}.{metric}": f"{analysis.verdict}: {analysis.reason}"})
             if analysis.params:
-                self._log_plot(task, d_f, metric, points, analysis)
+                self._log_plot(task, d_f, metric, points, analysis, history)
                 params = ", ".join(f"{k}={v:.3g}" for k, v in analysis.params.items())
                 self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
                                     f"{params}; {analysis.verdict}")
         if changed:
             self.tracker.client.log_dict(self.run_id, self.summary(), "laws.json")
+            self._log_metric_vs_cross_entropy(task, d_f)
 
-    def _log_plot(self, task: str, d_f: int, metric: str, points: dict, analysis) -> None:
-        """The law's figure as artifact plots/<task>/df_<D_f>/<metric>.png (the latest state)."""
+    def _log_figure(self, fig, folder: str, name: str) -> None:
         import tempfile
         from pathlib import Path
 
-        from raysweep.plots import save_law_figure
+        from raysweep.plots import save_figure
 
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            save_figure(path, fig)
+            self.tracker.log_artifact(self.run_id, str(path), folder)
+
+    def _log_plot(self, task: str, d_f: int, metric: str, points: dict, analysis, history) -> None:
+        """The law's figure, with the earlier fits faint under the latest, as artifact
+        plots/<task>/df_<D_f>/<metric>.png; each update's figure is also kept, as
+        plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png."""
+        from raysweep.plots import law_figure
+
+        folder = f"plots/{task}/df_{d_f}"
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{metric}.png"
-                save_law_figure(path, task, d_f, metric, points, analysis)
-                self.tracker.log_artifact(self.run_id, str(path), f"plots/{task}/df_{d_f}")
+            for where, name in ((folder, f"{metric}.png"),
+                                (f"{folder}/history", f"{metric}_{analysis.num_points}_checkpoints.png")):
+                self._log_figure(law_figure(task, d_f, metric, points, analysis, history), where, name)
         except Exception as err:  # a figure is worth less than keeping the fitter alive
             print(f"[raysweep] could not plot {task} D_f={d_f} {metric}: {type(err).__name__}: {err}")
+
+    def _log_metric_vs_cross_entropy(self, task: str, d_f: int) -> None:
+        """plots/<task>/df_<D_f>/<metric>_vs_cross_entropy.png for each task metric."""
+        from raysweep.plots import metric_vs_cross_entropy_figure
+
+        ce = self.groups.get((task, d_f, "cross_entropy"), {}).get("points", {})
+        for metric in self.spec.fit.metrics:
+            values = self.groups.get((task, d_f, metric), {}).get("points", {})
+            if metric == "cross_entropy" or len(set(ce) & set(values)) < 2:
+                continue
+            try:
+                self._log_figure(metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
+                                 f"plots/{task}/df_{d_f}", f"{metric}_vs_cross_entropy.png")
+            except Exception as err:  # as above
+                print(f"[raysweep] could not plot {task} D_f={d_f} {metric} vs cross-entropy: "
+                      f"{type(err).__name__}: {err}")
 
     def latest(self) -> str:
         return self.latest_line

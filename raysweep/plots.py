@@ -21,20 +21,26 @@ def band_points(points: dict[int, float], target_tokens: int | None) -> list[flo
     return list(np.logspace(math.log10(min(pretrained)), math.log10(high), 40))
 
 
-def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analysis):
-    """The figure for one (task, D_f, metric) law."""
+def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analysis,
+               history: list[tuple[int, list, list]] = ()):
+    """The figure for one (task, D_f, metric) law. `history`: earlier fits as (points fitted,
+    xs, values), drawn faint under the latest, so the figure shows how the law moved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for i, (num_points, xs, values) in enumerate(history):
+        ax.plot(xs, values, "-", color="0.6", linewidth=0.8, alpha=0.3 + 0.5 * (i + 1) / len(history),
+                label="earlier fits (fewer checkpoints)" if i == 0 else None)
+        ax.annotate(f"{num_points}", (xs[-1], values[-1]), fontsize=6, color="0.5")
     pretrained = sorted(d for d in points if d > 0)
     ax.plot(pretrained, [points[d] for d in pretrained], "o", color="C0", label="finetuned checkpoints")
     if analysis.band:
         xs = [b["x"] for b in analysis.band]
         ax.plot(xs, [b["value"] for b in analysis.band], "-", color="C1",
-                label=f"{analysis.law} fit")
+                label=f"{analysis.law} fit, latest ({analysis.num_points} checkpoints)")
         low = [b["low"] for b in analysis.band]
         high = [b["high"] for b in analysis.band]
         if all(math.isfinite(v) for v in low + high):
@@ -66,9 +72,38 @@ def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analy
     return fig
 
 
-def save_law_figure(path, *args) -> None:
+def save_law_figure(path, *args, **kwargs) -> None:
+    save_figure(path, law_figure(*args, **kwargs))
+
+
+def metric_vs_cross_entropy_figure(task: str, d_f: int, metric: str, cross_entropy: dict[int, float],
+                                   values: dict[int, float]):
+    """A task metric against downstream cross-entropy, one point per D_p (the best lr of each):
+    does lower cross-entropy mean better translations here? (The paper finds it need not.)"""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = law_figure(*args)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    shared = sorted(set(cross_entropy) & set(values))
+    ax.plot([cross_entropy[d] for d in shared], [values[d] for d in shared], "o-", color="C0",
+            label="checkpoints, in order of D_p")
+    for d in shared:
+        ax.annotate("no pretraining" if d == 0 else f"D_p {d:.2g}", (cross_entropy[d], values[d]),
+                    fontsize=6, textcoords="offset points", xytext=(3, 3))
+    ax.invert_xaxis()  # better to the right: lower cross-entropy
+    ax.set_xlabel(UNITS["cross_entropy"] + " (decreasing)")
+    ax.set_ylabel(UNITS.get(metric, metric))
+    ax.set_title(f"{task}, D_f = {d_f:,} tokens: {metric} vs downstream cross-entropy", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(path, fig) -> None:
+    import matplotlib.pyplot as plt
+
     fig.savefig(path)
     plt.close(fig)

@@ -109,6 +109,10 @@ def test_law_parameters_are_logged(finished_sweep):
             "aligned", "misaligned")
         plots = [a.path for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
         assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
+        assert f"plots/en-de/df_{d_f}/bleu_vs_cross_entropy.png" in plots
+        kept = [a.path for a in tracker.client.list_artifacts(run.info.run_id,
+                                                              f"plots/en-de/df_{d_f}/history")]
+        assert f"plots/en-de/df_{d_f}/history/cross_entropy_3_checkpoints.png" in kept
     assert "laws.json" in [a.path for a in tracker.client.list_artifacts(run.info.run_id)]
     fitted = [f for f in first.laws if f["metric"] == "cross_entropy" and f["task"] == "en-de"]
     assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
