@@ -69,11 +69,13 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"
 
 
-def inspect(folder: Path) -> tuple[dict | None, str | None]:
+def inspect(folder: Path, verify_weights: bool = True) -> tuple[dict | None, str | None]:
     """(manifest, None) for a sound published checkpoint, else (None, why it cannot be used).
 
     Checks what a trial relies on: a readable manifest naming this folder's D_p, and weights
-    whose SHA-256 matches the manifest's (a partial or corrupted upload does not)."""
+    whose SHA-256 matches the manifest's (a partial or corrupted upload does not). Hashing reads
+    the whole file (gigabytes at paper scale): verify_weights=False skips it where a count is
+    enough."""
     manifest_path = folder / MANIFEST
     if not manifest_path.exists():
         return None, NO_MANIFEST
@@ -87,20 +89,21 @@ def inspect(folder: Path) -> tuple[dict | None, str | None]:
         return None, f"manifest.json says tokens_seen {tokens}, which is not this folder's D_p"
     if not (folder / weights).is_file():
         return None, f"the weights file {weights} named by manifest.json is missing"
-    if sha256(folder / weights) != digest:
+    if verify_weights and sha256(folder / weights) != digest:
         return None, (f"{weights} does not match the SHA-256 in manifest.json "
                       f"(corrupted or partly written)")
     return manifest, None
 
 
-def scan(spec: SweepSpec, known: set[str] = frozenset()) -> tuple[dict[int, dict], dict[str, str]]:
+def scan(spec: SweepSpec, known: set[str] = frozenset(),
+         verify_weights: bool = True) -> tuple[dict[int, dict], dict[str, str]]:
     """Checkpoint folders on storage, except the `known` folder names (already inspected):
     (D_p -> manifest of each sound one, folder name -> why each other one cannot be used)."""
     sound, unusable = {}, {}
     for folder in sorted(checkpoints_dir(spec).glob("dp_*")):
         if not folder.is_dir() or folder.name in known:
             continue
-        manifest, reason = inspect(folder)
+        manifest, reason = inspect(folder, verify_weights)
         if manifest is None:
             unusable[folder.name] = reason
         else:
@@ -108,6 +111,6 @@ def scan(spec: SweepSpec, known: set[str] = frozenset()) -> tuple[dict[int, dict
     return sound, unusable
 
 
-def published(spec: SweepSpec) -> dict[int, dict]:
+def published(spec: SweepSpec, verify_weights: bool = True) -> dict[int, dict]:
     """D_p -> manifest of every sound published checkpoint on storage."""
-    return scan(spec)[0]
+    return scan(spec, verify_weights=verify_weights)[0]

@@ -144,8 +144,13 @@ def _fit_sweep(args) -> int:
 
     from raysweep.fitter import analyse_sweep
     from raysweep.laws.analysis import describe
+    from raysweep.tracking import Tracker
 
     spec = load_spec(args.spec)
+    if Tracker.of_existing_sweep(spec) is None:
+        raise SpecError(f"{args.spec}: sweep {spec.name!r} has no results in MLflow "
+                        f"({spec.resolved_tracking_uri()}); run it first with `raysweep run "
+                        f"{args.spec}`.")
     groups = analyse_sweep(spec, resamples=args.resamples)
     if args.json:
         print(json.dumps([{**g, "analysis": g["analysis"].to_dict()} for g in groups], indent=2,

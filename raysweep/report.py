@@ -13,7 +13,7 @@ import html
 import math
 from pathlib import Path
 
-from raysweep.spec import SweepSpec
+from raysweep.spec import SpecError, SweepSpec
 
 
 def sweep_status(spec: SweepSpec) -> dict:
@@ -21,8 +21,8 @@ def sweep_status(spec: SweepSpec) -> dict:
     from raysweep import checkpoints
     from raysweep.tracking import FAILURE, Tracker
 
-    tracker = Tracker.for_spec(spec)
-    if tracker.client.get_experiment_by_name(spec.name) is None:
+    tracker = Tracker.of_existing_sweep(spec)
+    if tracker is None:
         return {"started": False}
     sweep = tracker.find_runs({"raysweep.kind": "sweep"})
     pretrain = tracker.find_runs({"raysweep.kind": "pretrain"})
@@ -36,7 +36,7 @@ def sweep_status(spec: SweepSpec) -> dict:
     return {
         "started": True,
         "sweep_status": sweep[0].info.status if sweep else "?",
-        "checkpoints": sorted(checkpoints.published(spec)),
+        "checkpoints": sorted(checkpoints.published(spec, verify_weights=False)),
         "scheduled": spec.pretrain.published_tokens(),
         "pretrain": {k: pretrain_metrics[k] for k in ("tokens_seen", "loss", "tokens_per_second",
                                                       "mfu") if k in pretrain_metrics},
@@ -146,6 +146,9 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
     from raysweep.fitter import analyse_sweep
     from raysweep.plots import save_law_figure
 
+    status = sweep_status(spec)
+    if not status["started"]:
+        raise SpecError(status_text(spec, status) + "; there is nothing to report yet.")
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     groups = analyse_sweep(spec, resamples=resamples)
@@ -156,15 +159,15 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
         name = f"figures/{g['task']}_df{g['d_f']}_{g['metric']}.png"
         save_law_figure(out / name, g["task"], g["d_f"], g["metric"], g["points"], g["analysis"])
         figures.append((g, name))
-    status = sweep_status(spec)
     rows = law_rows(groups)
     words = verdict_in_words(spec, groups)
     columns = ("task", "d_f", "metric", "law", "points", "params", "prediction", "backtest", "verdict")
     headers = ("task", "D_f", "metric", "law", "points", "parameters [90% interval]",
                "prediction [interval] at D_p", "backtest max rel. error", "verdict")
 
+    progress = status_text(spec, status)
     md = [f"# raysweep report: {spec.name}", "",
-          "```", status_text(spec, status), "```", "", "## Verdict", ""]
+          "```", progress, "```", "", "## Verdict", ""]
     md += [p + "\n" for p in words]
     md += ["## Laws", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
@@ -181,7 +184,7 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
             f"margin:auto}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;"
             f"padding:3px 6px;font-size:0.85em}}</style></head><body>",
             f"<h1>raysweep report: {html.escape(spec.name)}</h1>",
-            f"<pre>{html.escape(status_text(spec, status))}</pre><h2>Verdict</h2>"]
+            f"<pre>{html.escape(progress)}</pre><h2>Verdict</h2>"]
     page += [f"<p>{html.escape(p).replace('**', '')}</p>" for p in words]
     page.append("<h2>Laws</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
                 + "</tr>")

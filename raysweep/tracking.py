@@ -59,6 +59,15 @@ class Tracker:
         artifacts = None if spec.tracking_uri else str((spec.root / "mlartifacts").resolve())
         return cls(spec.resolved_tracking_uri(), spec.name, artifacts)
 
+    @classmethod
+    def of_existing_sweep(cls, spec: SweepSpec) -> Tracker | None:
+        """The sweep's tracker if it has been run (its experiment exists), else None. Reads only:
+        the embedded SQLite store is not created just to find out that it is empty."""
+        if not spec.tracking_uri and not (spec.root / "mlflow.db").exists():
+            return None
+        tracker = cls.for_spec(spec)
+        return tracker if tracker.client.get_experiment_by_name(spec.name) else None
+
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:

@@ -215,3 +215,13 @@ def test_too_little_memory_for_the_model_is_said_before_starting(tiny_spec_dict,
     assert not (path.parent / "runs").exists()  # nothing was written
     tiny_spec_dict["resources"]["worker_memory_gb"] = 64
     assert main(["validate", str(write_spec(tiny_spec_dict))]) == 0
+
+
+def test_status_report_and_fit_of_a_sweep_never_run_say_so_and_write_nothing(tiny_spec_dict,
+                                                                              write_spec, capsys):
+    path = write_spec(tiny_spec_dict)
+    assert main(["status", str(path)]) == 0
+    assert "nothing in MLflow yet" in capsys.readouterr().out
+    assert "raysweep run" in _error(capsys, ["report", str(path), "--out", str(path.parent / "r")])
+    assert "run it first" in _error(capsys, ["fit", str(path)])
+    assert not (path.parent / "runs").exists() and not (path.parent / "r").exists()
