@@ -102,6 +102,55 @@ def metric_vs_cross_entropy_figure(task: str, d_f: int, metric: str, cross_entro
     return fig
 
 
+def task_figure(task: str, groups: list[dict]):
+    """The paper's view of one task: a panel per metric, each finetune size D_f in its own colour
+    (points, fitted law, interval band; its no-pretraining baseline as a dashed line).
+    `groups`: analyse_sweep's entries of this task ({"d_f", "metric", "points", "analysis"})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(g["metric"] for g in groups))
+    sizes = sorted({g["d_f"] for g in groups})
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), dpi=110, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for g in (g for g in groups if g["metric"] == metric):
+            color = f"C{sizes.index(g['d_f'])}"
+            points, analysis = g["points"], g["analysis"]
+            pretrained = sorted(d for d in points if d > 0)
+            ax.plot(pretrained, [points[d] for d in pretrained], "o", color=color,
+                    label=f"D_f = {g['d_f']:,} ({analysis.verdict})")
+            if analysis.band:
+                xs = [b["x"] for b in analysis.band]
+                ax.plot(xs, [b["value"] for b in analysis.band], "-", color=color)
+                low, high = [b["low"] for b in analysis.band], [b["high"] for b in analysis.band]
+                if all(math.isfinite(v) for v in low + high):
+                    ax.fill_between(xs, low, high, color=color, alpha=0.15)
+            if 0 in points:
+                ax.axhline(points[0], color=color, linestyle="--", linewidth=0.8)
+        shown = [v for g in groups if g["metric"] == metric for v in g["points"].values()
+                 if math.isfinite(v)]
+        if shown:  # as in law_figure: scale to the measurements, not to a swinging band
+            low, high = min(shown), max(shown)
+            pad = 0.3 * (high - low) or 0.1 * abs(high) or 1.0
+            ax.set_ylim(low - pad, high + pad)
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining tokens D_p (log scale)")
+        ax.set_ylabel(UNITS.get(metric, metric))
+        ax.set_title(metric, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"{task}: fitted laws per finetune size (dashed: no pretraining; "
+                 f"bands: bootstrap intervals)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(path, fig) -> None:
     import matplotlib.pyplot as plt
 

@@ -144,7 +144,7 @@ def verdict_in_words(spec: SweepSpec, groups: list[dict]) -> list[str]:
 def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None) -> Path:
     """report.md (figures beside it, in figures/) and report.html (one file, figures inlined)."""
     from raysweep.fitter import analyse_sweep
-    from raysweep.plots import save_law_figure
+    from raysweep.plots import save_figure, save_law_figure, task_figure
 
     status = sweep_status(spec)
     if not status["started"]:
@@ -153,6 +153,12 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     groups = analyse_sweep(spec, resamples=resamples)
     figures = []
+    for task in spec.tasks:  # the paper's view first: a panel per metric, a curve per D_f
+        fitted = [g for g in groups if g["task"] == task.name and g["analysis"].params]
+        if fitted:
+            name = f"figures/{task.name}.png"
+            save_figure(out / name, task_figure(task.name, fitted))
+            figures.append(({"task": task.name, "d_f": "all", "metric": "all metrics"}, name))
     for g in groups:
         if not g["analysis"].params:
             continue

@@ -30,6 +30,9 @@ FAILURE = "raysweep.failure"
 ATTEMPTS = "raysweep.attempts"
 PREVIOUS_FAILURE = "raysweep.previous_failure"
 PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) pages; a sweep is
+# model training: its runs table is what users look for.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _retry(fn):
@@ -87,9 +90,13 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             location = Path(self.artifact_root).as_uri() if self.artifact_root else None
-            self._experiment_id = self.client.create_experiment(self.experiment, location)
+            self._experiment_id = self.client.create_experiment(self.experiment, location,
+                                                                tags=EXPERIMENT_KIND)
         else:
             self._experiment_id = found.experiment_id
+            for key, value in EXPERIMENT_KIND.items():  # sweeps started by an older raysweep
+                if found.tags.get(key) != value:
+                    self.client.set_experiment_tag(self._experiment_id, key, value)
         return self._experiment_id
 
     @_retry

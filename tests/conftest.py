@@ -51,3 +51,32 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """One tiny sweep run to the end (and rerun, which must find nothing to do), shared by the
+    tests that look at its results: in MLflow and storage, the CLI, the notebook, the MLflow UI.
+    Returns (spec, first outcome, rerun outcome, progress lines, tracker); the spec is loaded from
+    a YAML file (spec.source_file) for the commands that take a path."""
+    import ray
+    import yaml
+
+    from raysweep.spec import load_spec
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    base = tmp_path_factory.mktemp("sweep")
+    # Two tasks from one pretraining run: en-de (aligned with the en+de mixture) and a small en-fr.
+    data = {**TINY_SPEC, "tasks": TINY_SPEC["tasks"] + [{
+        **TINY_SPEC["tasks"][0], "name": "en-fr", "target_lang": "fr", "data": "synthetic:en-fr",
+        "finetune_tokens": [1000], "lrs": [0.003]}]}
+    (base / "sweep.yaml").write_text(yaml.safe_dump(data))
+    spec = load_spec(base / "sweep.yaml")
+    lines: list[str] = []
+    try:
+        first = run_sweep(spec, echo=lines.append, poll_seconds=1.0)
+        rerun = run_sweep(spec, echo=lines.append, poll_seconds=1.0)  # resumes: nothing to do
+    finally:
+        ray.shutdown()
+    return spec, first, rerun, lines, Tracker.for_spec(spec)
