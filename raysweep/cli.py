@@ -27,8 +27,12 @@ def cmd_validate(args) -> int:
 
     spec = load_spec(args.spec)
     _, available = check(spec, offline=True)
+    if args.cluster:
+        from raysweep.cluster import check_resources, load_cluster_config
+
+        check_resources(spec, load_cluster_config(args.cluster), args.cluster)
     print(plan_text(spec, available))
-    print("spec is valid")
+    print("spec is valid" + (f" and fits the node types of {args.cluster}" if args.cluster else ""))
     return 0
 
 
@@ -169,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check a spec and print the plan")
     validate.add_argument("spec")
+    validate.add_argument("--cluster", metavar="CLUSTER_YAML",
+                          help="also check that every stage's resources fit a node type of this "
+                               "Ray cluster launcher config (e.g. cluster.yaml)")
     validate.set_defaults(func=cmd_validate)
     run = sub.add_parser("run", help="run (or resume) a sweep")
     run.add_argument("spec")

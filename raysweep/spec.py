@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -293,10 +294,12 @@ class SweepSpec:
     name: str
     """Sweep name: the MLflow experiment and the folder under `storage`."""
     storage: str = "./raysweep-runs"
-    """Where checkpoints, tokenizer and (by default) MLflow live. Relative paths are taken from
-    the spec file's folder."""
+    """Where checkpoints, tokenizer and (by default) MLflow live: a folder (relative paths are
+    taken from the spec file's folder), or a bucket URI `s3://BUCKET/PREFIX` (`gs://` likewise)
+    shared by every node of a cluster. `${VAR}` takes an environment variable."""
     tracking_uri: str | None = None
-    """MLflow tracking URI; default: SQLite file `<storage>/<name>/mlflow.db`."""
+    """MLflow tracking URI; default: SQLite file `<storage>/<name>/mlflow.db` (a local storage
+    folder only). `${VAR}` takes an environment variable, e.g. `${MLFLOW_TRACKING_URI}`."""
     seed: int = 0
     """Seed for data order, initialisation and finetuning."""
     model: ModelSpec = ModelSpec()
@@ -445,36 +448,84 @@ def _log_spaced(form: dict, budget: Any, path: str, where: str) -> list[int]:
     return [round(first * (last / first) ** (i / (count - 1))) for i in range(count)]
 
 
+def _read_yaml(path: Path, where: str, chain: tuple[str, ...] = ()) -> dict:
+    """A spec file's mapping, with the files it `extends` merged underneath it."""
+    if not path.is_file():
+        if chain:
+            raise SpecError(f"{chain[-1]}: field `extends`: {str(path)!r} is not a file. Give the "
+                            f"path of a spec YAML file, relative to this one; nothing was written.")
+        raise SpecError(f"{where}: spec file not found. Pass the path of a sweep spec YAML file, "
+                        f"e.g. jobs/demo.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: builds no Python objects
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SpecError(f"{where}: not valid YAML ({' '.join(str(err).split())}). "
+                        f"Fix the syntax; nothing was written.") from None
+    if not isinstance(data, dict):
+        return data  # _build names what was expected
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        _fail(where, "extends", "must be the path of a spec file (relative to this one)", base)
+    base_path = (path.parent / base).resolve()
+    if str(base_path) in chain:
+        _fail(where, "extends", "must not form a cycle of files extending each other", base)
+    return _merge(_read_yaml(base_path, str(base_path), chain + (where,)), data)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """`override` on top of `base`: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def _expand_env(value: str | None, field_name: str, where: str) -> str | None:
+    """`${VAR}` in storage and tracking_uri: bucket names and server addresses come from the
+    environment (the cluster's), so one spec runs anywhere and holds no secrets."""
+    if value is None or "${" not in value:
+        return value
+    missing = [name for name in re.findall(r"\$\{(\w+)\}", value) if name not in os.environ]
+    if missing:
+        _fail(where, field_name, f"uses the environment variable {', '.join(missing)}, which is "
+              f"not set; set it (on a cluster, cluster.yaml's head_start_ray_commands export it) "
+              f"or write the value", value)
+    return re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], value)
+
+
+def _resolve_locations(spec: SweepSpec, base_dir: Path, where: str) -> SweepSpec:
+    storage = _expand_env(spec.storage, "storage", where)
+    if not is_remote(storage) and not os.path.isabs(storage):
+        storage = str((base_dir / storage).resolve())
+    return dataclasses.replace(spec, storage=storage,
+                               tracking_uri=_expand_env(spec.tracking_uri, "tracking_uri", where),
+                               source_file=where, base_dir=str(base_dir.resolve()))
+
+
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a spec file. Raises SpecError with one clear paragraph."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise SpecError(f"{where}: spec file not found. Pass the path of a sweep spec YAML file, "
-                        f"e.g. jobs/demo.yaml.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise SpecError(f"{where}: not valid YAML ({' '.join(str(err).split())}). "
-                        f"Fix the syntax; nothing was written.") from None
-    spec = _build(SweepSpec, data, "", where)
-    storage = spec.storage
-    if "://" not in storage and not os.path.isabs(storage):
-        storage = str((path.parent / storage).resolve())
-    spec = dataclasses.replace(spec, storage=storage, source_file=where,
-                               base_dir=str(path.parent.resolve()))
+    spec = _build(SweepSpec, _read_yaml(path, where), "", where)
+    spec = _resolve_locations(spec, path.parent, where)
     validate(spec)
     return spec
 
 
 def spec_from_dict(data: dict, where: str = "<spec>", base_dir: str | None = None) -> SweepSpec:
     """Build and validate a spec from a dict (tests, notebooks)."""
-    spec = _build(SweepSpec, data, "", where)
-    if "://" not in spec.storage and not os.path.isabs(spec.storage):
-        spec = dataclasses.replace(spec, storage=str((Path(base_dir or ".") / spec.storage).resolve()))
-    spec = dataclasses.replace(spec, source_file=where, base_dir=str(Path(base_dir or ".").resolve()))
+    spec = _resolve_locations(_build(SweepSpec, data, "", where), Path(base_dir or "."), where)
     validate(spec)
     return spec
+
+
+def is_remote(storage: str) -> bool:
+    """A bucket URI (s3://, gs://, ...) rather than a folder of this machine."""
+    return "://" in storage and not storage.startswith("file://")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,6 +542,18 @@ def validate(spec: SweepSpec) -> None:
 
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         _fail(where, "name", "must use only letters, digits, '-' and '_'", spec.name)
+    for name in ("storage", "tracking_uri"):
+        location = getattr(spec, name) or ""
+        if re.match(r"^\w[\w+.-]*://[^/@]*@", location):
+            # A spec is committed, copied into MLflow and shown in logs: no secrets in it.
+            _fail(where, name, "must not hold credentials (user:password@ in the URI); give them "
+                  "by environment variable instead: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an "
+                  "instance role for S3, MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD for "
+                  "MLflow", re.sub(r"//[^/@]*@", "//***@", location))
+    if is_remote(spec.storage) and not spec.tracking_uri:
+        _fail(where, "tracking_uri", f"must be set when storage is a bucket ({spec.storage}): the "
+              f"default SQLite file lives in a local storage folder. Point it at an MLflow "
+              f"server, e.g. ${{MLFLOW_TRACKING_URI}} (cluster.yaml runs one on the head)", None)
     for name in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv"):
         positive(getattr(spec.model, name), f"model.{name}")
     if spec.model.feed_forward not in ("gated-gelu", "relu"):

@@ -159,6 +159,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     import ray
 
     from raysweep import checkpoints
+    from raysweep.cluster import check_resources, live_node_types
     from raysweep.comet_scoring import load_comet
     from raysweep.data.mixture import alignment_score
     from raysweep.data.tokenizer import save_tokenizer
@@ -171,6 +172,8 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
 
     started = time.time()
     tokenizer, _ = check(spec)  # raises SpecError before anything is written
+    _connect_ray(spec)
+    check_resources(spec, live_node_types(), "this Ray cluster")  # ditto
     spec.root.mkdir(parents=True, exist_ok=True)
     save_tokenizer(spec, tokenizer)
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
@@ -195,7 +198,6 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     for run_id in (sweep_run, pretrain_run):
         tracker.log_params(run_id, mixture_params)
 
-    _connect_ray(spec)
     coordinators = {"resources": spec.resources.coordinator_resources}
     fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, laws_run)
     watcher = CheckpointWatcher.options(**coordinators).remote(spec, sweep_run)
