@@ -501,6 +501,12 @@ def _resolve_locations(spec: SweepSpec, base_dir: Path, where: str) -> SweepSpec
     storage = _expand_env(spec.storage, "storage", where)
     if not is_remote(storage) and not os.path.isabs(storage):
         storage = str((base_dir / storage).resolve())
+        if "/runtime_resources/working_dir_files/" in storage:
+            # `ray job submit --working-dir .` runs the spec from Ray's temporary copy of the
+            # folder: results written beside it would vanish with the Ray session.
+            _fail(where, "storage", f"resolves to {storage}, inside Ray's temporary copy of the "
+                  f"job's working dir, which disappears with the Ray session; for a submitted "
+                  f"job give an absolute folder or a bucket (s3://...)", spec.storage)
     return dataclasses.replace(spec, storage=storage,
                                tracking_uri=_expand_env(spec.tracking_uri, "tracking_uri", where),
                                source_file=where, base_dir=str(base_dir.resolve()))

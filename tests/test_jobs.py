@@ -134,3 +134,14 @@ def test_a_sweep_asking_for_a_gpu_this_machine_lacks_fails_before_anything_is_wr
     finally:
         ray.shutdown()
     assert not (spec.root / "mlflow.db").exists() and not (spec.root / "checkpoints").exists()
+
+
+def test_relative_storage_in_a_submitted_jobs_working_dir_copy_is_refused(tmp_path, tiny_spec_dict):
+    import yaml
+
+    copy = tmp_path / "session/runtime_resources/working_dir_files/_ray_pkg_abc/jobs"
+    copy.mkdir(parents=True)
+    tiny_spec_dict["storage"] = "../runs"
+    (copy / "spec.yaml").write_text(yaml.safe_dump(tiny_spec_dict))
+    with pytest.raises(SpecError, match="field `storage` resolves to .* inside Ray's temporary copy"):
+        load_spec(copy / "spec.yaml")

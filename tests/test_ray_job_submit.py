@@ -1,0 +1,115 @@
+"""The cluster path, locally: a real Ray head started with `ray start --head` (token
+authentication on, the client reading the token from a file), the sweep submitted with
+`ray job submit --working-dir . -- python -m raysweep run SPEC` exactly as on the cloud, its
+results checked in MLflow, the same spec resubmitted (it resumes: nothing is rerun). Only the
+head this test started is stopped."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head of our own (own temp dir, ports and token); yields (dashboard URL, client env)."""
+    # Short: Ray's unix socket paths live under the temp dir and must stay below ~107 characters.
+    temp = Path(tempfile.mkdtemp(prefix="rs-head-", dir="/tmp"))
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(16))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = free_port()
+    log = (temp / "head.log").open("w")
+    # --block: this process owns the head's processes; terminating it stops exactly them.
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--num-cpus=6", f"--temp-dir={temp / 'ray'}", "--block"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 180
+        while subprocess.run([str(BIN / "ray"), "job", "list", "--address", url], env=env,
+                             capture_output=True).returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head did not come up:\n{(temp / 'head.log').read_text()[-3000:]}")
+            time.sleep(2)
+        yield url, env
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit(url: str, env: dict, spec_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".", "--",
+         "python", "-m", "raysweep", "run", str(spec_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_token_auth_is_on_and_a_wrong_token_is_refused(ray_head, tmp_path):
+    url, env = ray_head
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(16))
+    listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", url],
+                            env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True, text=True)
+    assert listed.returncode != 0 and "token" in (listed.stdout + listed.stderr).lower()
+
+
+def test_ray_job_submit_runs_the_sweep_and_a_resubmission_resumes_it(ray_head, tmp_path, tiny_spec_dict):
+    from raysweep.finetune import plan_keys
+    from raysweep.spec import load_spec
+    from raysweep.tracking import Tracker
+
+    url, env = ray_head
+    tiny_spec_dict.update(name="submitted", storage=str(tmp_path / "storage"))
+    tiny_spec_dict["pretrain"]["checkpoints"] = [2048, 4096]
+    tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003])
+    spec_path = tmp_path / "submitted.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict))
+
+    first = submit(url, env, spec_path)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert "Job 'raysubmit_" in first.stdout + first.stderr and "succeeded" in first.stdout + first.stderr
+    assert "sweep 'submitted' finished" in first.stdout
+
+    spec = load_spec(spec_path)
+    tracker = Tracker.for_spec(spec)
+    planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
+    runs = tracker.find_runs({"raysweep.kind": "trial"})
+    assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
+    assert pretrain.data.metrics["tokens_seen"] == 4096
+
+    again = submit(url, env, spec_path)  # the same spec: resumes, finds everything done
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    assert "every scheduled checkpoint is already published" in again.stdout
+    assert f"trials {len(planned)}/{len(planned)} done" in again.stdout
+    rerun = tracker.find_runs({"raysweep.kind": "trial"})
+    assert len(rerun) == len(planned)  # nothing ran twice
+    assert {r.data.tags["raysweep.attempts"] for r in rerun} == {"1"}
