@@ -3,8 +3,10 @@
 A checkpoint is identified by the tokens it has seen (D_p) and lives in
 `<sweep>/checkpoints/dp_<D_p>/`: consolidated weights in safetensors (loadable by plain
 transformers, no DeepSpeed, no unpickling) and `manifest.json`. The manifest is written last and
-atomically (temp name, then rename), so a checkpoint without one is not published, whatever else
-its folder holds. The watcher treats the manifests on storage as the source of truth.
+atomically (temp name then rename; in a bucket, one PUT), so a checkpoint without one is not
+published, whatever else its folder holds. The watcher treats the manifests on storage as the
+source of truth. With bucket storage a trial reads a node-local copy (`fetch`), whose weights are
+checked against the manifest's SHA-256 once per node.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
 
     Idempotent: an already published checkpoint is left as it is (returns False; True when it
     was published now). A half-written folder without a manifest is written again."""
-    folder = checkpoint_dir(spec, tokens)
-    if (folder / MANIFEST).exists():
+    from raysweep.storage import Bucket
+
+    folder, bucket = checkpoint_dir(spec, tokens), Bucket.of(spec)
+    shared = f"checkpoints/{folder.name}"
+    if bucket.size(f"{shared}/{MANIFEST}") is not None if bucket else (folder / MANIFEST).exists():
         return False
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
@@ -58,12 +63,39 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
         "step": step,
         "weights": WEIGHTS,
         "weights_sha256": sha256(folder / WEIGHTS),
+        "weights_bytes": (folder / WEIGHTS).stat().st_size,
         "model_config": model.config.to_dict(),
         "published_at": time.time(),
         **extra,
     }
     write_json_atomic(folder / MANIFEST, manifest)
+    if bucket:  # the weights first, the manifest last: its appearance publishes the checkpoint
+        import shutil
+
+        bucket.upload_folder(folder, shared, skip=(MANIFEST,))
+        bucket.write_bytes(f"{shared}/{MANIFEST}", (folder / MANIFEST).read_bytes())
+        shutil.rmtree(folder)  # the pretraining node keeps no copy of every checkpoint
     return True
+
+
+def fetch(spec: SweepSpec, tokens: int) -> Path:
+    """The local folder of published checkpoint D_p = tokens, for loading: the folder itself, or
+    for bucket storage this node's copy, downloaded once and checked against the manifest."""
+    from raysweep.storage import Bucket
+
+    folder, bucket = checkpoint_dir(spec, tokens), Bucket.of(spec)
+    if bucket is None:
+        return folder
+    if not (folder / ".verified").exists():
+        bucket.fetch_folder(f"checkpoints/{folder.name}", folder, complete=MANIFEST)
+        manifest, reason = inspect(folder, verify_weights=True)
+        if manifest is None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # the next attempt downloads it again
+            raise RuntimeError(f"checkpoint {folder.name} in {bucket.uri} is unusable: {reason}")
+        (folder / ".verified").touch()
+    return folder
 
 
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"
@@ -95,17 +127,50 @@ def inspect(folder: Path, verify_weights: bool = True) -> tuple[dict | None, str
     return manifest, None
 
 
+def inspect_in_bucket(bucket, name: str) -> tuple[dict | None, str | None]:
+    """inspect() for a checkpoint folder in a bucket, without downloading the weights: the
+    manifest, and a weights object of the manifest's size (an object is only ever whole, so a
+    partial upload shows as missing; the SHA-256 is checked by `fetch` on the node that loads it)."""
+    if bucket.size(f"checkpoints/{name}/{MANIFEST}") is None:
+        return None, NO_MANIFEST
+    try:
+        manifest = json.loads(bucket.read_bytes(f"checkpoints/{name}/{MANIFEST}"))
+        tokens, weights = int(manifest["tokens_seen"]), manifest["weights"]
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"manifest.json is unreadable or incomplete ({type(err).__name__}: {err})"
+    if name != f"dp_{tokens:015d}":
+        return None, f"manifest.json says tokens_seen {tokens}, which is not this folder's D_p"
+    size = bucket.size(f"checkpoints/{name}/{weights}")
+    if size is None:
+        return None, f"the weights file {weights} named by manifest.json is missing"
+    if size != manifest.get("weights_bytes", size):
+        return None, f"{weights} has {size} bytes, manifest.json says {manifest['weights_bytes']}"
+    return manifest, None
+
+
 def scan(spec: SweepSpec, known: set[str] = frozenset(),
          verify_weights: bool = True) -> tuple[dict[int, dict], dict[str, str]]:
     """Checkpoint folders on storage, except the `known` folder names (already inspected):
     (D_p -> manifest of each sound one, folder name -> why each other one cannot be used)."""
+    from raysweep.storage import Bucket
+
+    bucket = Bucket.of(spec)
+    if bucket is not None:
+        names = bucket.folders("checkpoints")
+        inspected = {name: inspect_in_bucket(bucket, name) for name in names
+                     if name.startswith("dp_") and name not in known}
+        return _sort_out(inspected)
+    inspected = {folder.name: inspect(folder, verify_weights)
+                 for folder in sorted(checkpoints_dir(spec).glob("dp_*"))
+                 if folder.is_dir() and folder.name not in known}
+    return _sort_out(inspected)
+
+
+def _sort_out(inspected: dict[str, tuple]) -> tuple[dict[int, dict], dict[str, str]]:
     sound, unusable = {}, {}
-    for folder in sorted(checkpoints_dir(spec).glob("dp_*")):
-        if not folder.is_dir() or folder.name in known:
-            continue
-        manifest, reason = inspect(folder, verify_weights)
+    for name, (manifest, reason) in inspected.items():
         if manifest is None:
-            unusable[folder.name] = reason
+            unusable[name] = reason
         else:
             sound[int(manifest["tokens_seen"])] = manifest
     return sound, unusable

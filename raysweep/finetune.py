@@ -180,7 +180,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
             from transformers import T5ForConditionalGeneration
 
             model = T5ForConditionalGeneration.from_pretrained(
-                str(checkpoints.checkpoint_dir(spec, key.d_p)), use_safetensors=True)
+                str(checkpoints.fetch(spec, key.d_p)), use_safetensors=True)
         tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
                                     "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
                                     "steps": task.steps, "batch_size": task.batch_size,

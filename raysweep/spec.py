@@ -318,8 +318,11 @@ class SweepSpec:
     # ---- derived paths -----------------------------------------------------------------------
     @property
     def root(self) -> Path:
-        """Everything this sweep writes lives under here."""
-        return Path(self.storage) / self.name
+        """This node's folder for the sweep: the storage folder itself, or for a bucket storage
+        a local cache of it (raysweep.storage)."""
+        from raysweep.storage import local_root
+
+        return local_root(self.storage, self.name)
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

@@ -161,6 +161,8 @@ class CheckpointWatcher:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
         from ray import tune
 
+        from raysweep.storage import ray_storage_path
+
         if self.state_path.exists():  # a restarted driver: resume what was running first
             self.searcher.restore(str(self.state_path))
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
@@ -174,7 +176,7 @@ class CheckpointWatcher:
             tune_config=tune.TuneConfig(search_alg=self.searcher, num_samples=-1,
                                         max_concurrent_trials=res.max_concurrent_trials,
                                         reuse_actors=True),  # imports and caches stay warm
-            run_config=tune.RunConfig(name="finetune", storage_path=str((self.spec.root / "ray").resolve()),
+            run_config=tune.RunConfig(name="finetune", storage_path=ray_storage_path(self.spec),
                                       verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=res.trial_retries)),
         )

@@ -67,18 +67,32 @@ def train_tokenizer(spec: SweepSpec):
                            model_input_names=["input_ids", "attention_mask"])
 
 
+COMPLETE = "tokenizer_config.json"  # written by save_pretrained; uploaded last
+
+
 def tokenizer_dir(spec: SweepSpec) -> Path:
-    return spec.root / "tokenizer"
+    """The sweep's saved tokenizer on this node (with bucket storage, fetched on first use)."""
+    from raysweep.storage import Bucket
+
+    path, bucket = spec.root / "tokenizer", Bucket.of(spec)
+    if bucket is not None and not (path / COMPLETE).exists() and bucket.size(f"tokenizer/{COMPLETE}"):
+        bucket.fetch_folder("tokenizer", path, complete=COMPLETE)
+    return path
 
 
 def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
     """Save the sweep's tokenizer once; every later stage loads this copy."""
+    from raysweep.storage import Bucket
+
     path = tokenizer_dir(spec)
-    if (path / "tokenizer_config.json").exists():
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tokenizer.save_pretrained(str(tmp))
-    tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
+    if not (path / COMPLETE).exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tokenizer.save_pretrained(str(tmp))
+        tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
+    bucket = Bucket.of(spec)
+    if bucket is not None and not bucket.size(f"tokenizer/{COMPLETE}"):
+        bucket.upload_folder(path, "tokenizer", skip=(COMPLETE,))
+        bucket.write_bytes(f"tokenizer/{COMPLETE}", (path / COMPLETE).read_bytes())
 
 
 def load_tokenizer(path: str | Path):

@@ -1,0 +1,113 @@
+"""Where a sweep's shared files live: a local folder, or a bucket (`s3://`, `gs://`) that every node
+of a cluster reads and writes.
+
+Shared: the published checkpoints (`checkpoints/dp_<D_p>/`), the tokenizer (`tokenizer/`) and Ray's
+own run state (`ray/`: pretraining's recovery checkpoints, the Tune experiment). Buckets are reached
+through pyarrow's filesystems, the ones Ray Train and Tune use for their storage_path, with the
+same credentials: the standard environment variables (AWS_ACCESS_KEY_ID..., AWS_ENDPOINT_URL) or the
+node's instance role; never the spec.
+
+Every node works on local copies under `spec.root`: for a local folder that is the folder itself;
+for a bucket, a cache on the node (RAYSWEEP_CACHE, default ~/.cache/raysweep) filled on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from raysweep.spec import SweepSpec, is_remote
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RAYSWEEP_CACHE", "~/.cache/raysweep")).expanduser()
+
+
+def local_root(storage: str, name: str) -> Path:
+    """This node's folder for a sweep (SweepSpec.root)."""
+    if is_remote(storage):
+        return cache_root() / re.sub(r"[^\w.-]+", "_", storage) / name
+    return Path(storage) / name
+
+
+def ray_storage_path(spec: SweepSpec) -> str:
+    """storage_path for Ray Train and Tune: a bucket URI, or an absolute local folder."""
+    if is_remote(spec.storage):
+        return f"{spec.storage.rstrip('/')}/{spec.name}/ray"
+    return str((spec.root / "ray").resolve())
+
+
+class Bucket:
+    """A sweep's folder in a bucket, addressed by paths relative to it ("checkpoints/dp_.../x")."""
+
+    def __init__(self, spec: SweepSpec):
+        import pyarrow.fs
+
+        self.uri = f"{spec.storage.rstrip('/')}/{spec.name}"
+        self.fs, self.base = pyarrow.fs.FileSystem.from_uri(self.uri)
+
+    @staticmethod
+    def of(spec: SweepSpec) -> Bucket | None:
+        """The sweep's bucket, or None when its storage is a local folder."""
+        return Bucket(spec) if is_remote(spec.storage) else None
+
+    def _path(self, relative: str) -> str:
+        return f"{self.base}/{relative}".rstrip("/")
+
+    def folders(self, relative: str) -> list[str]:
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(self._path(relative), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pyarrow.fs.FileType.Directory)
+
+    def size(self, relative: str) -> int | None:
+        """Bytes of a file, None if there is none."""
+        import pyarrow.fs
+
+        info = self.fs.get_file_info(self._path(relative))
+        return info.size if info.type == pyarrow.fs.FileType.File else None
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self._path(relative)) as f:
+            return f.read()
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        # One PUT: the object appears whole or not at all (what makes a manifest a commit).
+        with self.fs.open_output_stream(self._path(relative)) as f:
+            f.write(data)
+
+    def upload_folder(self, local: Path, relative: str, skip: tuple[str, ...] = ()) -> None:
+        for path in sorted(local.rglob("*")):
+            if path.is_file() and path.name not in skip:
+                self.write_bytes(f"{relative}/{path.relative_to(local).as_posix()}", path.read_bytes())
+
+    def download_folder(self, relative: str, local: Path) -> None:
+        import pyarrow.fs
+
+        local.mkdir(parents=True, exist_ok=True)
+        selector = pyarrow.fs.FileSelector(self._path(relative), recursive=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type == pyarrow.fs.FileType.File:
+                target = local / info.path[len(self._path(relative)) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self.fs.open_input_stream(info.path) as f:
+                    target.write_bytes(f.read())
+
+    def fetch_folder(self, relative: str, local: Path, complete: str) -> Path:
+        """A local copy of a folder of the bucket, downloaded once per node: into a temporary
+        sibling, then renamed into place, so concurrent trials never read a partial copy.
+        `complete` names the file whose presence marks a finished copy."""
+        import shutil
+        import uuid
+
+        if (local / complete).exists():
+            return local
+        partial = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.partial")
+        self.download_folder(relative, partial)
+        try:
+            partial.rename(local)
+        except OSError:  # another trial on this node finished its copy first
+            shutil.rmtree(partial, ignore_errors=True)
+        return local
