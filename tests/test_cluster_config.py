@@ -49,3 +49,15 @@ def test_services_bind_privately_and_token_auth_stays_on(cluster):
     assert "--dashboard-host=127.0.0.1" in commands
     assert "RAY_AUTH_MODE=disabled" not in commands
     assert "mlflow server --host $(hostname -I" in commands and "0.0.0.0" not in commands
+
+
+def test_the_head_exports_every_environment_variable_the_job_specs_use(cluster):
+    import re
+
+    used = set()
+    for path in (ROOT / "jobs").rglob("*.yaml"):
+        used |= set(re.findall(r"\$\{(\w+)\}", path.read_text()))
+    assert used >= {"RAYSWEEP_BUCKET", "MLFLOW_TRACKING_URI"}
+    start = "\n".join(cluster["head_start_ray_commands"])
+    exported = start.split("ray start --head")[0]  # job drivers inherit what `ray start` sees
+    assert all(f"{name}=" in exported for name in used), used
