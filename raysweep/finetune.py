@@ -152,7 +152,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     from raysweep.data.collators import finetune_prefix
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
-    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
+    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
     from raysweep.evaluate import bleu_chrf, cross_entropy, evaluate_translation, translate
     from raysweep.model import build_model
     from raysweep.tracking import FAILURE, Tracker
@@ -167,7 +167,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     try:
         task = next(t for t in spec.tasks if t.name == key.task)
         root = str(spec.root)
-        tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(tokenizer_dir(spec)))
+        tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(fetch_tokenizer(spec)))
         splits = _cached((root, "splits", task), lambda: parallel_splits(
             task, Family.of(spec), spec.source_file, f"task {task.name} data", spec.base_dir))
         train, d_f_exact = _cached((root, "prefix", task, key.d_f), lambda: finetune_prefix(

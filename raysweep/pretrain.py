@@ -254,7 +254,7 @@ def train_loop(config: dict) -> None:
     from raysweep import checkpoints
     from raysweep.data.mixture import alignment_score
     from raysweep.data.pretraining import rank_batches, tokens_by_source, total_steps
-    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
+    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
     from raysweep.model import build_model
     from raysweep.tracking import Tracker
 
@@ -263,7 +263,7 @@ def train_loop(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
 
-    tokenizer = load_tokenizer(tokenizer_dir(spec))
+    tokenizer = load_tokenizer(fetch_tokenizer(spec))
     torch.manual_seed(spec.seed)  # same initial weights on every rank
     model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     if pre.activation_checkpointing:

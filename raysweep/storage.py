@@ -31,6 +31,11 @@ def local_root(storage: str, name: str) -> Path:
     return Path(storage) / name
 
 
+def storage_uri(spec: SweepSpec) -> str:
+    """The sweep's shared folder, as the user knows it: a bucket URI or a local folder."""
+    return f"{spec.storage.rstrip('/')}/{spec.name}" if is_remote(spec.storage) else str(spec.root)
+
+
 def ray_storage_path(spec: SweepSpec) -> str:
     """storage_path for Ray Train and Tune: a bucket URI, or an absolute local folder."""
     if is_remote(spec.storage):
@@ -44,7 +49,7 @@ class Bucket:
     def __init__(self, spec: SweepSpec):
         import pyarrow.fs
 
-        self.uri = f"{spec.storage.rstrip('/')}/{spec.name}"
+        self.uri = storage_uri(spec)
         self.fs, self.base = pyarrow.fs.FileSystem.from_uri(self.uri)
 
     @staticmethod

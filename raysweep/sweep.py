@@ -34,8 +34,10 @@ class SweepOutcome:
 def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     """What `raysweep validate` prints: the checkpoints, sizes and trial count."""
     from raysweep.data.mixture import alignment_score
+    from raysweep.storage import storage_uri
 
-    lines = [f"sweep {spec.name!r}: storage {spec.root}", f"  tracking: {spec.resolved_tracking_uri()}"]
+    lines = [f"sweep {spec.name!r}: storage {storage_uri(spec)}",
+             f"  tracking: {spec.resolved_tracking_uri()}"]
     mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
     lines.append(f"  pretraining mixture: {mixture}")
     from raysweep.pretrain import memory_estimate, worker_memory_bytes
@@ -78,9 +80,15 @@ def check(spec: SweepSpec, offline: bool = False):
     paper-scale spec validates on a machine without network; their sizes are checked when the
     run starts (tokenizer None, available sizes missing)."""
     from raysweep.data import check_sources
-    from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir, train_tokenizer
+    from raysweep.data.tokenizer import (
+        fetch_tokenizer,
+        load_tokenizer,
+        tokenizer_dir,
+        train_tokenizer,
+    )
 
-    saved = tokenizer_dir(spec)
+    # Offline (validate), a bucket is not read either: the tokenizer is trained or fetched at run.
+    saved = tokenizer_dir(spec) if offline else fetch_tokenizer(spec)
     if (saved / "tokenizer_config.json").exists():
         tokenizer = load_tokenizer(saved)
     elif offline and needs_network(spec):

@@ -59,7 +59,10 @@ class Tracker:
 
     @classmethod
     def for_spec(cls, spec: SweepSpec) -> Tracker:
-        artifacts = None if spec.tracking_uri else str((spec.root / "mlartifacts").resolve())
+        # A tracking server keeps its own artifact store; a local store (the default SQLite file,
+        # or a sqlite:/file: tracking_uri) gets the sweep's folder, not MLflow's ./mlruns in the cwd.
+        server = (spec.tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
+        artifacts = None if server else str((spec.root / "mlartifacts").resolve())
         return cls(spec.resolved_tracking_uri(), spec.name, artifacts)
 
     @classmethod

@@ -74,6 +74,8 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
     assert sorted(checkpoints.published(spec)) == [2048, 4096, 8192]  # read from the bucket
     runs = Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"}, "FINISHED")
     assert len(runs) == spec.num_trials() == 4
+    # A local tracking store keeps its artifacts with the sweep, not in MLflow's ./mlruns.
+    assert any((spec.root / "mlartifacts").rglob("laws.json"))
 
 
 def test_a_corrupt_or_partial_checkpoint_in_the_bucket_is_refused(s3_bucket, tiny_spec_dict, write_spec):

@@ -71,10 +71,16 @@ COMPLETE = "tokenizer_config.json"  # written by save_pretrained; uploaded last
 
 
 def tokenizer_dir(spec: SweepSpec) -> Path:
-    """The sweep's saved tokenizer on this node (with bucket storage, fetched on first use)."""
+    """Where this node keeps the sweep's saved tokenizer."""
+    return spec.root / "tokenizer"
+
+
+def fetch_tokenizer(spec: SweepSpec) -> Path:
+    """tokenizer_dir, after copying the saved tokenizer from the sweep's bucket if this node has
+    none yet (bucket storage); what every stage loads."""
     from raysweep.storage import Bucket
 
-    path, bucket = spec.root / "tokenizer", Bucket.of(spec)
+    path, bucket = tokenizer_dir(spec), Bucket.of(spec)
     if bucket is not None and not (path / COMPLETE).exists() and bucket.size(f"tokenizer/{COMPLETE}"):
         bucket.fetch_folder("tokenizer", path, complete=COMPLETE)
     return path
