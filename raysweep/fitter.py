@@ -104,7 +104,9 @@ def law_metrics(prefix: str, analysis) -> dict[str, float]:
         values[f"{prefix}/backtest_max_relative_error"] = analysis.backtest["max_relative_error"]
     if analysis.r2_log is not None:
         values[f"{prefix}/r2_log"] = analysis.r2_log
-    return {k: v for k, v in values.items() if math.isfinite(v)}  # MLflow rejects nan and inf
+    # Non-finite values too (a degenerate fit: MLflow keeps nan, and +-inf as +-1.8e308): dropping
+    # them would leave the previous update's value showing as the latest.
+    return values
 
 
 @ray.remote(num_cpus=0)
