@@ -404,7 +404,7 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         _fail(where, path or "(top level)", "must be a mapping of fields", data)
     if cls is ModelSpec and "preset" in data:  # the preset's dims, then the fields written out
         preset = data["preset"]
-        if preset not in MODEL_PRESETS:
+        if not isinstance(preset, str) or preset not in MODEL_PRESETS:
             _fail(where, f"{path}.preset", f"must be one of {', '.join(MODEL_PRESETS)}", preset)
         data = {**MODEL_PRESETS[preset], **data}
     if cls is PretrainSpec and isinstance(data.get("checkpoints"), dict):
@@ -412,11 +412,13 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
                                                    f"{path}.checkpoints", where)}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)} - _HIDDEN_FIELDS
-    unknown = sorted(set(data) - names)
+    unknown = sorted((key for key in data if key not in names), key=str)
     if unknown:
         prefix = f"{path}." if path else ""
+        key = unknown[0]
+        shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key else repr(key)
         raise SpecError(
-            f"{where}: unknown field `{prefix}{unknown[0]}`. Expected one of: "
+            f"{where}: unknown field `{prefix}{shown}`. Expected one of: "
             f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec.py for what each "
             f"field means); nothing was written."
         )
