@@ -21,6 +21,28 @@ def band_points(points: dict[int, float], target_tokens: int | None) -> list[flo
     return list(np.logspace(math.log10(min(pretrained)), math.log10(high), 40))
 
 
+def _draw_law(ax, analysis, color: str, alpha: float, label: str | None = None,
+              band_label: str | None = None) -> None:
+    """A fitted law's curve and, where its bootstrap bounds are finite, its interval band."""
+    if not analysis.band:
+        return
+    xs = [b["x"] for b in analysis.band]
+    ax.plot(xs, [b["value"] for b in analysis.band], "-", color=color, label=label)
+    low, high = [b["low"] for b in analysis.band], [b["high"] for b in analysis.band]
+    if all(math.isfinite(v) for v in low + high):
+        ax.fill_between(xs, low, high, color=color, alpha=alpha, label=band_label)
+
+
+def _scale_y_to(ax, values) -> None:
+    """Scale the y axis to what was measured (and predicted), not to the band: a law extrapolated
+    from noisy points can swing far, and must not flatten the data into a line."""
+    shown = [v for v in values if math.isfinite(v)]
+    if shown:
+        low, high = min(shown), max(shown)
+        pad = 0.3 * (high - low) or 0.1 * abs(high) or 1.0
+        ax.set_ylim(low - pad, high + pad)
+
+
 def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analysis,
                history: list[tuple[int, list, list]] = ()):
     """The figure for one (task, D_f, metric) law. `history`: earlier fits as (points fitted,
@@ -37,15 +59,9 @@ def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analy
         ax.annotate(f"{num_points}", (xs[-1], values[-1]), fontsize=6, color="0.5")
     pretrained = sorted(d for d in points if d > 0)
     ax.plot(pretrained, [points[d] for d in pretrained], "o", color="C0", label="finetuned checkpoints")
-    if analysis.band:
-        xs = [b["x"] for b in analysis.band]
-        ax.plot(xs, [b["value"] for b in analysis.band], "-", color="C1",
-                label=f"{analysis.law} fit, latest ({analysis.num_points} checkpoints)")
-        low = [b["low"] for b in analysis.band]
-        high = [b["high"] for b in analysis.band]
-        if all(math.isfinite(v) for v in low + high):
-            ax.fill_between(xs, low, high, color="C1", alpha=0.2,
-                            label=f"{analysis.level:.0%} bootstrap interval")
+    _draw_law(ax, analysis, "C1", 0.2,
+              label=f"{analysis.law} fit, latest ({analysis.num_points} checkpoints)",
+              band_label=f"{analysis.level:.0%} bootstrap interval")
     for p in analysis.predictions:
         # A percentile interval need not contain the point estimate, so no symmetric error bar.
         if math.isfinite(p["low"]) and math.isfinite(p["high"]):
@@ -53,14 +69,7 @@ def law_figure(task: str, d_f: int, metric: str, points: dict[int, float], analy
         ax.plot([p["x"]], [p["value"]], "D", color="C3", label=f"prediction at {p['x']:.3g} tokens")
     if 0 in points:
         ax.axhline(points[0], color="0.4", linestyle="--", label="no pretraining (D_p = 0)")
-    # Scale the y axis to what was measured (and predicted), not to the band: a law extrapolated
-    # from noisy points can swing far, and must not flatten the data into a line.
-    shown = [points[d] for d in points] + [p["value"] for p in analysis.predictions]
-    shown = [v for v in shown if math.isfinite(v)]
-    if shown:
-        low, high = min(shown), max(shown)
-        pad = 0.3 * (high - low) or 0.1 * abs(high) or 1.0
-        ax.set_ylim(low - pad, high + pad)
+    _scale_y_to(ax, [*points.values(), *(p["value"] for p in analysis.predictions)])
     ax.set_xscale("log")
     ax.set_xlabel("pretraining tokens D_p (log scale)")
     ax.set_ylabel(UNITS.get(metric, metric))
@@ -123,20 +132,10 @@ def task_figure(task: str, groups: list[dict]):
             pretrained = sorted(d for d in points if d > 0)
             ax.plot(pretrained, [points[d] for d in pretrained], "o", color=color,
                     label=f"D_f = {g['d_f']:,} ({analysis.verdict})")
-            if analysis.band:
-                xs = [b["x"] for b in analysis.band]
-                ax.plot(xs, [b["value"] for b in analysis.band], "-", color=color)
-                low, high = [b["low"] for b in analysis.band], [b["high"] for b in analysis.band]
-                if all(math.isfinite(v) for v in low + high):
-                    ax.fill_between(xs, low, high, color=color, alpha=0.15)
+            _draw_law(ax, analysis, color, 0.15)
             if 0 in points:
                 ax.axhline(points[0], color=color, linestyle="--", linewidth=0.8)
-        shown = [v for g in groups if g["metric"] == metric for v in g["points"].values()
-                 if math.isfinite(v)]
-        if shown:  # as in law_figure: scale to the measurements, not to a swinging band
-            low, high = min(shown), max(shown)
-            pad = 0.3 * (high - low) or 0.1 * abs(high) or 1.0
-            ax.set_ylim(low - pad, high + pad)
+        _scale_y_to(ax, [v for g in groups if g["metric"] == metric for v in g["points"].values()])
         ax.set_xscale("log")
         ax.set_xlabel("pretraining tokens D_p (log scale)")
         ax.set_ylabel(UNITS.get(metric, metric))

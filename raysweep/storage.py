@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from raysweep.spec import SweepSpec, is_remote
+
+_CHUNK = 16 << 20  # bytes per read/write when copying to and from a bucket
 
 
 def cache_root() -> Path:
@@ -86,7 +89,9 @@ class Bucket:
     def upload_folder(self, local: Path, relative: str, skip: tuple[str, ...] = ()) -> None:
         for path in sorted(local.rglob("*")):
             if path.is_file() and path.name not in skip:
-                self.write_bytes(f"{relative}/{path.relative_to(local).as_posix()}", path.read_bytes())
+                target = self._path(f"{relative}/{path.relative_to(local).as_posix()}")
+                with open(path, "rb") as src, self.fs.open_output_stream(target) as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)  # weights are gigabytes: never all in RAM
 
     def download_folder(self, relative: str, local: Path) -> None:
         import pyarrow.fs
@@ -97,14 +102,13 @@ class Bucket:
             if info.type == pyarrow.fs.FileType.File:
                 target = local / info.path[len(self._path(relative)) + 1:]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with self.fs.open_input_stream(info.path) as f:
-                    target.write_bytes(f.read())
+                with self.fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
 
     def fetch_folder(self, relative: str, local: Path, complete: str) -> Path:
         """A local copy of a folder of the bucket, downloaded once per node: into a temporary
         sibling, then renamed into place, so concurrent trials never read a partial copy.
         `complete` names the file whose presence marks a finished copy."""
-        import shutil
         import uuid
 
         if (local / complete).exists():

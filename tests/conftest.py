@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 
 import pytest
 
@@ -33,6 +34,13 @@ TINY_SPEC = {
     "fit": {"min_points": 3, "target_tokens": 100000},
     "resources": {"local_cpus": 6, "max_concurrent_trials": 2},
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

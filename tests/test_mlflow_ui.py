@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def mlflow_ui(finished_sweep, tmp_path_factory):
     """`mlflow ui` on the sweep's store, bound to 127.0.0.1 (the README's command); its URL."""
     spec = finished_sweep[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("mlflow-ui") / "ui.log"
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",

@@ -3,7 +3,6 @@ nbclient) and shows the numbers of MLflow, so the notebook never rots."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -36,4 +35,3 @@ def test_the_analysis_notebook_runs_on_a_sweep_and_shows_the_laws_of_mlflow(fini
     # 2 task figures + per (task, D_f): the cross-entropy law and a metric vs cross-entropy.
     assert len(images) == 2 + 2 * 3
     assert all(len(o["data"]["image/png"]) > 20_000 for o in images)
-    assert os.environ["RAYSWEEP_SPEC"] == spec.source_file
