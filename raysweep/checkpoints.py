@@ -98,6 +98,14 @@ def fetch(spec: SweepSpec, tokens: int) -> Path:
     return folder
 
 
+def load_model(spec: SweepSpec, tokens: int):
+    """The published model D_p = tokens, built from its safetensors weights: a pickle next to
+    them (pytorch_model.bin) is never read, so a planted file cannot run code."""
+    from transformers import T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration.from_pretrained(str(fetch(spec, tokens)), use_safetensors=True)
+
+
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"
 
 

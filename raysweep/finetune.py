@@ -177,10 +177,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         if key.d_p == 0:
             model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
         else:
-            from transformers import T5ForConditionalGeneration
-
-            model = T5ForConditionalGeneration.from_pretrained(
-                str(checkpoints.fetch(spec, key.d_p)), use_safetensors=True)
+            model = checkpoints.load_model(spec, key.d_p)
         tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
                                     "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
                                     "steps": task.steps, "batch_size": task.batch_size,

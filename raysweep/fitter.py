@@ -131,6 +131,15 @@ class LawFitter:
         self.results[str(key)] = result
         self._refit(key.task, key.d_f)
 
+    def sync(self) -> int:
+        """Take in the finished trial runs in MLflow that never reached this fitter (a trial whose
+        process died after finishing its run); returns how many there were."""
+        missing = {k: r for k, r in finished_results(self.spec).items() if k not in self.results}
+        self.results.update(missing)
+        for task, d_f in sorted({(r["key"]["task"], r["key"]["d_f"]) for r in missing.values()}):
+            self._refit(task, d_f)
+        return len(missing)
+
     def _mark_best_lrs(self, task: str, d_f: int, results: list[dict]) -> None:
         """Tag the trial run with the best lr of each (task, D_f, D_p): true on the new best,
         false on the one it replaces and on the other lrs."""
@@ -220,5 +229,6 @@ class LawFitter:
 
     def summary(self) -> list[dict]:
         return [{"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
+                 "points": {str(d_p): v for d_p, v in g["points"].items()},  # D_p -> value
                  **g["analysis"].to_dict()}
                 for (t, d_f, m), g in sorted(self.groups.items())]

@@ -191,10 +191,11 @@ RECOVERY_STATE = "raysweep_recovery.json"
 DEEPSPEED_TAG = "deepspeed"
 
 
-def save_recovery(engine, step: int, rank: int):
+def save_recovery(engine, step: int, rank: int, unwritten_metrics: list[dict] = ()):
     """A recovery checkpoint of this rank: DeepSpeed's full state (weights, optimizer shards, lr
     schedule) in a fresh local folder, which Ray Train uploads and merges with the other ranks'.
-    The data stream needs only the step (rank_batches resumes from it exactly)."""
+    The data stream needs only the step (rank_batches resumes from it exactly); rank 0 adds the
+    metrics it has logged but not yet written to MLflow (the tracking server may be down)."""
     import tempfile
 
     from ray.train import Checkpoint
@@ -204,16 +205,43 @@ def save_recovery(engine, step: int, rank: int):
     folder = tempfile.mkdtemp(prefix=f"raysweep-recovery-{step:09d}-")
     engine.save_checkpoint(folder, tag=DEEPSPEED_TAG)  # each rank writes its own shard
     if rank == 0:
-        write_json_atomic(Path(folder) / RECOVERY_STATE, {"step": step})
+        write_json_atomic(Path(folder) / RECOVERY_STATE,
+                          {"step": step, "unwritten_metrics": list(unwritten_metrics)})
     return Checkpoint.from_directory(folder)
 
 
-def load_recovery(engine, folder: str) -> int:
-    """Restore the engine from a recovery checkpoint; returns the step it was saved at."""
+def load_recovery(engine, folder: str) -> tuple[int, list[dict]]:
+    """Restore the engine from a recovery checkpoint; returns the step it was saved at and the
+    metrics that were not yet written to MLflow then."""
     import json
 
+    # DeepSpeed unpickles its state files with weights_only=False; ours unpickles only data.
+    engine.checkpoint_engine.load = weights_only_load
     engine.load_checkpoint(folder, tag=DEEPSPEED_TAG)
-    return json.loads((Path(folder) / RECOVERY_STATE).read_text())["step"]
+    state = json.loads((Path(folder) / RECOVERY_STATE).read_text())
+    return state["step"], state.get("unwritten_metrics", [])
+
+
+def weights_only_load(path: str, map_location=None):
+    """torch.load of a DeepSpeed state file that unpickles tensors, containers and the three
+    plain DeepSpeed types a ZeRO optimizer state holds, and nothing else: a file planted in the
+    sweep's storage cannot run code when a restarted worker loads it."""
+    import pickle
+
+    import torch
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    try:
+        with torch.serialization.safe_globals([fragment_address, LossScaler, DynamicLossScaler,
+                                               ZeroStageEnum]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        raise RuntimeError(f"recovery checkpoint file {path} holds objects raysweep does not "
+                           f"unpickle, since unpickling them could run code: {unsafe or err}. "
+                           f"Delete the recovery folder if you did not expect this.") from None
 
 
 def remove_unregistered_recoveries() -> list[str]:
@@ -256,7 +284,7 @@ def train_loop(config: dict) -> None:
     from raysweep.data.pretraining import rank_batches, tokens_by_source, total_steps
     from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
     from raysweep.model import build_model
-    from raysweep.tracking import Tracker
+    from raysweep.tracking import BufferedMetrics, Tracker
 
     spec: SweepSpec = config["spec"]
     pre = spec.pretrain
@@ -273,15 +301,17 @@ def train_loop(config: dict) -> None:
         config=deepspeed_config(spec, world, torch.cuda.is_available()),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, inverse_sqrt(pre.warmup_steps)))
 
-    tracker = Tracker.for_spec(spec) if rank == 0 else None
-    run_id = config["run_id"]
+    # Rank 0 logs; through a buffer, so training goes on while MLflow is slow or down.
+    mlflow_log = BufferedMetrics(Tracker.for_spec(spec), config["run_id"]) if rank == 0 else None
     start_step = 1
     recovery = ray.train.get_checkpoint()
     if recovery:
         with recovery.as_directory() as folder:
-            start_step = load_recovery(engine, folder) + 1
-        if tracker:
-            tracker.log_metrics(run_id, {"resumed_from_step": start_step - 1}, step=start_step - 1)
+            resumed_from, unwritten = load_recovery(engine, folder)
+        start_step = resumed_from + 1
+        if mlflow_log:
+            mlflow_log.write_unless_present(unwritten)
+            mlflow_log.log({"resumed_from_step": resumed_from}, step=resumed_from)
     if rank == 0:
         remove_unregistered_recoveries()
 
@@ -309,8 +339,8 @@ def train_loop(config: dict) -> None:
                        "model_tflops_per_second": flops_per_token * tokens_per_second / 1e12}
             if peak_flops:
                 metrics["mfu"] = flops_per_token * tokens_per_second / (peak_flops * world)
-            if tracker:
-                tracker.log_metrics(run_id, metrics, step=step)
+            if mlflow_log:
+                mlflow_log.log(metrics, step=step)
             window_tokens, window_start, window_saving = 0, time.time(), 0.0
 
         saving_started = time.time()
@@ -326,23 +356,24 @@ def train_loop(config: dict) -> None:
             with gathered:
                 new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
                                                         manifest_extra)
-            if tracker and new:  # a replay after a restart finds it published and leaves it be
-                tracker.log_metrics(run_id, {"published_tokens": tokens_seen}, step=step)
+            if mlflow_log and new:  # a replay after a restart finds it published and leaves it be
+                mlflow_log.log({"published_tokens": tokens_seen}, step=step)
             dist.barrier()
         if recover:
             # Also at every publication, so a restart never replays past a published checkpoint.
             # ASYNC: Ray uploads the folder in the background while training goes on.
+            unwritten = mlflow_log.unwritten() if mlflow_log else []
             ray.train.report({**metrics, "step": step, "tokens_seen": tokens_seen},
-                             checkpoint=save_recovery(engine, step, rank),
+                             checkpoint=save_recovery(engine, step, rank, unwritten),
                              checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
         if publish or recover:
             window_saving += time.time() - saving_started
-            if tracker:
-                tracker.log_metrics(run_id, {"checkpoint_seconds": time.time() - saving_started},
-                                    step=step)
+            if mlflow_log:
+                mlflow_log.log({"checkpoint_seconds": time.time() - saving_started}, step=step)
 
-    if tracker:
-        tracker.log_metrics(run_id, {"wall_seconds": time.time() - started}, step=last_step)
+    if mlflow_log:
+        mlflow_log.log({"wall_seconds": time.time() - started}, step=last_step)
+        mlflow_log.flush()
 
 
 def run_pretraining(spec: SweepSpec, run_id: str) -> None:

@@ -136,22 +136,26 @@ def check_memory(spec: SweepSpec, tokenizer) -> None:
             f"written.")
 
 
-def _connect_ray(spec: SweepSpec) -> None:
+def _connect_ray(spec: SweepSpec) -> str | None:
+    """Connect to the cluster (RAY_ADDRESS) or start a local Ray; returns the dashboard's address
+    when this call started Ray (Ray binds it to 127.0.0.1 unless told otherwise)."""
     import ray
 
     from raysweep.pretrain import worker_env
 
     if ray.is_initialized():
-        return
+        return None
     runtime_env = {"env_vars": worker_env()}
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or pointed at a cluster
-        ray.init(namespace=NAMESPACE, runtime_env=runtime_env)
+        context = ray.init(namespace=NAMESPACE, runtime_env=runtime_env)
     else:  # a local Ray for this sweep; oversubscribed CPUs let pretraining and trials overlap
         # Worker logs stay in Ray's session logs (set RAYSWEEP_WORKER_LOGS=1 to stream them here):
         # the driver prints one progress line per change instead.
-        ray.init(num_cpus=spec.resources.local_cpus, namespace=NAMESPACE, runtime_env=runtime_env,
-                 log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1",
-                 logging_level=logging.WARNING)
+        context = ray.init(num_cpus=spec.resources.local_cpus, namespace=NAMESPACE,
+                           runtime_env=runtime_env,
+                           log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1",
+                           logging_level=logging.WARNING)
+    return context.dashboard_url or None
 
 
 def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -> str:
@@ -180,8 +184,10 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
 
     started = time.time()
     tokenizer, _ = check(spec)  # raises SpecError before anything is written
-    _connect_ray(spec)
+    dashboard = _connect_ray(spec)
     check_resources(spec, live_node_types(), "this Ray cluster")  # ditto
+    if dashboard:
+        echo(f"[raysweep] Ray dashboard: http://{dashboard}")
     spec.root.mkdir(parents=True, exist_ok=True)
     save_tokenizer(spec, tokenizer)
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
@@ -206,7 +212,11 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     for run_id in (sweep_run, pretrain_run):
         tracker.log_params(run_id, mixture_params)
 
-    coordinators = {"resources": spec.resources.coordinator_resources}
+    # The coordinators come back if their process dies (a lost node, an OOM kill): Ray restarts
+    # them from the spec, their __init__ rebuilds their state from storage and MLflow, and the
+    # calls in flight (the watcher's `run` included) are retried on the new process.
+    coordinators = {"resources": spec.resources.coordinator_resources,
+                    "max_restarts": -1, "max_task_retries": -1}
     fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, laws_run)
     watcher = CheckpointWatcher.options(**coordinators).remote(spec, sweep_run)
     experiment = watcher.run.remote()
@@ -235,6 +245,8 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     last = None
     while True:
         done, _ = ray.wait([experiment], timeout=poll_seconds)
+        if not thread.is_alive():  # again each time: a restarted watcher starts without it
+            watcher.pretraining_finished.remote()
         line = format_progress(ray.get(watcher.progress.remote()), len(schedule), spec.num_trials())
         if line != last:
             latest_fit = ray.get(fitter.latest.remote())
@@ -245,6 +257,11 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
             break
     thread.join()
     final = ray.get(experiment)
+    # Results whose trial died between its MLflow run and handing it over (its watcher was killed)
+    # are in MLflow only: the fitter takes them in before the last summary.
+    late = ray.get(fitter.sync.remote())
+    if late:
+        echo(f"[raysweep] the fitter took in {late} finished trial(s) it had not been handed")
     laws = ray.get(fitter.summary.remote())
     errors = pretrain_error + final.pop("errors")
     finished = final["done"] + final["skipped"]

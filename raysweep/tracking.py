@@ -11,13 +11,17 @@ for pretraining, each trial key and the laws. Tags are namespaced:
     raysweep.previous_failure   why the attempt before a retry failed
 
 Runs are looked up by tag before being created, so a restarted driver or a re-dispatched trial
-finds its run instead of making a duplicate. SQLite (the embedded default) serialises writers with
-a file lock; concurrent trials can hit "database is locked", so writes retry with backoff.
+finds its run instead of making a duplicate. Calls retry with backoff on transient errors: SQLite
+(the embedded default) serialises writers with a file lock, so concurrent trials can hit "database
+is locked"; a tracking server can be down for a while (a restart, a network blip), and work waits
+for it (RAYSWEEP_MLFLOW_OUTAGE_SECONDS, default an hour) instead of failing.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import random
 import time
 from pathlib import Path
@@ -35,16 +39,37 @@ PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+# Errors worth waiting out: SQLite's writer lock (concurrent trials), and a tracking server that
+# is down, restarting or overloaded (MLflow's HTTP client has already retried each request for
+# about 4 minutes with backoff before it raises these).
+# (An exhausted retry of HTTP 429/5xx answers also reads "Max retries exceeded".)
+TRANSIENT = ("database is locked", "Max retries exceeded", "Connection refused", "Connection aborted",
+             "Connection reset", "Read timed out", "RemoteDisconnected")
+
+
+def outage_seconds() -> float:
+    """How long a write waits for MLflow before it fails (RAYSWEEP_MLFLOW_OUTAGE_SECONDS)."""
+    return float(os.environ.get("RAYSWEEP_MLFLOW_OUTAGE_SECONDS", 3600))
+
+
 def _retry(fn):
+    """Retry an MLflow call on transient errors, with jittered backoff, for up to outage_seconds().
+    Repeating a wrapped call is harmless: lookups come before creations (get_or_create_run),
+    tags and statuses are set to values, a metric logged twice is the same point twice, and at
+    worst an attempt is counted twice (start_attempt)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        for attempt in range(8):
+        deadline = time.monotonic() + outage_seconds()
+        for attempt in itertools.count():
             try:
                 return fn(*args, **kwargs)
-            except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
-                if "locked" not in str(err) or attempt == 7:
+            except Exception as err:  # MlflowException wraps sqlalchemy's and requests' errors
+                if not any(s in str(err) for s in TRANSIENT) or time.monotonic() > deadline:
                     raise
-                time.sleep(0.2 * 2 ** attempt * (0.5 + random.random()))
+                if attempt == 0 and "locked" not in str(err):
+                    print(f"[raysweep] MLflow unavailable ({fn.__name__}); retrying for up to "
+                          f"{outage_seconds():.0f}s: {' '.join(str(err).split())[:200]}")
+                time.sleep(min(0.2 * 2 ** attempt, 30.0) * (0.5 + random.random()))
 
     return wrapper
 
@@ -129,7 +154,14 @@ class Tracker:
         all_tags = dict(tags)
         if parent_id:
             all_tags[PARENT] = parent_id
-        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+        self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        # A create that the HTTP client retried after the server had made the run (its answer
+        # lost in an outage) leaves a twin: keep the oldest unfinished run, delete the others.
+        unfinished = sorted((r for r in self.find_runs(tags) if r.info.status != "FINISHED"),
+                            key=lambda r: (r.info.start_time, r.info.run_id))
+        for twin in unfinished[1:]:
+            self.client.delete_run(twin.info.run_id)
+        return unfinished[0].info.run_id
 
     @_retry
     def start_attempt(self, run_id: str) -> int:
@@ -145,13 +177,22 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         return attempt
 
-    @_retry
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0,
+                    timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step)
-                                               for k, v in metrics.items()])
+        now = timestamp_ms or int(time.time() * 1000)
+        self.log_metric_points(run_id, [Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    @_retry
+    def log_metric_points(self, run_id: str, points: list) -> None:
+        """mlflow.entities.Metric points, in batches of MLflow's limit (1000 per call)."""
+        for start in range(0, len(points), 1000):
+            self.client.log_batch(run_id, metrics=points[start:start + 1000])
+
+    @_retry
+    def metric_history(self, run_id: str, key: str) -> list:
+        return self.client.get_metric_history(run_id, key)
 
     @_retry
     def log_params(self, run_id: str, params: dict) -> None:
@@ -175,3 +216,74 @@ class Tracker:
     @_retry
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
+
+
+class BufferedMetrics:
+    """Metrics from a hot loop (pretraining), written by a background thread: the loop never waits
+    on MLflow, and keeps training while the tracking server is down. Each point keeps the time it
+    was logged. The points not written yet (`unwritten()`) go into each recovery checkpoint, and a
+    restart from it hands them back (`write_unless_present`), so a worker that dies during an
+    outage loses none. A write that fails for good (past the outage wait) is raised by the next
+    log() or flush()."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        import threading
+
+        self.tracker, self.run_id = tracker, run_id
+        self.changed = threading.Condition()
+        self.queued: list = []  # mlflow.entities.Metric points waiting to be written
+        self.to_check: list = []  # points of an earlier attempt: written unless MLflow has them
+        self.writing: list = []  # the batch being written now
+        self.error: BaseException | None = None
+        threading.Thread(target=self._write_forever, name="mlflow-metrics", daemon=True).start()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        self._raise_failed_write()
+        now = int(time.time() * 1000)
+        with self.changed:
+            self.queued += [Metric(name, float(value), now, step) for name, value in metrics.items()]
+            self.changed.notify_all()
+
+    def unwritten(self) -> list[dict]:
+        with self.changed:
+            return [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
+                    for m in self.writing + self.to_check + self.queued]
+
+    def write_unless_present(self, points: list[dict]) -> None:
+        from mlflow.entities import Metric
+
+        with self.changed:
+            self.to_check += [Metric(p["key"], p["value"], p["timestamp"], p["step"]) for p in points]
+            self.changed.notify_all()
+
+    def flush(self) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: not (self.queued or self.to_check or self.writing))
+        self._raise_failed_write()
+
+    def _raise_failed_write(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"metrics could not be written to MLflow at "
+                               f"{self.tracker.tracking_uri}: {self.error}") from self.error
+
+    def _write_forever(self) -> None:
+        while True:
+            with self.changed:  # whatever queued up meanwhile (an outage) goes in one batch
+                self.changed.wait_for(lambda: self.queued or self.to_check)
+                checking, fresh = self.to_check, self.queued
+                self.writing, self.to_check, self.queued = checking + fresh, [], []
+            try:
+                if checking:  # the earlier attempt may have written some before it died
+                    present = {(m.key, m.step, m.timestamp)
+                               for key in {m.key for m in checking}
+                               for m in self.tracker.metric_history(self.run_id, key)}
+                    checking = [m for m in checking if (m.key, m.step, m.timestamp) not in present]
+                self.tracker.log_metric_points(self.run_id, checking + fresh)
+            except BaseException as err:  # noqa: BLE001 (handed to the train loop)
+                self.error = err
+            finally:
+                with self.changed:
+                    self.writing = []
+                    self.changed.notify_all()

@@ -7,6 +7,12 @@ new checkpoint that has no finished MLflow run yet. `suggest()` returns None whi
 empty, and FINISHED once pretraining has ended, a last scan is done and the queue is drained;
 Tune then waits for the running trials and returns. Running many Tuner.fit() calls side by side
 is not supported by Tune, which is why there is exactly one experiment per sweep.
+
+If the watcher's process dies, Ray restarts it (the driver starts it with max_restarts) and
+retries `run`: the new watcher starts from the spec, finds the published checkpoints on storage,
+the finished keys in MLflow and the keys that were running in `watcher_state.json`, and runs a
+new Tune experiment (the trials of the old one died with it; their keys are resumed first, in
+their own MLflow runs).
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ class WatcherSearcher(Searcher):
         # in this process and is not part of that state.
         return {k: v for k, v in self.__dict__.items() if k != "watcher"}
 
-    # What a restarted driver needs beyond MLflow (finished keys) and storage (published
-    # checkpoints): the keys that were running when it died, so they are resumed first. Tune saves
-    # the searcher with its experiment; the watcher also saves it whenever a trial starts or ends.
+    # What a restarted driver or watcher needs beyond MLflow (finished keys) and storage
+    # (published checkpoints): the keys that were running when it died, so they are resumed
+    # first. Tune saves the searcher with its experiment; the watcher also saves it whenever a
+    # trial starts or ends.
     def save(self, checkpoint_path: str) -> None:
         from raysweep.checkpoints import write_json_atomic
 
@@ -96,19 +103,20 @@ class CheckpointWatcher:
         from raysweep import checkpoints
 
         sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
+        new = [p for p in [0, *sorted(sound)] if p not in self.seen_checkpoints]  # 0: the baseline
+        # MLflow is read before any state changes, so a scan that fails (MLflow down past its
+        # retries) leaves nothing half-done and the next scan does it all again.
+        finished = set()
+        if new:
+            finished = {run.data.tags["raysweep.trial_key"]
+                        for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
         for name, reason in unusable.items():
             if reason == checkpoints.NO_MANIFEST and not final:
                 continue
-            self.inspected.add(name)
+            self.tracker.set_tags(self.parent_run_id, {f"raysweep.rejected_checkpoint.{name}": reason})
             with self.lock:
                 self.rejected[name] = reason
-            self.tracker.set_tags(self.parent_run_id, {f"raysweep.rejected_checkpoint.{name}": reason})
-        self.inspected.update(checkpoints.checkpoint_dir(self.spec, d_p).name for d_p in sound)
-        new = [p for p in [0, *sorted(sound)] if p not in self.seen_checkpoints]  # 0: the baseline
-        if not new:
-            return
-        finished = {run.data.tags["raysweep.trial_key"]
-                    for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
+            self.inspected.add(name)
         with self.lock:
             for point in new:
                 self.seen_checkpoints.add(point)
@@ -119,11 +127,17 @@ class CheckpointWatcher:
                         self.queue.appendleft(key)
                     else:
                         self.queue.append(key)
+        self.inspected.update(checkpoints.checkpoint_dir(self.spec, d_p).name for d_p in sound)
 
     def _scan_loop(self) -> None:
         while True:
             over = self.pretraining_over.is_set()  # read before scanning: no checkpoint is missed
-            self.scan(final=over)
+            try:
+                self.scan(final=over)
+            except Exception as err:  # storage or MLflow down past their retries: scan again later
+                print(f"[raysweep] watcher scan failed, retrying: {type(err).__name__}: {err}")
+                time.sleep(SCAN_SECONDS)
+                continue  # a dead scan thread would leave the experiment waiting forever
             if over:
                 self.final_scan_done = True
                 return
@@ -163,7 +177,7 @@ class CheckpointWatcher:
 
         from raysweep.storage import ray_storage_path
 
-        if self.state_path.exists():  # a restarted driver: resume what was running first
+        if self.state_path.exists():  # a restarted driver or watcher: resume what was running first
             self.searcher.restore(str(self.state_path))
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
         scanner.start()

@@ -43,6 +43,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow(command: str, backend_store_uri: str, port: int, log, *options: str):
+    """`mlflow ui` or `mlflow server` on 127.0.0.1:port, in its own process group, returned once
+    it answers /health; the test fails with the server's log if it does not come up."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), command, "--backend-store-uri",
+         backend_store_uri, "--host", "127.0.0.1", "--port", str(port), *options],
+        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow {command} did not come up:\n{Path(log).read_text()[-3000:]}")
+            time.sleep(0.5)
+
+
+def stop_process_group(process, timeout: float = 30, graceful: bool = True) -> None:
+    """SIGTERM (graceful) or SIGKILL to a process started with start_new_session and its
+    children; SIGKILL if SIGTERM has not stopped them within `timeout`."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
 @pytest.fixture
 def tiny_spec_dict() -> dict:
     return copy.deepcopy(TINY_SPEC)

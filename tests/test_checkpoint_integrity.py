@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from reliability import record
 
 from raysweep import checkpoints
 from raysweep.finetune import plan_keys
 from raysweep.spec import spec_from_dict
+
+pytestmark = pytest.mark.fault
 
 
 @pytest.fixture
@@ -61,6 +64,10 @@ def test_the_watcher_skips_unusable_checkpoints_and_records_why(storage_with_bad
 
     watcher.scan(final=True)  # pretraining over: the folder without manifest is abandoned
     rejected = watcher.progress()["rejected"]
+    sound_keys, queued = set(plan_keys(spec, 0) + plan_keys(spec, 2048)), list(watcher.queue)
+    record("unusable published checkpoint (partial weights, no manifest, broken manifest)",
+           3, len(rejected) == 3, len(sound_keys - set(queued)), len(queued) - len(set(queued)),
+           "the watcher's scan; the sound checkpoint's trials are queued")
     assert set(rejected) == {"dp_000000000004096", "dp_000000000008192", "dp_000000000016384"}
     assert len(watcher.queue) == len(plan_keys(spec, 0) + plan_keys(spec, 2048))  # nothing new
     tags = tracker.client.get_run(sweep_run).data.tags

@@ -14,8 +14,9 @@ import time
 from collections import Counter
 
 import pytest
+from reliability import audit, record
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 
 def ray_processes_of(pid: int) -> list:
@@ -82,6 +83,9 @@ def restarted_sweep(tmp_path_factory):
                for r in tracker.find_runs({"raysweep.kind": "trial"}))
 
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    counts = audit(spec, tracker)
+    record("driver killed (SIGKILL), spec run again", 1, second.returncode == 0, counts["lost"],
+           counts["duplicated"], "`raysweep run` in a subprocess, its local Ray killed with it")
     return spec, tracker, finished_before, second, interrupted
 
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 from conftest import TINY_SPEC
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from reliability import record_cases
 
 from raysweep.spec import SpecError, load_spec
+
+pytestmark = pytest.mark.fault
+OUTCOMES = {"valid": 0, "clear error": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def record_outcomes():
+    yield
+    record_cases("malformed spec files (hypothesis)", OUTCOMES)
+
 
 # Values of every shape a YAML file can hold.
 yaml_values = st.recursive(
@@ -65,8 +77,10 @@ def test_any_mutation_of_a_spec_loads_or_gives_one_clear_error(data, tmp_path):
     try:
         load_spec(path)
         event("valid")
+        OUTCOMES["valid"] += 1
     except SpecError as err:
         event("SpecError")
+        OUTCOMES["clear error"] += 1
         message = str(err)
         assert message.startswith(str(path)) and "\n" not in message.strip(), message
         assert "Traceback" not in message
@@ -82,5 +96,7 @@ def test_any_file_content_loads_or_gives_one_clear_error(text, tmp_path):
         path.write_text(text, encoding="utf-8")
     try:
         load_spec(path)
+        OUTCOMES["valid"] += 1
     except SpecError as err:
+        OUTCOMES["clear error"] += 1
         assert str(err).startswith(str(path))

@@ -7,14 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, start_mlflow, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -30,25 +26,11 @@ def mlflow_ui(finished_sweep, tmp_path_factory):
     spec = finished_sweep[0]
     port = free_port()
     log = tmp_path_factory.mktemp("mlflow-ui") / "ui.log"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
-         spec.resolved_tracking_uri(), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow("ui", spec.resolved_tracking_uri(), port, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow ui did not come up:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_group(server)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -14,12 +14,13 @@ import time
 from collections import Counter
 
 import pytest
+from reliability import audit_pretraining, record
 
 from raysweep.spec import spec_from_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
-KILLS = 2
+KILLS = 3
 
 
 def train_worker_pids() -> set[int]:
@@ -100,6 +101,9 @@ def killed_run(tmp_path_factory):
     finally:
         ray.shutdown()
     assert not thread.is_alive(), "pretraining did not finish"
+    counts = audit_pretraining(spec, tracker, run_id)
+    record("pretraining worker killed (SIGKILL)", len(killed), not errors and final.exists(),
+           counts["lost"], counts["duplicated"], "one run; Ray Train restarts from recovery checkpoints")
     return spec, tracker, run_id, killed, errors
 
 

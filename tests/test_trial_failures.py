@@ -8,10 +8,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+from reliability import audit, record
 
 from raysweep.spec import spec_from_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 DIVERGING_LR = 1e9
 
@@ -25,6 +26,7 @@ def finetune_only(tmp_path_factory):
 
     from raysweep.comet_scoring import load_comet
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
+    from raysweep.finetune import plan_keys
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
@@ -49,6 +51,10 @@ def finetune_only(tmp_path_factory):
             failed_after_first = failed_after_first or trial_runs(tracker, DIVERGING_LR)
     finally:
         ray.shutdown()
+    (diverging,) = [str(k) for k in plan_keys(spec, 0) if k.lr == DIVERGING_LR]
+    counts = audit(spec, tracker, expected_failures={diverging}, starting_points=[0])
+    record("finetune loss becomes NaN", 1, outcomes[0]["done"] == 1, counts["lost"],
+           counts["duplicated"], "recorded FAILED with its reason, after its retry")
     return spec, tracker, outcomes, failed_after_first
 
 
@@ -78,3 +84,13 @@ def test_the_other_trial_finishes_once_and_a_rerun_does_not_redo_it(finetune_onl
     assert len(trial_runs(tracker, 0.003)) == 1
     (failed,) = trial_runs(tracker, DIVERGING_LR)  # the rerun tried it again, in the same run
     assert failed.data.tags["raysweep.attempts"] == "4" and failed.info.status == "FAILED"
+
+
+def test_the_failed_trial_is_left_out_of_the_fits(finetune_only):
+    from raysweep.fitter import analyse_sweep, finished_results
+
+    spec, *_ = finetune_only
+    assert {r["key"]["lr"] for r in finished_results(spec).values()} == {0.003}
+    for group in analyse_sweep(spec, resamples=10):  # the baseline point is the sane lr's
+        run = [r for r in finished_results(spec).values() if r["key"]["d_f"] == group["d_f"]]
+        assert group["points"] == {0: run[0]["metrics"][group["metric"]]}

@@ -153,8 +153,11 @@ _EXPECTED = {
 class _LocalFile:
     """A local data file, read through `datasets`; on bad input, the SpecError names its line."""
 
-    def __init__(self, path: Path, role: str, field: str, where: str):
+    def __init__(self, path: Path, role: str, field: str, where: str, check_row=None):
+        """check_row(row) raises _BadRow for a row that breaks the format; the error path uses it
+        to name the row that `datasets` could not read (a value of the wrong type, say)."""
         self.path, self.role, self.field, self.where = path, role, field, where
+        self.check_row = check_row
         self.suffix = path.suffix.lower()
         if not path.is_file():
             raise SpecError(f"{where}: field `{field}` names the data file {str(path)!r}, which "
@@ -162,6 +165,8 @@ class _LocalFile:
         if self.suffix not in _EXPECTED[role]:
             raise SpecError(f"{where}: field `{field}` names {str(path)!r}; expected a "
                             f"{', '.join(_EXPECTED[role])} file; nothing was written.")
+        if self.suffix != ".parquet":
+            self._check_utf8()
         if self._is_empty():
             raise self.error(f"has no {'documents' if role == 'monolingual' else 'rows'}")
 
@@ -172,6 +177,27 @@ class _LocalFile:
     def error(self, what: str) -> SpecError:
         return SpecError(f"{self.where}: field `{self.field}`: {str(self.path)!r} {what}; "
                          f"expected {self.expected}; nothing was written.")
+
+    def _check_utf8(self) -> None:
+        """Text files must be UTF-8 (what `datasets` reads): another encoding is named with the
+        line and byte where it shows, instead of a decoding error from deep inside `datasets`."""
+        import codecs
+
+        with open(self.path, "rb") as f:
+            head = f.read(4)
+            if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise self.error("is UTF-16 text (it starts with a UTF-16 byte-order mark); save "
+                                 "it as UTF-8")
+            if head.startswith(codecs.BOM_UTF8):
+                raise self.error("starts with a UTF-8 byte-order mark; save it as UTF-8 without one")
+            f.seek(0)
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    raise self.error(f"is not UTF-8 text: line {number}, column {bad.start + 1} "
+                                     f"has the byte 0x{line[bad.start]:02x} ({bad.reason}); save "
+                                     f"it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
 
     def _is_empty(self) -> bool:
         # datasets fails obscurely (StopIteration) on an empty file: say it plainly instead.
@@ -247,30 +273,56 @@ class _LocalFile:
 
     def _read_error(self, err: BaseException) -> SpecError:
         """datasets could not read the file: find the offending line by reading it ourselves."""
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            if self.suffix == ".json" and self._is_json_array():
-                try:
-                    json.load(f)
-                except json.JSONDecodeError as bad:
-                    return self.error(f"line {bad.lineno} is not valid JSON ({bad.msg})")
-            elif self.suffix in (".jsonl", ".json"):
-                for number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as bad:
-                        return self.error(f"line {number} is not valid JSON ({bad.msg}: "
-                                          f"{line.strip()[:80]!r})")
-                    if not isinstance(row, dict):
-                        return self.error(f"line {number} is not a JSON object ({line.strip()[:80]!r})")
-            elif self.suffix == ".tsv":
+        if self.suffix in (".jsonl", ".json"):
+            problem = self._first_bad_json_row()
+            if problem:
+                return self.error(problem)
+            return self.error(f"could not be read as json ({_short(err)}); every row must have "
+                              f"the same fields, with values of the same types")
+        if self.suffix == ".tsv":
+            with open(self.path, encoding="utf-8", errors="replace") as f:
                 for number, line in enumerate(f, 1):
                     columns = len(line.rstrip("\r\n").split("\t"))
                     if line.strip() and columns != 2:
                         return self.error(f"line {number} has {columns} tab-separated columns "
                                           f"({line.strip()[:80]!r})")
         return self.error(f"could not be read as {_BUILDERS[self.suffix]} ({_short(err)})")
+
+    def _first_bad_json_row(self) -> str | None:
+        """What is wrong with the first row of a JSON (Lines) file that is not valid JSON, not an
+        object, or breaks the format (check_row); None if every row is fine. Streams the lines."""
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            if self._is_json_array():
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as bad:
+                    return f"line {bad.lineno} is not valid JSON ({bad.msg})"
+                if not rows:
+                    return "has no rows (an empty JSON array)"
+                numbered = ((f"row {index}", row) for index, row in enumerate(rows, 1))
+            else:
+                numbered = self._json_lines(f)
+            for where, row in numbered:
+                if isinstance(row, json.JSONDecodeError):
+                    return f"{where} is not valid JSON ({row.msg}: {row.doc.strip()[:80]!r})"
+                if not isinstance(row, dict):
+                    return f"{where} is not a JSON object ({json.dumps(row)[:80]!r})"
+                try:
+                    if self.check_row:
+                        self.check_row(row)
+                except _BadRow as bad:
+                    return f"{where} {bad}"
+        return None
+
+    @staticmethod
+    def _json_lines(f):
+        """('line N', the parsed row or its JSONDecodeError) for every non-blank line."""
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield f"line {number}", json.loads(line)
+                except json.JSONDecodeError as bad:
+                    yield f"line {number}", bad
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,7 +403,9 @@ def monolingual_source(text: str, language: str | None, family: synthetic.Family
         return SyntheticMonolingual(name.location, family)
     if name.kind == "file":
         # Streamed like the hub: memory stays flat however large the file.
-        file = _LocalFile(_resolve(name.location, base_dir), "monolingual", field, where)
+        path = _resolve(name.location, base_dir)
+        file = _LocalFile(path, "monolingual", field, where,
+                          check_row=lambda row: _document(row, blank_ok=path.suffix == ".txt"))
         return DatasetMonolingual(file.load(streaming=True), language, text, file)
     import datasets  # hub: streamed, so pretraining starts without downloading the corpus
 
@@ -403,7 +457,8 @@ def parallel_splits(task, family: synthetic.Family, where: str, field: str,
                             f"{task.source_lang} -> {task.target_lang}; nothing was written.")
         pairs = [synthetic.parallel_pair(src, tgt, i, family) for i in range(n_test + n_dev + n_train)]
     else:
-        file = _LocalFile(_resolve(name.location, base_dir), "parallel", field, where)
+        file = _LocalFile(_resolve(name.location, base_dir), "parallel", field, where,
+                          check_row=lambda row: _pair(row, task.source_lang, task.target_lang))
         pairs = []
         for index, row in enumerate(file.rows(file.load(streaming=False))):
             try:

@@ -53,7 +53,7 @@ def train_tokenizer(spec: SweepSpec):
     if kind == "hub":
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(spec.tokenizer.hub_id)
+        return AutoTokenizer.from_pretrained(spec.tokenizer.hub_id, trust_remote_code=False)
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
@@ -104,7 +104,8 @@ def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    # A tokenizer is data (tokenizer.json); code named by its config (auto_map) is never run.
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 
 def sentinel_ids(tokenizer) -> list[int]:

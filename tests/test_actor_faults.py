@@ -1,0 +1,180 @@
+"""The sweep's actors die mid-sweep and the sweep still ends with every result once. In one tiny
+sweep, at seeded random moments, SIGKILL goes ROUNDS times each to: the checkpoint watcher (the
+process that hosts the Tune experiment), a finetune trial's worker, and the law fitter. Ray
+restarts the coordinators from the spec and they rebuild their state from storage and MLflow;
+Tune retries the killed trial in its own MLflow run. Real parts: a local Ray, DeepSpeed
+pretraining, Tune, MLflow on SQLite, SIGKILL to real processes found by their Ray titles."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+from reliability import audit, record
+
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
+
+ROUNDS = 2
+# Ray titles an actor's process ray::<Class>, and ray::<Class>.<method> while a call runs: Tune's
+# trial actor (ImplicitFunc) is in `train` while it runs a trial (an idle, reusable one is not).
+TARGETS = {"watcher": "ray::CheckpointWatcher", "trial": "ray::ImplicitFunc.train",
+           "fitter": "ray::LawFitter"}
+
+
+def processes(title: str) -> list:
+    """Live processes whose Ray title is `title`, or `title`.<method>."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        first = ((p.info["cmdline"] or [""])[:1] or [""])[0].strip()
+        if (first == title or first.startswith(title + ".")) and p.info["status"] != "zombie":
+            found.append(p)
+    return found
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while not (value := condition()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture(scope="module")
+def chaos_sweep(tmp_path_factory):
+    import ray
+    import yaml
+    from conftest import TINY_SPEC
+
+    from raysweep.finetune import FITTER_NAME
+    from raysweep.spec import load_spec
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    data = copy.deepcopy(TINY_SPEC)
+    data["name"] = "chaos"
+    data["tasks"][0]["steps"] = 300  # trials of several seconds: there is always one to kill
+    # Five checkpoints: the laws (3 points at least) are fitted while trials are still to come,
+    # so the fitter is killed while it holds fitted laws.
+    data["pretrain"]["checkpoints"] = [1024, 2048, 3072, 4096, 8192]
+    path = tmp_path_factory.mktemp("chaos") / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = load_spec(path)
+    outcome: dict = {}
+    driver = threading.Thread(target=lambda: outcome.update(
+        result=run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)), daemon=True)
+    driver.start()
+
+    tracker = Tracker.for_spec(spec)
+
+    def trial_runs(status: str | None = None) -> list:
+        if not (spec.root / "mlartifacts").exists():  # the driver has not set up MLflow yet
+            return []
+        try:
+            return tracker.find_runs({"raysweep.kind": "trial"}, status)
+        except Exception:  # the experiment is not created yet
+            return []
+
+    def fitted_laws() -> bool:
+        fitter = ray.get_actor(FITTER_NAME.format(spec.name))
+        return any(law["params"] for law in ray.get(fitter.summary.remote()))
+
+    rng = random.Random(20261122)
+    kills = {target: [] for target in TARGETS}
+    interrupted: list[tuple[str, set]] = []  # ("all" or "one", keys running at a kill)
+    fitter_checks: list[tuple[list, list]] = []  # the fitter's laws before a kill and after
+    finished_at_last_kill = 0
+    try:
+        for _ in range(ROUNDS):
+            for target, title in TARGETS.items():
+                while True:  # a new result has landed since the last kill, a trial is running
+                    wait_for(lambda: len(trial_runs("FINISHED")) > finished_at_last_kill
+                             and trial_runs("RUNNING") and processes(title)
+                             and (target != "fitter" or fitted_laws()),
+                             timeout=300, what=f"a moment to kill the {target}")
+                    time.sleep(rng.uniform(0, 1.0))
+                    running = {r.data.tags["raysweep.trial_key"] for r in trial_runs("RUNNING")}
+                    if running and processes(title):  # still, after the random wait
+                        break
+                victim = rng.choice(sorted(processes(title), key=lambda p: p.pid))
+                if target == "fitter":
+                    fitter = ray.get_actor(FITTER_NAME.format(spec.name))
+                    before = ray.get(fitter.summary.remote())
+                os.kill(victim.pid, signal.SIGKILL)
+                kills[target].append(victim.pid)
+                time.sleep(0.5)  # a run that finished just before the kill was not interrupted
+                running -= {r.data.tags["raysweep.trial_key"] for r in trial_runs("FINISHED")}
+                if target == "watcher":  # its death takes every trial of its experiment with it
+                    interrupted.append(("all", running))
+                elif target == "trial":  # one of the running trials: the victim's
+                    interrupted.append(("one", running))
+                assert driver.is_alive(), "the sweep ended before every kill: make it longer"
+                if target == "fitter":  # the call waits for the restarted fitter
+                    fitter_checks.append((before, ray.get(fitter.summary.remote(), timeout=300)))
+                finished_at_last_kill = len(trial_runs("FINISHED"))
+        driver.join(timeout=900)
+    finally:
+        ray.shutdown()
+    assert not driver.is_alive(), "the sweep did not finish"
+    result = outcome["result"]
+    counts = audit(spec, tracker)
+    for target, pids in kills.items():
+        record(f"{target} process killed (SIGKILL)", len(pids), result.ok, counts["lost"],
+               counts["duplicated"], "one sweep, all three kinds of kill")
+    return spec, tracker, result, kills, interrupted, fitter_checks, counts
+
+
+def test_the_sweep_finishes_after_its_actors_are_killed(chaos_sweep):
+    _, _, result, kills, *_ = chaos_sweep
+    assert result.ok, result.errors
+    assert {target: len(set(pids)) for target, pids in kills.items()} == {t: ROUNDS for t in TARGETS}
+
+
+def test_no_key_is_lost_or_run_twice(chaos_sweep):
+    spec, tracker, _, _, interrupted, _, counts = chaos_sweep
+    assert counts["planned"] == spec.num_trials()
+    assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
+    # The interrupted trials were run again in their own runs: a second attempt. A watcher's
+    # death interrupts every running trial; a trial worker's, the one it was running.
+    runs = {r.data.tags["raysweep.trial_key"]: r for r in tracker.find_runs({"raysweep.kind": "trial"})}
+    retried = {key for key, run in runs.items() if int(run.data.tags["raysweep.attempts"]) >= 2}
+    assert len(interrupted) == 2 * ROUNDS
+    for which, keys in interrupted:
+        assert keys and (keys <= retried if which == "all" else keys & retried), (which, keys)
+
+
+def same_laws(a: dict, b: dict) -> bool:
+    """Equal parameters, NaN equal to NaN (a law without enough points has none)."""
+    return a["params"].keys() == b["params"].keys() and all(
+        math.isclose(a["params"][k], b["params"][k], rel_tol=1e-9)
+        or (math.isnan(a["params"][k]) and math.isnan(b["params"][k])) for k in a["params"])
+
+
+def test_a_restarted_fitter_has_the_same_laws_as_before(chaos_sweep):
+    *_, fitter_checks, _ = chaos_sweep
+    compared = 0
+    for before, after in fitter_checks:
+        after_by_law = {(g["task"], g["d_f"], g["metric"]): g for g in after}
+        for law in before:
+            again = after_by_law[(law["task"], law["d_f"], law["metric"])]
+            if again["points"] == law["points"]:  # no new result for this law in between
+                assert same_laws(law, again), (law["params"], again["params"])
+                compared += bool(law["params"])
+    assert compared, "no fitted law could be compared across a fitter restart"
+
+
+def test_the_final_laws_equal_a_refit_from_mlflow(chaos_sweep):
+    from raysweep.fitter import analyse_sweep
+
+    spec, _, result, *_ = chaos_sweep
+    refit = {(g["task"], g["d_f"], g["metric"]): g["analysis"].to_dict() for g in analyse_sweep(spec)}
+    assert len(result.laws) == len(refit)
+    for law in result.laws:
+        assert same_laws(law, refit[(law["task"], law["d_f"], law["metric"])])

@@ -1,0 +1,118 @@
+"""The tracking server goes down for 30 s in the middle of a sweep and comes back: the sweep does
+not fail and nothing is lost. Pretraining keeps training while its metrics wait in a buffer;
+trials, the watcher and the fitter retry their writes until the server answers again. Real parts:
+a real `mlflow server` (SQLite behind it, artifacts proxied) on 127.0.0.1, killed (SIGKILL, as
+when its machine is lost) and started again 30 s later on the same port and store; a local Ray,
+DeepSpeed, Tune."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import pytest
+from conftest import TINY_SPEC, free_port, start_mlflow, stop_process_group
+from reliability import audit, record
+
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
+
+OUTAGE_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def sweep_through_an_outage(tmp_path_factory):
+    import ray
+
+    from raysweep.spec import spec_from_dict
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    base = tmp_path_factory.mktemp("outage")
+    port, log = free_port(), base / "mlflow-server.log"
+
+    def server():
+        return start_mlflow("server", f"sqlite:///{base}/server.db", port, log,
+                            "--artifacts-destination", str(base / "server-artifacts"))
+
+    data = copy.deepcopy(TINY_SPEC)
+    data.update(name="outage", tracking_uri=f"http://127.0.0.1:{port}")
+    # Pretraining long enough (800 steps) to be training when the server goes down, and a
+    # recovery checkpoint every 100 steps (where it waits for its buffered metrics to be written).
+    data["pretrain"].update(checkpoints=[2048, 4096], tokens=204800, recovery_every=100)
+    data["tasks"][0].update(steps=200, lrs=[0.003])
+    spec = spec_from_dict(data, base_dir=str(base))
+    mlflow = server()
+    outcome: dict = {}
+    driver = threading.Thread(target=lambda: outcome.update(
+        result=run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)), daemon=True)
+    try:
+        driver.start()
+        tracker = Tracker.for_spec(spec)
+
+        def pretraining_under_way() -> bool:
+            try:
+                (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
+                return "loss" in tracker.client.get_run(pretrain.info.run_id).data.metrics
+            except Exception:  # the driver has not created the experiment or the runs yet
+                return False
+
+        deadline = time.time() + 600
+        while not pretraining_under_way():
+            assert time.time() < deadline and driver.is_alive(), "the sweep never got under way"
+            time.sleep(0.2)
+        down_at = time.time()
+        stop_process_group(mlflow, graceful=False)  # at once, mid-request maybe, as a lost VM
+        time.sleep(OUTAGE_SECONDS)
+        mlflow = server()
+        up_at = time.time()
+        assert driver.is_alive(), "the sweep ended during the outage"
+        driver.join(timeout=900)
+        assert not driver.is_alive(), "the sweep did not finish after the outage"
+        result = outcome["result"]
+        counts = audit(spec, tracker)
+        record(f"MLflow server down {OUTAGE_SECONDS} s mid-sweep", 1, result.ok, counts["lost"],
+               counts["duplicated"], "real `mlflow server` SIGKILLed, restarted 30 s later")
+        yield spec, tracker, result, counts, down_at, up_at
+    finally:
+        ray.shutdown()
+        stop_process_group(mlflow)
+
+
+def test_the_sweep_does_not_fail(sweep_through_an_outage):
+    _, tracker, result, *_ = sweep_through_an_outage
+    assert result.ok, result.errors
+    (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
+    assert sweep.info.status == "FINISHED"
+
+
+def test_no_result_is_lost_or_duplicated(sweep_through_an_outage):
+    spec, _, _, counts, *_ = sweep_through_an_outage
+    assert counts["planned"] == spec.num_trials()
+    assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
+
+
+def test_pretraining_metrics_logged_during_the_outage_arrived_with_their_times(sweep_through_an_outage):
+    spec, tracker, _, _, down_at, up_at = sweep_through_an_outage
+    pre = spec.pretrain
+    (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
+    history = tracker.client.get_metric_history(pretrain.info.run_id, "tokens_seen")
+    last = pre.published_tokens()[-1] // pre.tokens_per_step()
+    expected = {s for s in range(1, last + 1)
+                if s % pre.log_every == 0 or s * pre.tokens_per_step() in pre.published_tokens()}
+    assert {m.step for m in history} == expected  # the loss curve has no gap
+    # Training went on while the server was down: points were logged then (their timestamps)
+    # and written once it was back.
+    during = [m for m in history if down_at * 1000 < m.timestamp < up_at * 1000]
+    assert during, "no pretraining step was logged while the server was down"
+
+
+def test_the_laws_were_fitted_on_every_result(sweep_through_an_outage):
+    from raysweep.fitter import analyse_sweep
+
+    spec, _, result, *_ = sweep_through_an_outage
+    refit = {(g["task"], g["d_f"], g["metric"]): g["points"] for g in analyse_sweep(spec, resamples=10)}
+    for law in result.laws:
+        points = refit[(law["task"], law["d_f"], law["metric"])]
+        assert law["points"] == {str(d_p): v for d_p, v in points.items()}
+        assert len(points) == len(spec.checkpoint_tokens())  # one per starting point
