@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = ".venv/bin/python bench/reliability.py"
+# The table's order: machines vanishing first, then services, then bad data and input.
+ORDER = ["pretraining worker", "watcher", "trial process", "fitter", "driver", "MLflow server",
+         "unusable published checkpoint", "finetune loss", "malformed spec", "malformed data"]
 
 
 def run_fault_tests(log: Path, junit: Path, select: str | None) -> int:
@@ -67,7 +70,9 @@ def table(rows: list[dict]) -> list[str]:
 
     lines = ["| fault | times injected | survived | results lost | results duplicated | how |",
              "|---|---:|---|---:|---:|---|"]
-    for row in merged.values():
+    rank = {fault: next((i for i, prefix in enumerate(ORDER) if fault.startswith(prefix)), len(ORDER))
+            for fault in merged}
+    for row in sorted(merged.values(), key=lambda row: rank[row["fault"]]):
         lines.append(f"| {row['fault']} | {row['injected']} | {'yes' if row['survived'] else 'NO'} "
                      f"| {cell(row['lost'])} | {cell(row['duplicated'])} | {row['note']} |")
     return lines
@@ -96,10 +101,10 @@ def write_page(rows: list[dict], outcomes: dict, status: int, minutes: float) ->
         "each gave a valid result or one SpecError paragraph naming the file and field; lost and",
         "duplicated do not apply.",
         "",
-        "## Security checks",
+        "## Security checks (tests/test_security.py)",
         "",
-        *[f"- {'passed' if ok else 'FAILED'}: {name.removeprefix('test_').replace('_', ' ')}"
-          for name, ok in security],
+        *([f"- {'passed' if ok else 'FAILED'}: {name.removeprefix('test_').replace('_', ' ')}"
+           for name, ok in security] or ["- not run"]),
         "",
         "## What the tests are",
         "",

@@ -71,7 +71,8 @@ def data_files(draw, kind: str):
     if suffix == ".json" and draw(st.booleans()):  # a JSON array instead of lines
         text = json.dumps(draw(st.lists(good_rows[kind] | bad_rows, max_size=8)))
     else:
-        text = draw({".tsv": tsv_text, ".txt": txt_text}.get(suffix) or json_lines(kind))
+        text = draw({".tsv": tsv_text, ".txt": txt_text}[suffix] if suffix in (".tsv", ".txt")
+                    else json_lines(kind))
     content = text.encode(draw(encodings), errors="replace")
     if draw(st.integers(0, 9)) == 0:  # now and then, random bytes spliced in
         junk, at = draw(st.binary(min_size=1, max_size=20)), draw(st.integers(0, len(content)))

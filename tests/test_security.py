@@ -12,6 +12,8 @@ import pytest
 
 from raysweep.spec import SpecError, load_spec, spec_from_dict
 
+pytestmark = pytest.mark.fault  # run by bench/reliability.py too (docs/reliability.md lists them)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
