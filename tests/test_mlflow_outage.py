@@ -37,8 +37,8 @@ def sweep_through_an_outage(tmp_path_factory):
 
     data = copy.deepcopy(TINY_SPEC)
     data.update(name="outage", tracking_uri=f"http://127.0.0.1:{port}")
-    # Pretraining long enough (800 steps) to be training when the server goes down, and a
-    # recovery checkpoint every 100 steps (where it waits for its buffered metrics to be written).
+    # Pretraining long enough (800 steps) to be training while the server is down, with recovery
+    # checkpoints (each saves the metrics not yet written) during the outage.
     data["pretrain"].update(checkpoints=[2048, 4096], tokens=204800, recovery_every=100)
     data["tasks"][0].update(steps=200, lrs=[0.003])
     spec = spec_from_dict(data, base_dir=str(base))
