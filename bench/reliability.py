@@ -97,13 +97,15 @@ def write_page(rows: list[dict], outcomes: dict, status: int, minutes: float) ->
         "",
         *table(rows),
         "",
-        "Bad input rows count hypothesis examples (derandomized, so the same cases every run):",
-        "each gave a valid result or one SpecError paragraph naming the file and field; lost and",
-        "duplicated do not apply.",
+        "Bad input rows count hypothesis examples: each gave a valid result or one SpecError",
+        "paragraph naming the file and field; lost and duplicated do not apply. The tests are",
+        "derandomized: the same command sees the same cases every run (the split between valid",
+        "and error cases can shift when other tests run in the same process).",
         "",
         "## Security checks (tests/test_security.py)",
         "",
-        *([f"- {'passed' if ok else 'FAILED'}: {name.removeprefix('test_').replace('_', ' ')}"
+        *([f"- {'passed' if ok else 'FAILED'}: "
+           f"{name.removeprefix('test_').replace('_', ' ').replace('127 0 0 1', '127.0.0.1')}"
            for name, ok in security] or ["- not run"]),
         "",
         "## What the tests are",

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.fault
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-OUTCOMES = {"read": 0, "clear error": 0}
+OUTCOMES = {"read": 0, "clear errors": 0}
 
 words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 texts = words.filter(lambda w: w.strip() and "\t" not in w and "\n" not in w and "\r" not in w)
@@ -86,7 +86,7 @@ def check_outcome(read, path, field: str) -> None:
         OUTCOMES["read"] += 1
         event("read")
     except SpecError as err:
-        OUTCOMES["clear error"] += 1
+        OUTCOMES["clear errors"] += 1
         event("SpecError")
         message = str(err)
         assert message.startswith(f"spec.yaml: field `{field}`") and str(path) in message, message

@@ -15,7 +15,7 @@ from reliability import record_cases
 from raysweep.spec import SpecError, load_spec
 
 pytestmark = pytest.mark.fault
-OUTCOMES = {"valid": 0, "clear error": 0}
+OUTCOMES = {"valid": 0, "clear errors": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,7 +80,7 @@ def test_any_mutation_of_a_spec_loads_or_gives_one_clear_error(data, tmp_path):
         OUTCOMES["valid"] += 1
     except SpecError as err:
         event("SpecError")
-        OUTCOMES["clear error"] += 1
+        OUTCOMES["clear errors"] += 1
         message = str(err)
         assert message.startswith(str(path)) and "\n" not in message.strip(), message
         assert "Traceback" not in message
@@ -98,5 +98,5 @@ def test_any_file_content_loads_or_gives_one_clear_error(text, tmp_path):
         load_spec(path)
         OUTCOMES["valid"] += 1
     except SpecError as err:
-        OUTCOMES["clear error"] += 1
+        OUTCOMES["clear errors"] += 1
         assert str(err).startswith(str(path))

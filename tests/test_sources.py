@@ -336,3 +336,17 @@ def test_bad_file_on_the_command_line_is_one_paragraph(tmp_path, write_spec, tin
     assert err.startswith("error: ") and err.count("\n") == 1  # datasets' own log and bars silenced
     assert "`tasks[0].data`" in err and "pairs.jsonl' line 2 is not valid JSON" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_task_file_rewritten_with_its_old_mtime_is_read_anew(tmp_path):
+    """datasets caches a local file by path and mtime: the new rows must be read all the same."""
+    import os
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"{sentence(i)}\t{sentence(i + 50)}\n" for i in range(6)))
+    before = splits_of(path)
+    stat = path.stat()
+    path.write_text("".join(f"{sentence(i + 100)}\t{sentence(i + 150)}\n" for i in range(6)))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` of an older edit would
+    after = splits_of(path)
+    assert after.test != before.test and after.test[0][0] in {sentence(i + 100) for i in range(6)}

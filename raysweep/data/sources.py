@@ -221,6 +221,12 @@ class _LocalFile:
                       "quoting": csv.QUOTE_NONE, "na_filter": False, "keep_default_na": False,
                       "features": datasets.Features({"source": datasets.Value("string"),
                                                      "target": datasets.Value("string")})}
+        if not streaming:
+            # datasets keys its cache of a local file by path and mtime only: a file rewritten
+            # within one mtime tick, or copied with an old mtime (cp -p, rsync -t), would load
+            # the rows it had before. A cache per content cannot be stale.
+            kwargs["cache_dir"] = str(Path(datasets.config.HF_DATASETS_CACHE) / "raysweep-files"
+                                      / self._content_digest())
         # Errors must stay one paragraph: datasets' own log of a malformed file (its only message)
         # and progress bars would come first, and _read_error names the line anyway.
         for module in ("json", "csv"):
@@ -235,6 +241,15 @@ class _LocalFile:
         finally:
             if bars:
                 datasets.enable_progress_bars()
+
+    def _content_digest(self) -> str:
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=16)
+        with open(self.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def rows(self, dataset: Iterable[dict]) -> Iterator[dict]:
         """The dataset's rows; a malformed file (found while streaming) becomes a SpecError."""
