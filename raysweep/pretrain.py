@@ -353,11 +353,12 @@ def train_loop(config: dict) -> None:
             # ZeRO-3 partitions the parameters: every rank gathers them, rank 0 exports.
             gathered = (deepspeed.zero.GatheredParameters(list(engine.module.parameters()))
                         if pre.zero_stage == 3 else contextlib.nullcontext())
-            with gathered:
-                new = rank == 0 and checkpoints.publish(spec, engine.module, tokens_seen, step,
-                                                        manifest_extra)
-            if mlflow_log and new:  # a replay after a restart finds it published and leaves it be
-                mlflow_log.log({"published_tokens": tokens_seen}, step=step)
+            with gathered:  # a replay after a restart finds it published and leaves it be
+                if rank == 0:
+                    checkpoints.publish(spec, engine.module, tokens_seen, step, manifest_extra)
+            if mlflow_log:  # on a replay too: written only if MLflow has no such point yet
+                mlflow_log.write_unless_present([{"key": "published_tokens", "value": tokens_seen,
+                                                  "timestamp": int(time.time() * 1000), "step": step}])
             dist.barrier()
         if recover:
             # Also at every publication, so a restart never replays past a published checkpoint.

@@ -44,7 +44,11 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # about 4 minutes with backoff before it raises these).
 # (An exhausted retry of HTTP 429/5xx answers also reads "Max retries exceeded".)
 TRANSIENT = ("database is locked", "Max retries exceeded", "Connection refused", "Connection aborted",
-             "Connection reset", "Read timed out", "RemoteDisconnected")
+             "Connection reset", "Connection broken", "Read timed out", "RemoteDisconnected")
+
+
+def is_transient(err: BaseException) -> bool:
+    return any(marker in str(err) for marker in TRANSIENT)
 
 
 def outage_seconds() -> float:
@@ -64,7 +68,7 @@ def _retry(fn):
             try:
                 return fn(*args, **kwargs)
             except Exception as err:  # MlflowException wraps sqlalchemy's and requests' errors
-                if not any(s in str(err) for s in TRANSIENT) or time.monotonic() > deadline:
+                if not is_transient(err) or time.monotonic() > deadline:
                     raise
                 if attempt == 0 and "locked" not in str(err):
                     print(f"[raysweep] MLflow unavailable ({fn.__name__}); retrying for up to "
@@ -191,10 +195,6 @@ class Tracker:
             self.client.log_batch(run_id, metrics=points[start:start + 1000])
 
     @_retry
-    def metric_history(self, run_id: str, key: str) -> list:
-        return self.client.get_metric_history(run_id, key)
-
-    @_retry
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
 
@@ -223,8 +223,9 @@ class BufferedMetrics:
     on MLflow, and keeps training while the tracking server is down. Each point keeps the time it
     was logged. The points not written yet (`unwritten()`) go into each recovery checkpoint, and a
     restart from it hands them back (`write_unless_present`), so a worker that dies during an
-    outage loses none. A write that fails for good (past the outage wait) is raised by the next
-    log() or flush()."""
+    outage loses none; they, and a batch whose request failed midway, are written only where
+    MLflow has no point with the same name, step and value. A write that still fails after
+    outage_seconds() is raised by the next log() or flush()."""
 
     def __init__(self, tracker: Tracker, run_id: str):
         import threading
@@ -269,21 +270,38 @@ class BufferedMetrics:
                                f"{self.tracker.tracking_uri}: {self.error}") from self.error
 
     def _write_forever(self) -> None:
-        while True:
+        failing_since = None
+        for attempt in itertools.count():
             with self.changed:  # whatever queued up meanwhile (an outage) goes in one batch
                 self.changed.wait_for(lambda: self.queued or self.to_check)
                 checking, fresh = self.to_check, self.queued
                 self.writing, self.to_check, self.queued = checking + fresh, [], []
             try:
-                if checking:  # the earlier attempt may have written some before it died
-                    present = {(m.key, m.step, m.timestamp)
-                               for key in {m.key for m in checking}
-                               for m in self.tracker.metric_history(self.run_id, key)}
-                    checking = [m for m in checking if (m.key, m.step, m.timestamp) not in present]
-                self.tracker.log_metric_points(self.run_id, checking + fresh)
-            except BaseException as err:  # noqa: BLE001 (handed to the train loop)
-                self.error = err
+                self._write(checking, fresh)
+                failing_since = None
+            except Exception as err:  # noqa: BLE001 (handed to the train loop, or retried)
+                failing_since = failing_since or time.monotonic()
+                if not is_transient(err) or time.monotonic() - failing_since > outage_seconds():
+                    self.error = err
+                else:  # the server may have stored part of the batch before it died: check first
+                    with self.changed:
+                        self.to_check = self.writing + self.to_check
+                    time.sleep(min(0.2 * 2 ** min(attempt, 8), 30.0) * (0.5 + random.random()))
             finally:
                 with self.changed:
                     self.writing = []
                     self.changed.notify_all()
+
+    def _write(self, checking: list, fresh: list) -> None:
+        """Write the points; those of `checking` only if MLflow has no point with the same name,
+        step and value (written by an earlier attempt, or by a request whose answer was lost)."""
+        if checking:
+            present = {(m.key, m.step, m.value) for key in {m.key for m in checking}
+                       for m in self.tracker.client.get_metric_history(self.run_id, key)}
+            unique = {}
+            for m in checking:
+                unique.setdefault((m.key, m.step, m.value), m)
+            checking = [m for identity, m in unique.items() if identity not in present]
+        points = checking + fresh
+        for start in range(0, len(points), 1000):  # MLflow's limit per call
+            self.tracker.client.log_batch(self.run_id, metrics=points[start:start + 1000])

@@ -88,7 +88,7 @@ def chaos_sweep(tmp_path_factory):
 
     rng = random.Random(20261122)
     kills = {target: [] for target in TARGETS}
-    interrupted: list[tuple[str, set]] = []  # ("all" or "one", keys running at a kill)
+    interrupted: list[set] = []  # the keys running at each watcher kill
     fitter_checks: list[tuple[list, list]] = []  # the fitter's laws before a kill and after
     finished_at_last_kill = 0
     try:
@@ -112,9 +112,10 @@ def chaos_sweep(tmp_path_factory):
                 time.sleep(0.5)  # a run that finished just before the kill was not interrupted
                 running -= {r.data.tags["raysweep.trial_key"] for r in trial_runs("FINISHED")}
                 if target == "watcher":  # its death takes every trial of its experiment with it
-                    interrupted.append(("all", running))
-                elif target == "trial":  # one of the running trials: the victim's
-                    interrupted.append(("one", running))
+                    interrupted.append(running)
+                # (A trial worker may die after its run finished, while it hands the result to
+                # the fitter: Tune retries it and the retry finds the key done. So which key a
+                # trial kill interrupted is not known; the audit shows none was lost or doubled.)
                 assert driver.is_alive(), "the sweep ended before every kill: make it longer"
                 if target == "fitter":  # the call waits for the restarted fitter
                     fitter_checks.append((before, ray.get(fitter.summary.remote(), timeout=300)))
@@ -141,13 +142,12 @@ def test_no_key_is_lost_or_run_twice(chaos_sweep):
     spec, tracker, _, _, interrupted, _, counts = chaos_sweep
     assert counts["planned"] == spec.num_trials()
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
-    # The interrupted trials were run again in their own runs: a second attempt. A watcher's
-    # death interrupts every running trial; a trial worker's, the one it was running.
+    # The trials a watcher's death interrupted were run again in their own runs: a second attempt.
     runs = {r.data.tags["raysweep.trial_key"]: r for r in tracker.find_runs({"raysweep.kind": "trial"})}
     retried = {key for key, run in runs.items() if int(run.data.tags["raysweep.attempts"]) >= 2}
-    assert len(interrupted) == 2 * ROUNDS
-    for which, keys in interrupted:
-        assert keys and (keys <= retried if which == "all" else keys & retried), (which, keys)
+    assert len(interrupted) == ROUNDS
+    for keys in interrupted:
+        assert keys and keys <= retried, (keys, retried)
 
 
 def same_laws(a: dict, b: dict) -> bool:
