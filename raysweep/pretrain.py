@@ -357,8 +357,7 @@ def train_loop(config: dict) -> None:
                 if rank == 0:
                     checkpoints.publish(spec, engine.module, tokens_seen, step, manifest_extra)
             if mlflow_log:  # on a replay too: written only if MLflow has no such point yet
-                mlflow_log.write_unless_present([{"key": "published_tokens", "value": tokens_seen,
-                                                  "timestamp": int(time.time() * 1000), "step": step}])
+                mlflow_log.log({"published_tokens": tokens_seen}, step=step, unless_present=True)
             dist.barrier()
         if recover:
             # Also at every publication, so a restart never replays past a published checkpoint.

@@ -181,18 +181,13 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         return attempt
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0,
-                    timestamp_ms: int | None = None) -> None:
+    @_retry
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
-        now = timestamp_ms or int(time.time() * 1000)
-        self.log_metric_points(run_id, [Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    @_retry
-    def log_metric_points(self, run_id: str, points: list) -> None:
-        """mlflow.entities.Metric points, in batches of MLflow's limit (1000 per call)."""
-        for start in range(0, len(points), 1000):
-            self.client.log_batch(run_id, metrics=points[start:start + 1000])
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step)
+                                               for k, v in metrics.items()])
 
     @_retry
     def log_params(self, run_id: str, params: dict) -> None:
@@ -238,13 +233,19 @@ class BufferedMetrics:
         self.error: BaseException | None = None
         threading.Thread(target=self._write_forever, name="mlflow-metrics", daemon=True).start()
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float], step: int, unless_present: bool = False) -> None:
+        """Queue the points; with unless_present, they are written only if MLflow has no point
+        of the same name, step and value (an event a replay after a restart logs again)."""
         from mlflow.entities import Metric
 
         self._raise_failed_write()
         now = int(time.time() * 1000)
+        points = [Metric(name, float(value), now, step) for name, value in metrics.items()]
         with self.changed:
-            self.queued += [Metric(name, float(value), now, step) for name, value in metrics.items()]
+            if unless_present:
+                self.to_check += points
+            else:
+                self.queued += points
             self.changed.notify_all()
 
     def unwritten(self) -> list[dict]:
@@ -270,23 +271,23 @@ class BufferedMetrics:
                                f"{self.tracker.tracking_uri}: {self.error}") from self.error
 
     def _write_forever(self) -> None:
-        failing_since = None
-        for attempt in itertools.count():
+        failures, failing_since = 0, None
+        while True:
             with self.changed:  # whatever queued up meanwhile (an outage) goes in one batch
                 self.changed.wait_for(lambda: self.queued or self.to_check)
                 checking, fresh = self.to_check, self.queued
                 self.writing, self.to_check, self.queued = checking + fresh, [], []
             try:
                 self._write(checking, fresh)
-                failing_since = None
+                failures, failing_since = 0, None
             except Exception as err:  # noqa: BLE001 (handed to the train loop, or retried)
-                failing_since = failing_since or time.monotonic()
+                failures, failing_since = failures + 1, failing_since or time.monotonic()
                 if not is_transient(err) or time.monotonic() - failing_since > outage_seconds():
                     self.error = err
                 else:  # the server may have stored part of the batch before it died: check first
                     with self.changed:
                         self.to_check = self.writing + self.to_check
-                    time.sleep(min(0.2 * 2 ** min(attempt, 8), 30.0) * (0.5 + random.random()))
+                    time.sleep(min(0.2 * 2 ** min(failures, 8), 30.0) * (0.5 + random.random()))
             finally:
                 with self.changed:
                     self.writing = []

@@ -52,11 +52,12 @@ def start_mlflow(command: str, backend_store_uri: str, port: int, log, *options:
     import urllib.request
     from pathlib import Path
 
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), command, "--backend-store-uri",
-         backend_store_uri, "--host", "127.0.0.1", "--port", str(port), *options],
-        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    with open(log, "a") as out:  # the server keeps its own copy of the file
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), command, "--backend-store-uri",
+             backend_store_uri, "--host", "127.0.0.1", "--port", str(port), *options],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     deadline = time.monotonic() + 120
     while True:
         try:

@@ -99,6 +99,13 @@ def record_outcomes():
     record_cases("malformed data files (hypothesis)", OUTCOMES)
 
 
+def written(file: tuple[str, bytes], folder, stem: str):
+    suffix, content = file
+    path = folder / f"{stem}{suffix}"
+    path.write_bytes(content)
+    return path
+
+
 @SETTINGS
 @given(file=data_files("parallel"))
 def test_any_task_data_file_reads_or_gives_one_clear_error(file, tmp_path):
@@ -106,9 +113,7 @@ def test_any_task_data_file_reads_or_gives_one_clear_error(file, tmp_path):
     from raysweep.data.synthetic import Family
     from raysweep.spec import TaskSpec
 
-    suffix, content = file
-    path = tmp_path / f"pairs{suffix}"
-    path.write_bytes(content)
+    path = written(file, tmp_path, "pairs")
     task = TaskSpec("en-de", "en", "de", f"file:{path}", (100,), test_examples=1, dev_examples=1)
     check_outcome(lambda: parallel_splits(task, Family(), "spec.yaml", "tasks[0].data"), path,
                   "tasks[0].data")
@@ -120,9 +125,7 @@ def test_any_pretraining_file_reads_or_gives_one_clear_error(file, tmp_path):
     from raysweep.data.sources import monolingual_source
     from raysweep.data.synthetic import Family
 
-    suffix, content = file
-    path = tmp_path / f"docs{suffix}"
-    path.write_bytes(content)
+    path = written(file, tmp_path, "docs")
     field = "pretrain.mixture[0].source"
 
     def read():

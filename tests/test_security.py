@@ -122,14 +122,14 @@ def test_yaml_tags_that_build_python_objects_are_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_the_local_ray_dashboard_listens_on_127_0_0_1(tiny_spec_dict, tmp_path):
+def test_the_local_ray_dashboard_listens_on_127_0_0_1(tiny_spec_dict, tmp_path, monkeypatch):
     import psutil
     import ray
 
     from raysweep.sweep import _connect_ray
 
     spec = spec_from_dict(tiny_spec_dict, base_dir=str(tmp_path))
-    os.environ.pop("RAY_ADDRESS", None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local Ray, not a cluster
     try:
         host, port = _connect_ray(spec).rsplit(":", 1)
         assert host == "127.0.0.1"

@@ -322,11 +322,11 @@ class _LocalFile:
                     return f"{where} is not valid JSON ({row.msg}: {row.doc.strip()[:80]!r})"
                 if not isinstance(row, dict):
                     return f"{where} is not a JSON object ({json.dumps(row)[:80]!r})"
-                try:
-                    if self.check_row:
+                if self.check_row:
+                    try:
                         self.check_row(row)
-                except _BadRow as bad:
-                    return f"{where} {bad}"
+                    except _BadRow as bad:
+                        return f"{where} {bad}"
         return None
 
     @staticmethod
@@ -401,7 +401,7 @@ class DatasetMonolingual(MonolingualSource):
         # Shards interleave rows: find the first bad row of the whole file to name its line.
         for index, row in enumerate(self.file.rows(self.dataset)):
             try:
-                _document(row, self.file.suffix == ".txt")
+                self.file.check_row(row)
             except _BadRow as first:
                 return self.file.row_error(index, first)
         return self.file.error(str(bad))
