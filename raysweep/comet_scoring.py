@@ -305,7 +305,8 @@ def comet_scores(
     batch_size: int = 16,
     gpus: int = 0,
 ) -> tuple[list[float], float]:
-    """Score segments with COMET's own `predict`; return (segment scores, system score).
+    """Score segments with COMET's own `predict`; return (segment scores, system score). The
+    system score is the mean of the segment scores, so the segments give its standard error.
 
     Runs in-process (`num_workers=0`: no dataloader worker processes, which matters inside Ray
     workers and with torch.set_num_threads(1)) and without progress bar or Lightning banner."""

@@ -6,6 +6,16 @@ Decisions recorded with every result (the paper leaves them open):
   which would silently wreck German, French and Romanian scores.
 - Downstream cross-entropy is the mean per-token negative log-likelihood (nats) of the reference
   under teacher forcing, padding excluded.
+
+Every test metric comes with its standard error (`<metric>_se`), measured on the test set itself,
+so a law fit can tell test-set noise from a real trend. The SE is that of the test-set sample only
+(resampling sentences); it says nothing of finetuning-seed variance.
+- BLEU, chrF: not means of sentence scores, so no closed form: a bootstrap over test sentences on
+  sacrebleu's per-sentence sufficient statistics, scored by sacrebleu's own formula (same as its
+  `n_bootstrap`, which we do not call: it changes the logged signature, reads its seed from
+  SACREBLEU_SEED and reports a CI half-width, not an SE). Fixed seed: deterministic.
+- ROUGE-L, COMET: means of sentence scores, so std(ddof=1) / sqrt(n).
+- cross-entropy: a ratio of sums (NLL / tokens), so the delta-method SE of a ratio estimator.
 """
 
 from __future__ import annotations
@@ -13,9 +23,20 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import torch
 
 from raysweep.data.collators import seq2seq_batch
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 12345  # sacrebleu's default seed; fixed so a rerun logs the same SE
+
+
+def _require_two(n: int) -> None:
+    if n < 2:
+        raise ValueError(
+            f"the test set has {n} sentence(s); a standard error needs at least 2: "
+            f"set tasks[].test_examples to 2 or more")
 
 
 class UnicodeWordTokenizer:
@@ -27,43 +48,114 @@ class UnicodeWordTokenizer:
         return self._word.findall(text.lower())
 
 
-def rouge_l(hypotheses: list[str], references: list[str]) -> float:
-    """Mean ROUGE-L F-measure in [0, 1]."""
+def mean_se(values) -> float:
+    """Standard error of a mean of per-sentence scores: std (ddof=1) / sqrt(n)."""
+    values = np.asarray(values, dtype=np.float64)
+    _require_two(len(values))
+    return float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def ratio_se(nll, tokens) -> float:
+    """Standard error of the token-weighted cross-entropy sum(nll) / sum(tokens), sentences
+    being the sampled units. Delta method (linearised ratio estimator; cheap and deterministic,
+    and agrees with a sentence bootstrap for the test sizes used):
+    SE = sqrt(sum(d_i^2) / (n (n - 1))) / mean(tokens), d_i = nll_i - R tokens_i."""
+    nll = np.asarray(nll, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.float64)
+    n = len(nll)
+    _require_two(n)
+    ratio = nll.sum() / tokens.sum()
+    d = nll - ratio * tokens
+    return float(math.sqrt(d @ d / (n * (n - 1))) / tokens.mean())
+
+
+def rouge_l_sentences(hypotheses: list[str], references: list[str]) -> list[float]:
+    """Per-sentence ROUGE-L F-measures in [0, 1]."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeWordTokenizer())
-    scores = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hypotheses, references)]
+    return [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hypotheses, references)]
+
+
+def rouge_l(hypotheses: list[str], references: list[str]) -> float:
+    """Mean ROUGE-L F-measure in [0, 1]."""
+    scores = rouge_l_sentences(hypotheses, references)
     return sum(scores) / max(len(scores), 1)
 
 
-def bleu_chrf(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> dict:
+def bootstrap_se(metric, stats, samples: int = BOOTSTRAP_SAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> float:
+    """Bootstrap SE of a corpus-level sacrebleu metric from its per-sentence sufficient
+    statistics `stats` (`metric._extract_corpus_statistics`): resample test sentences with
+    replacement, rescore each resample from its summed statistics with sacrebleu's own formula,
+    take the std of the scores.
+
+    Vectorised: each resample is a row of per-sentence counts (how often each sentence was drawn),
+    so all resampled corpus statistics are one matrix product; only sacrebleu's final formula
+    (microseconds) runs per resample."""
+    stats = np.asarray(stats, dtype=np.float64)  # integer counts: exact in float64
+    n = len(stats)
+    _require_two(n)
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    counts = np.bincount((draws + n * np.arange(samples)[:, None]).ravel(),
+                         minlength=samples * n).reshape(samples, n)
+    sums = np.rint(counts @ stats).astype(np.int64).tolist()
+    scores = [metric._compute_score_from_stats(row).score for row in sums]
+    return float(np.std(scores, ddof=1))
+
+
+def corpus_score_se(metric, hypotheses: list[str], references: list[str]) -> tuple[float, float]:
+    """(corpus score, bootstrap SE). The score is computed exactly as `metric.corpus_score` does
+    (check, extract per-sentence statistics, aggregate); the statistics are extracted once and
+    reused for the bootstrap, as extraction is most of the cost (chrF: ~0.25 s per 500 sentences)."""
+    refs = [references]
+    metric._check_corpus_score_args(hypotheses, refs)
+    stats = metric._extract_corpus_statistics(hypotheses, refs)
+    return metric._aggregate_and_compute(stats).score, bootstrap_se(metric, stats)
+
+
+def bleu_chrf(hypotheses: list[str], references: list[str], tokenize: str = "13a",
+              bootstrap: bool = False) -> dict:
+    """Corpus BLEU and chrF with their signatures; with `bootstrap`, also `bleu_se`/`chrf_se`."""
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
     chrf = sacrebleu.metrics.CHRF()
-    return {
-        "bleu": bleu.corpus_score(hypotheses, [references]).score,
-        "chrf": chrf.corpus_score(hypotheses, [references]).score,
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
+    if bootstrap:
+        result = dict(zip(("bleu", "bleu_se"), corpus_score_se(bleu, hypotheses, references)))
+        result.update(zip(("chrf", "chrf_se"), corpus_score_se(chrf, hypotheses, references)))
+    else:
+        result = {"bleu": bleu.corpus_score(hypotheses, [references]).score,
+                  "chrf": chrf.corpus_score(hypotheses, [references]).score}
+    result.update(bleu_signature=str(bleu.get_signature()),
+                  chrf_signature=str(chrf.get_signature()))
+    return result
 
 
 @torch.no_grad()
+def sentence_nll(model, pairs: list[tuple[str, str]], tokenizer, max_length: int,
+                 batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: summed NLL (nats) of the reference given the source, teacher-forced, and its
+    number of target tokens (padding excluded). What cross-entropy and its SE are built from."""
+    model.eval()
+    nll, tokens = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = seq2seq_batch(pairs[start:start + batch_size], tokenizer, max_length)
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       labels=labels).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                                 ignore_index=-100, reduction="none")
+        nll += loss.view_as(labels).sum(1).tolist()  # ignored positions contribute 0
+        tokens += (labels != -100).sum(1).tolist()
+    return np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.int64)
+
+
 def cross_entropy(model, pairs: list[tuple[str, str]], tokenizer, max_length: int,
                   batch_size: int = 32) -> float:
     """Mean per-token NLL (nats) of the references given the sources, teacher-forced."""
-    model.eval()
-    total_loss, total_tokens = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        batch = seq2seq_batch(pairs[start:start + batch_size], tokenizer, max_length)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       labels=batch["labels"]).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
-                                                 ignore_index=-100, reduction="sum")
-        total_loss += loss.item()
-        total_tokens += int((batch["labels"] != -100).sum())
-    return total_loss / max(total_tokens, 1)
+    nll, tokens = sentence_nll(model, pairs, tokenizer, max_length, batch_size)
+    return float(nll.sum() / max(int(tokens.sum()), 1))
 
 
 @torch.no_grad()
@@ -82,22 +174,30 @@ def translate(model, sources: list[str], tokenizer, max_length: int, max_new_tok
 
 def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, task,
                          score_comet=None) -> dict:
-    """All test metrics of one finetuned model. Values are floats; signatures are strings.
-    `score_comet(sources, hypotheses, references)` returns COMET's system score (the shared
-    scorer actor in a sweep, raysweep/scorer.py)."""
+    """All test metrics of one finetuned model, each with its standard error `<metric>_se`, and
+    `test_sentences`. Values are floats; signatures are strings.
+    `score_comet(sources, hypotheses, references)` returns COMET's (segment scores, system score)
+    (the shared scorer actor in a sweep, raysweep/scorer.py)."""
+    _require_two(len(test))
     ev = spec.evaluation
     sources = [s for s, _ in test]
     references = [t for _, t in test]
     hypotheses = translate(model, sources, tokenizer, task.max_length, ev.max_new_tokens,
                            ev.num_beams)
-    result = bleu_chrf(hypotheses, references, ev.bleu_tokenize)
-    result["rougeL"] = rouge_l(hypotheses, references)
-    result["cross_entropy"] = cross_entropy(model, test, tokenizer, task.max_length)
+    result = bleu_chrf(hypotheses, references, ev.bleu_tokenize, bootstrap=True)
+    rouge = rouge_l_sentences(hypotheses, references)
+    result.update(rougeL=sum(rouge) / len(rouge), rougeL_se=mean_se(rouge))
+    nll, tokens = sentence_nll(model, test, tokenizer, task.max_length)
+    result.update(cross_entropy=float(nll.sum() / max(int(tokens.sum()), 1)),
+                  cross_entropy_se=ratio_se(nll, tokens))
     if score_comet is not None:
-        result["comet"] = score_comet(sources, hypotheses, references)
+        segments, system = score_comet(sources, hypotheses, references)
+        result.update(comet=float(system), comet_se=mean_se(segments))
+    result["test_sentences"] = float(len(test))  # a float: run_trial logs the float values
     for name in ("bleu", "chrf", "rougeL", "cross_entropy", "comet"):
-        if name in result and not math.isfinite(result[name]):
-            raise FloatingPointError(f"metric {name} is not finite ({result[name]})")
+        for key in (name, f"{name}_se"):
+            if key in result and not math.isfinite(result[key]):
+                raise FloatingPointError(f"metric {key} is not finite ({result[key]})")
     result["examples"] = [{"source": s, "reference": r, "hypothesis": h}
                           for s, r, h in list(zip(sources, references, hypotheses))[:5]]
     return result

@@ -119,7 +119,8 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
 
 
 def comet_scorer(spec: SweepSpec, tracker, run_id: str):
-    """score(sources, hypotheses, references) -> COMET system score. Inside Ray, the node's shared
+    """score(sources, hypotheses, references) -> COMET (segment scores, system score); the
+    segments give the score's standard error. Inside Ray, the node's shared
     scorer actor (loaded once per node, recorded on the trial run); outside, a model loaded once
     per process. Called when a trial starts, so a scorer that is starting loads while the trial
     finetunes."""
@@ -131,18 +132,18 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
 
         scorer = scorer_for_this_node(spec)
 
-        def score(sources, hypotheses, references) -> float:
+        def score(sources, hypotheses, references) -> tuple[list[float], float]:
             stats = ray.get(scorer.stats.remote())
             tracker.set_tags(run_id, {"raysweep.comet_scorer": f"node {stats['node_id'][:16]} "
                                                                f"pid {stats['pid']}"})
-            return ray.get(scorer.score.remote(sources, hypotheses, references, batch))[1]
+            return ray.get(scorer.score.remote(sources, hypotheses, references, batch))
 
         return score
     from raysweep.comet_scoring import comet_scores, load_comet
 
     model = _cached((str(spec.root), "comet", spec.evaluation.comet_model),
                     lambda: load_comet(spec.evaluation.comet_model, spec.root))
-    return lambda src, hyp, ref: comet_scores(model, src, hyp, ref, batch)[1]
+    return lambda src, hyp, ref: comet_scores(model, src, hyp, ref, batch)
 
 
 def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:

@@ -34,6 +34,7 @@ class CometScorer:
 
     def score(self, sources: list[str], hypotheses: list[str], references: list[str],
               batch_size: int) -> tuple[list[float], float]:
+        """(segment scores, system score): the trial needs the segments for the score's SE."""
         from raysweep.comet_scoring import comet_scores
 
         self.stats_["calls"] += 1

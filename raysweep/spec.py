@@ -70,19 +70,36 @@ MODEL_PRESETS = {
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """Which tokenizer every stage of the sweep shares (saved once under the sweep's storage)."""
+    """Which tokenizer every stage of the sweep shares (saved once under the sweep's storage).
+
+    Cross-entropy is in nats per token, so sweeps meant to be compared must share one tokenizer:
+    give them the same `train_sources`, or point the later ones at a saved one (`kind: saved`)."""
 
     kind: str = "unigram"
-    """`unigram`: trained on the pretraining mixture (offline); `byt5`: bytes, nothing to train;
-    `hub`: loaded by `hub_id` (needs network on first use)."""
+    """`unigram`: trained offline on the sweep's mixture and task data (or on `train_sources`);
+    `byt5`: bytes, nothing to train; `hub`: loaded by `hub_id` (needs network on first use);
+    `saved`: the saved tokenizer folder at `path`, copied into the sweep's storage."""
     vocab_size: int = 1000
     """Vocabulary size for `unigram` (T5 sentinels come on top)."""
     train_documents: int = 20000
-    """How many documents of the mixture the `unigram` tokenizer is trained on."""
+    """How many documents the `unigram` tokenizer is trained on, in equal shares per source."""
+    train_sources: tuple[str, ...] = ()
+    """Monolingual sources the `unigram` tokenizer is trained on instead of the sweep's own mixture
+    and task data, e.g. `[synthetic:en, synthetic:de, synthetic:fr, synthetic:ro]`: sweeps with the
+    same list (and vocab_size, train_documents, seed, synthetic) train the same tokenizer whatever
+    their mixtures. Empty (default): the mixture's sources and the tasks' training sides."""
     hub_id: str | None = None
     """Tokenizer id on the hub for `kind: hub`, e.g. `google/mt5-base`."""
+    path: str | None = None
+    """Saved tokenizer folder for `kind: saved`, e.g. another sweep's `<storage>/<sweep>/tokenizer`
+    (written when that sweep starts); a local folder, relative to the spec file's folder. Read
+    once: the sweep then keeps its own copy."""
     sentinels: int = 100
-    """Number of T5 sentinel tokens `<extra_id_i>` for span corruption."""
+    """Number of T5 sentinel tokens `<extra_id_i>` for span corruption (`unigram`, `byt5`)."""
+
+    def saved_folder(self, base_dir: str | None) -> Path:
+        """`path` on this machine: relative paths are taken from the spec file's folder."""
+        return (Path(base_dir or ".") / (self.path or "")).resolve()
 
 
 @dataclass(frozen=True)
@@ -544,6 +561,45 @@ def is_remote(storage: str) -> bool:
 # raysweep.data.check_sources, called by `raysweep validate` and `raysweep run` after these.
 
 
+def _check_tokenizer_sources(spec: SweepSpec, where: str) -> None:
+    """What the tokenizer is trained on or copied from. `train_sources` and `path` belong to one
+    kind each: with another they would be ignored, and the sweep would silently score in other
+    units than the sweeps it is compared with. A saved folder's existence is checked here (no
+    loading); raysweep.data.tokenizer loads it."""
+    from raysweep.data.sources import SourceName
+
+    tok = spec.tokenizer
+    if tok.train_sources and tok.kind != "unigram":
+        _fail(where, "tokenizer.train_sources", "is only used when tokenizer.kind is unigram",
+              list(tok.train_sources))
+    for i, source in enumerate(tok.train_sources):
+        SourceName.parse(source, f"tokenizer.train_sources[{i}]", where)
+    if tok.path is not None and tok.kind != "saved":
+        _fail(where, "tokenizer.path", "is only read when tokenizer.kind is saved (add kind: saved "
+              "to reuse that tokenizer)", tok.path)
+    if tok.kind != "saved":
+        return
+    if not tok.path:
+        _fail(where, "tokenizer.path", "must name a saved tokenizer folder when tokenizer.kind is "
+              "saved", None)
+    wanted = ("Give a saved tokenizer folder, such as another sweep's <storage>/<sweep>/tokenizer "
+              "(saved when that sweep starts), relative to this spec file's folder; nothing was "
+              "written.")
+    if is_remote(tok.path):
+        raise SpecError(f"{where}: field `tokenizer.path`: {tok.path!r} is a bucket URI, but a "
+                        f"saved tokenizer is read from a local folder. Copy the folder to this "
+                        f"machine, or train the same tokenizer in both sweeps with "
+                        f"tokenizer.train_sources. {wanted}")
+    if (spec.root / "tokenizer" / "tokenizer_config.json").is_file():
+        return  # the sweep holds its own copy already (a resumed run, status): the source is done
+    folder = tok.saved_folder(spec.base_dir)
+    if not folder.is_dir():
+        raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} is not a folder. {wanted}")
+    if not (folder / "tokenizer_config.json").is_file():
+        raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds no saved tokenizer "
+                        f"(no tokenizer_config.json, which saving a tokenizer writes last). {wanted}")
+
+
 def validate(spec: SweepSpec) -> None:
     where = spec.source_file or "<spec>"
 
@@ -569,10 +625,11 @@ def validate(spec: SweepSpec) -> None:
         positive(getattr(spec.model, name), f"model.{name}")
     if spec.model.feed_forward not in ("gated-gelu", "relu"):
         _fail(where, "model.feed_forward", "must be gated-gelu or relu", spec.model.feed_forward)
-    if spec.tokenizer.kind not in ("unigram", "byt5", "hub"):
-        _fail(where, "tokenizer.kind", "must be one of unigram, byt5, hub", spec.tokenizer.kind)
+    if spec.tokenizer.kind not in ("unigram", "byt5", "hub", "saved"):
+        _fail(where, "tokenizer.kind", "must be one of unigram, byt5, hub, saved", spec.tokenizer.kind)
     if spec.tokenizer.kind == "hub" and not spec.tokenizer.hub_id:
         _fail(where, "tokenizer.hub_id", "must name a hub tokenizer when tokenizer.kind is hub", None)
+    _check_tokenizer_sources(spec, where)
     positive(spec.tokenizer.vocab_size, "tokenizer.vocab_size")
     if not 0 <= spec.synthetic.relatedness <= 1:
         _fail(where, "synthetic.relatedness", "must be between 0 and 1", spec.synthetic.relatedness)

@@ -1,50 +1,62 @@
-"""The one tokenizer a sweep shares: trained once, saved under the sweep, loaded by every stage.
+"""The one tokenizer a sweep shares: trained (or loaded) once, saved under the sweep, loaded by
+every stage.
 
 Like the paper's single SentencePiece vocabulary over all MC4 languages, the Unigram tokenizer is
-trained on a balanced sample of *every* language the sweep touches (mixture and tasks), so that no
-mixture is favoured by its tokenizer: only the pretraining data differs between sweeps.
+trained on a balanced sample of every language: by default those the sweep touches (mixture and
+tasks), so that no mixture of the sweep is favoured. Sweeps to be compared with each other need
+more: cross-entropy is in nats per token, and two tokenizers make two units. They either train on
+the same `tokenizer.train_sources` (the same documents give the same tokenizer when vocab_size is
+roomy for them, see _train_unigram), or reuse one saved tokenizer folder (`kind: saved`), which
+the sweep copies into its own storage like a trained one.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
-from raysweep.spec import SweepSpec
+from raysweep.spec import SpecError, SweepSpec
+
+log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2
 
 
-def _training_texts(spec: SweepSpec):
-    """Documents from each mixture source and each task's training sides, in equal shares."""
+def _training_streams(spec: SweepSpec) -> list:
+    """What the `unigram` tokenizer reads: `tokenizer.train_sources` when given (then nothing of
+    the sweep's own data, so every sweep listing the same sources trains the same tokenizer), else
+    each mixture source and each task's training sides."""
     from raysweep.data.sources import monolingual_source, parallel_splits
     from raysweep.data.synthetic import Family
 
+    where = spec.source_file or "<spec>"
+    if spec.tokenizer.train_sources:
+        return [monolingual_source(source, None, Family.of(spec), f"tokenizer.train_sources[{i}]",
+                                   where, spec.base_dir).documents(0, 1)
+                for i, source in enumerate(spec.tokenizer.train_sources)]
     streams = []
     for i, comp in enumerate(spec.pretrain.mixture):
         source = monolingual_source(comp.source, comp.language, Family.of(spec),
-                                    f"pretrain.mixture[{i}].source", spec.source_file, spec.base_dir)
+                                    f"pretrain.mixture[{i}].source", where, spec.base_dir)
         streams.append(source.documents(0, 1))
     for i, task in enumerate(spec.tasks):
-        splits = parallel_splits(task, Family.of(spec), spec.source_file, f"tasks[{i}].data", spec.base_dir)
+        splits = parallel_splits(task, Family.of(spec), where, f"tasks[{i}].data", spec.base_dir)
         streams.append(iter([s for s, _ in splits.train]))
         streams.append(iter([t for _, t in splits.train]))
+    return streams
+
+
+def _training_texts(spec: SweepSpec) -> list[str]:
+    """Documents from each training stream, in equal shares."""
+    streams = _training_streams(spec)
     per_stream = max(1, spec.tokenizer.train_documents // len(streams))
     return [text for stream in streams for text in itertools.islice(stream, per_stream)]
 
 
 def train_tokenizer(spec: SweepSpec):
-    """Train the sweep's tokenizer in memory (deterministic for a given spec)."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import T5TokenizerFast
-
+    """The sweep's tokenizer in memory: trained (`unigram`), built (`byt5`) or loaded (`hub`,
+    `saved`). Nothing is written; save_tokenizer keeps it with the sweep."""
     kind = spec.tokenizer.kind
     if kind == "byt5":
         from transformers import ByT5Tokenizer
@@ -54,17 +66,57 @@ def train_tokenizer(spec: SweepSpec):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(spec.tokenizer.hub_id, trust_remote_code=False)
+    if kind == "saved":
+        return _load_saved(spec)
+    return _train_unigram(spec)
+
+
+def _train_unigram(spec: SweepSpec):
+    """A T5 Unigram tokenizer trained on _training_texts.
+
+    The same documents give the same pieces and ids when vocab_size is roomy for them (the demos:
+    ~630 pieces learnt for 1000; tests/test_tokenizer_reuse.py), but not always: when it is tight,
+    tokenizers' UnigramTrainer drops single characters and re-adds them at the end in hash-map
+    order, which changes from run to run, and so do their ids. (Scores always differ in their last
+    digits, from summation order; that changed no segmentation in our checks.) Sweeps that must
+    share a tokenizer whatever the settings reuse one saved folder (`kind: saved`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import T5TokenizerFast
+
+    texts = _training_texts(spec)
+    log.info("training the unigram tokenizer on %d documents (%s)", len(texts),
+             ", ".join(spec.tokenizer.train_sources) or "the sweep's mixture and tasks")
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(vocab_size=spec.tokenizer.vocab_size, special_tokens=SPECIALS,
                                       unk_token="<unk>", show_progress=False)
-    tokenizer.train_from_iterator(_training_texts(spec), trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     # T5 appends </s> to every sequence.
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
     return T5TokenizerFast(tokenizer_object=tokenizer, extra_ids=spec.tokenizer.sentinels,
                            model_input_names=["input_ids", "attention_mask"])
+
+
+def _load_saved(spec: SweepSpec):
+    """The tokenizer saved at `tokenizer.path` (spec validation checked that the folder exists)."""
+    folder = spec.tokenizer.saved_folder(spec.base_dir)
+    where = spec.source_file or "<spec>"
+    wanted = ("Give a saved tokenizer folder, such as another sweep's <storage>/<sweep>/tokenizer, "
+              "relative to this spec file's folder; nothing was written.")
+    try:
+        tokenizer = load_tokenizer(folder)
+    except Exception as err:  # noqa: BLE001 (missing or corrupt files: OSError, ValueError, tokenizers' own)
+        raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds no tokenizer that "
+                        f"loads ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
+                        f"{wanted}") from None
+    if not sentinel_ids(tokenizer):  # span corruption would have nothing to mark spans with
+        raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds a tokenizer "
+                        f"without T5's sentinel tokens <extra_id_0>, <extra_id_1>, ..., which "
+                        f"pretraining needs. {wanted}")
+    log.info("reusing the saved tokenizer %s (%d tokens)", folder, len(tokenizer))
+    return tokenizer
 
 
 COMPLETE = "tokenizer_config.json"  # written by save_pretrained; uploaded last
