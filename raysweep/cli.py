@@ -37,12 +37,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from raysweep.sweep import laws_table, run_sweep
+    from raysweep.answer import answer_table
+    from raysweep.sweep import run_sweep
 
     spec = load_spec(args.spec)
     outcome = run_sweep(spec)
     print()
-    print(laws_table(outcome.laws))
+    print(answer_table(spec, outcome.groups))
     print()
     print(f"MLflow: {spec.resolved_tracking_uri()}  (experiment {spec.name!r}); open the UI with\n"
           f"  mlflow ui --backend-store-uri {spec.resolved_tracking_uri()}")
@@ -73,8 +74,8 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[float]]:
-    """Two numeric columns of a CSV file; SpecError (exit 2) naming the file and column."""
+def _read_csv_columns(path: str, *names: str) -> list[list[float]]:
+    """Numeric columns of a CSV file; SpecError (exit 2) naming the file and column."""
     import csv
 
     try:
@@ -86,10 +87,10 @@ def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[floa
         raise SpecError(f"{path}: not a readable UTF-8 CSV file ({err}).") from None
     columns = list(rows[0].keys()) if rows else []
     values = {}
-    for name in (x, y):
+    for name in names:
         if name not in columns:
             raise SpecError(f"{path}: no column {name!r}; the columns are {columns}. "
-                            f"Pass --x and --y with column names from the header row.")
+                            f"Pass --x, --y (and --se) with column names from the header row.")
         parsed = []
         for line, row in enumerate(rows, start=2):
             try:
@@ -98,7 +99,7 @@ def _read_csv_columns(path: str, x: str, y: str) -> tuple[list[float], list[floa
                 raise SpecError(f"{path}, line {line}: column {name!r} holds {row[name]!r}, "
                                 f"expected a number.") from None
         values[name] = parsed
-    return values[x], values[y]
+    return [values[name] for name in names]
 
 
 def cmd_fit(args) -> int:
@@ -125,7 +126,7 @@ def cmd_fit(args) -> int:
     if args.law not in REGISTERED_LAWS:
         raise SpecError(f"raysweep fit: --law {args.law!r} is not a known law; expected one of "
                         f"{', '.join(sorted(REGISTERED_LAWS))}.")
-    x, y = _read_csv_columns(args.csv, args.x, args.y)
+    x, y, *se = _read_csv_columns(args.csv, args.x, args.y, *([args.se] if args.se else []))
     law = REGISTERED_LAWS[args.law]
     if law.num_inputs != 1:
         raise SpecError(f"raysweep fit: --law {args.law} takes {law.num_inputs} variables; the CSV "
@@ -133,9 +134,11 @@ def cmd_fit(args) -> int:
     delta = args.huber_delta or (DEFAULT_HUBER_DELTA["cross_entropy"] if args.law == "power_law"
                                  else DEFAULT_HUBER_DELTA["bleu"])
     increasing = {"rising": True, "falling": False, None: None}[args.direction]
-    analysis = analyse(law, x, y, delta, increasing=increasing,
+    analysis = analyse(law, x, y, delta, se=se[0] if se else None, baseline=args.baseline,
+                       baseline_se=args.baseline_se, increasing=increasing,
                        predict_at=args.predict_at or (), target_y=args.target,
-                       k=args.backtest_k, resamples=args.resamples or 1000, level=args.level)
+                       k=args.backtest_k, resamples=args.resamples or 1000, level=args.level,
+                       min_effect=args.min_effect)
     if args.json:
         print(json.dumps(analysis.to_dict(), indent=2, default=float))
     else:
@@ -193,13 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--csv", help="a table with one row per point")
     fit.add_argument("--x", help="column of the pretraining size D_p (tokens)")
     fit.add_argument("--y", help="column of the metric")
+    fit.add_argument("--se", help="column of each point's standard error (default: estimated "
+                     "from the scatter of the points)")
+    fit.add_argument("--baseline", type=float, help="the metric without pretraining: the gain "
+                     "over it is measured and judged")
+    fit.add_argument("--baseline-se", type=float, help="the baseline's standard error")
+    fit.add_argument("--min-effect", type=float,
+                     help="smallest change worth telling from none, in y's units (default: 2%% of "
+                     "the baseline, or of the first point)")
     fit.add_argument("--law", default="log_law",
                      help="log_law (task metrics), power_law (cross-entropy), gordon (BLEU vs "
                      "cross-entropy) or a registered law")
     fit.add_argument("--law-module", help="a Python module to import first (it registers custom "
                      "laws with raysweep.laws.register_law)")
     fit.add_argument("--direction", choices=("rising", "falling"),
-                     help="the expected direction of y with x, for the monotonicity check "
+                     help="the expected direction of y with x (which way is better) "
                      "(default: rising for log_law, falling for the other laws)")
     fit.add_argument("--huber-delta", type=float, help="default: 0.1 (log_law), 1e-3 (power_law)")
     fit.add_argument("--predict-at", type=float, action="append", help="D to predict at (repeatable)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -43,8 +44,9 @@ class TrialKey:
 
 def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
     """Every trial a starting point with D_p tokens of pretraining gets."""
-    return [TrialKey(task.name, d_p, d_f, lr, spec.seed)
-            for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs]
+    return [TrialKey(task.name, d_p, d_f, lr, spec.seed + replicate)
+            for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs
+            for replicate in range(task.seeds)]
 
 
 def finetune_trial(config: dict, spec: SweepSpec) -> None:
@@ -75,9 +77,10 @@ def _cached(key: tuple, build):
 
 
 def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
-             dev: list[tuple[str, str]] | None = None) -> dict:
+             dev: list[tuple[str, str]] | None = None, seed: int | None = None) -> dict:
     """Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over the
-    D_f pairs in their fixed shuffled order for `task.steps` steps. With task.eval_every, the dev
+    D_f pairs for `task.steps` steps, in their fixed shuffled order, or with `seed`, in an order
+    shuffled by it (finetune replicates: with dropout off, the batch order is what varies). With task.eval_every, the dev
     cross-entropy is checked every that many steps; with task.patience too, training stops after
     that many checks without improvement and the best weights are kept (early stopping).
     Returns train_loss, steps_run and the dev checks [(step, dev cross-entropy)]."""
@@ -87,6 +90,8 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     from raysweep.evaluate import cross_entropy
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    if seed is not None:
+        train = random.Random(f"raysweep-finetune-{seed}").sample(train, len(train))
     batches = itertools.cycle([train[i:i + task.batch_size]
                                for i in range(0, len(train), task.batch_size)])
     checks: list[tuple[int, float]] = []
@@ -185,7 +190,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
                                     "train_pairs": len(train)})
 
         score_comet = comet_scorer(spec, tracker, run_id)
-        trained = finetune(model, train, task, key.lr, tokenizer, splits.dev)
+        trained = finetune(model, train, task, key.lr, tokenizer, splits.dev, key.seed)
         for step, value in trained["dev_checks"]:
             tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
         dev = {"dev_cross_entropy": cross_entropy(model, splits.dev, tokenizer, task.max_length)}
@@ -202,7 +207,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         tracker.log_metrics(run_id, numbers)
         tracker.set_tags(run_id, {"raysweep.bleu_signature": metrics["bleu_signature"],
                                   "raysweep.chrf_signature": metrics["chrf_signature"]})
-        tracker.client.log_dict(run_id, metrics["examples"], "examples.json")
+        tracker.log_dict(run_id, metrics["examples"], "examples.json")
         tracker.end_run(run_id, "FINISHED")
     except BaseException as err:
         tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})

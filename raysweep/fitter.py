@@ -17,37 +17,32 @@ checkpoints arrived; a tag `raysweep.verdict.<task>.df_<D_f>.<metric>`; and `law
 
 from __future__ import annotations
 
+import logging
 import math
 
 import ray
 
 from raysweep.spec import SweepSpec
 
-
-def best_trials(results: list[dict], task: str, d_f: int, lr_choice: str) -> dict[int, dict]:
-    """D_p -> the result of the trial with the best learning rate, judged on the dev set by
-    `lr_choice` (fit.lr_choice: lowest dev cross-entropy, or highest dev BLEU/chrF)."""
-    sign = 1 if lr_choice == "dev_cross_entropy" else -1
-    best: dict[int, dict] = {}
-    for r in results:
-        key = r["key"]
-        if key["task"] != task or key["d_f"] != d_f or lr_choice not in r["metrics"]:
-            continue
-        current = best.get(key["d_p"])
-        if current is None or sign * r["metrics"][lr_choice] < sign * current["metrics"][lr_choice]:
-            best[key["d_p"]] = r
-    return dict(sorted(best.items()))
+log = logging.getLogger(__name__)
 
 
-def best_points(results: list[dict], task: str, d_f: int, metric: str,
-                lr_choice: str = "dev_cross_entropy") -> dict[int, float]:
-    """D_p -> metric of the trial with the best learning rate (best_trials)."""
-    return {d_p: r["metrics"][metric]
-            for d_p, r in best_trials(results, task, d_f, lr_choice).items() if metric in r["metrics"]}
+STAND_IN_COMET = "tiny-local"
+PROVISIONAL_RESAMPLES = 50
+"""Bootstrap resamples of a law while checkpoints are still missing (its verdict is provisional):
+the fitter refits after every result, and on a laptop the full count cost a core for the whole
+sweep. The law is refitted with fit.bootstrap_resamples once every scheduled checkpoint is in."""
+
+
+def resamples_for(spec: SweepSpec, points: dict, resamples: int) -> int:
+    """The bootstrap size of a law with these points (the same online and offline, so a refit
+    from MLflow gives the same laws)."""
+    complete = sum(d > 0 for d in points) >= len(spec.pretrain.published_tokens())
+    return resamples if complete else min(resamples, PROVISIONAL_RESAMPLES)
 
 
 def finished_results(spec: SweepSpec) -> dict[str, dict]:
-    """Trial key -> {"key", "metrics"} of every finished trial run in MLflow."""
+    """Trial key -> {"key", "metrics", "run_id"} of every finished trial run in MLflow."""
     from raysweep.finetune import TrialKey
     from raysweep.tracking import Tracker
 
@@ -59,54 +54,98 @@ def finished_results(spec: SweepSpec) -> dict[str, dict]:
     return results
 
 
-def analyse_group(spec: SweepSpec, points: dict[int, float], metric: str, resamples: int):
-    """Fit, bootstrap, backtest and judge one law on {D_p: value} (D_p = 0 is the baseline)."""
-    from raysweep.laws import DEFAULT_HUBER_DELTA, law_for_metric
-    from raysweep.laws.analysis import analyse
+def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
+                  noise=None):
+    """Fit, bootstrap, backtest and judge one law on law_points' {D_p: {"y", "se", ...}}
+    (D_p = 0 is the no-pretraining baseline: the gain is measured against it, it is not fitted)."""
+    from raysweep.laws import DEFAULT_HUBER_DELTA, DEFAULT_MIN_EFFECT, law_for_metric
+    from raysweep.laws.analysis import Analysis, analyse
     from raysweep.plots import band_points
 
-    x = [d for d in points if d > 0]
-    return analyse(law_for_metric(metric), x, [points[d] for d in x],
-                   spec.fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
-                   increasing=metric != "cross_entropy",
-                   predict_at=[spec.fit.target_tokens] if spec.fit.target_tokens else (),
-                   band_at=band_points(points, spec.fit.target_tokens),
-                   k=spec.fit.backtest_points, max_backtest_error=spec.fit.max_backtest_error,
-                   resamples=resamples, level=spec.fit.interval_level,
-                   seed=spec.seed)
+    law = law_for_metric(metric)
+    pretrained = sorted(d for d in points if d > 0)
+    if metric == "comet" and spec.evaluation.comet_model == STAND_IN_COMET:
+        # Its scores are the same for every translation: a law fitted to them would be noise
+        # dressed up as a result.
+        return Analysis(law=law.name, num_points=len(pretrained), dropped=0, verdict="not fitted",
+                        reason=f"COMET model '{STAND_IN_COMET}' is a code-path stand-in (an "
+                               f"untrained tiny model): no law fitted; name a real COMET model in "
+                               f"evaluation.comet_model for a COMET law")
+    fit, baseline = spec.fit, points.get(0, {})
+    resamples = resamples_for(spec, points, resamples)
+    return analyse(
+        law, pretrained, [points[d]["y"] for d in pretrained],
+        fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
+        se=[points[d]["se"] for d in pretrained], baseline=baseline.get("y"),
+        baseline_se=baseline.get("se"), noise=noise, increasing=metric != "cross_entropy",
+        predict_at=[fit.target_tokens] if fit.target_tokens else (),
+        band_at=band_points(points, fit.target_tokens), target_y=fit.target_score.get(metric),
+        k=fit.backtest_points, resamples=resamples, level=fit.interval_level,
+        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]), expected_points=len(spec.pretrain.published_tokens()),
+        min_points=fit.min_points, seed=spec.seed)
 
 
 def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
     """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
+    from raysweep.laws.points import law_points
+
     results = list(finished_results(spec).values())
     resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
     groups = []
     for task in spec.tasks:
         for d_f in task.finetune_tokens:
             for metric in spec.fit.metrics:
-                points = best_points(results, task.name, d_f, metric, spec.fit.lr_choice)
+                points, noise = law_points(results, task.name, d_f, metric, spec.fit.lr_choice)
                 groups.append({"task": task.name, "d_f": d_f, "metric": metric, "points": points,
-                               "analysis": analyse_group(spec, points, metric, resamples)})
+                               "analysis": analyse_group(spec, points, metric, resamples, noise)})
     return groups
 
 
 def law_metrics(prefix: str, analysis) -> dict[str, float]:
-    """The numbers of one analysis as MLflow metrics named `<prefix>/<name>`."""
+    """The numbers of one analysis as MLflow metrics: the answer under `<prefix>/` (gain over no
+    pretraining, prediction, trend, fit p-value, each with its interval), the law's parameters
+    under `params/<prefix>/` (supporting material, kept out of the answer's charts)."""
     values = {}
-    for name, value in analysis.params.items():
-        values[f"{prefix}/{name}"] = value
-        low, high = analysis.intervals.get(name, (math.nan, math.nan))
-        values[f"{prefix}/{name}_low"], values[f"{prefix}/{name}_high"] = low, high
-    for p in analysis.predictions:
-        values[f"{prefix}/prediction"] = p["value"]
-        values[f"{prefix}/prediction_low"], values[f"{prefix}/prediction_high"] = p["low"], p["high"]
+    for name, entry in (("gain", analysis.gain), ("trend", analysis.trend),
+                        *(("prediction", p) for p in analysis.predictions)):
+        if entry:
+            values[f"{prefix}/{name}"] = entry["value"]
+            values[f"{prefix}/{name}_low"], values[f"{prefix}/{name}_high"] = entry["low"], entry["high"]
+    if analysis.p_fit is not None:
+        values[f"{prefix}/fit_p_value"] = analysis.p_fit
     if analysis.backtest:
         values[f"{prefix}/backtest_max_relative_error"] = analysis.backtest["max_relative_error"]
-    if analysis.r2_log is not None:
-        values[f"{prefix}/r2_log"] = analysis.r2_log
+    for name, value in analysis.params.items():
+        values[f"params/{prefix}/{name}"] = value
+        low, high = analysis.intervals.get(name, (math.nan, math.nan))
+        values[f"params/{prefix}/{name}_low"], values[f"params/{prefix}/{name}_high"] = low, high
     # Non-finite values too (a degenerate fit: MLflow keeps nan, and +-inf as +-1.8e308): dropping
     # them would leave the previous update's value showing as the latest.
     return values
+
+
+def points_table(groups: list[dict]) -> dict[str, list]:
+    """Every law point as table columns (MLflow's table view, mlflow.load_table)."""
+    rows = [{"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "d_p": d_p,
+             "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
+            for g in groups for d_p, p in sorted(g["points"].items())]
+    return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
+
+
+def laws_table(groups: list[dict]) -> dict[str, list]:
+    """One row per law: verdict, reason, gain, prediction and parameters, as table columns."""
+    rows = []
+    for g in groups:
+        a = g["analysis"]
+        prediction = a.predictions[0] if a.predictions else {}
+        rows.append({"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "law": a.law,
+                     "points": a.num_points, "verdict": a.verdict, "provisional": a.provisional,
+                     "reason": a.reason,
+                     **{f"gain_{k}": (a.gain or {}).get(k, math.nan) for k in ("value", "low", "high")},
+                     **{f"prediction_{k}": prediction.get(k, math.nan) for k in ("x", "value", "low", "high")},
+                     "fit_p_value": math.nan if a.p_fit is None else a.p_fit,
+                     "params": ", ".join(f"{k}={v:.4g}" for k, v in a.params.items())})
+    return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
 
 
 @ray.remote(num_cpus=0)
@@ -116,6 +155,8 @@ class LawFitter:
 
         self.spec, self.run_id = spec, laws_run_id
         self.tracker = Tracker.for_spec(spec)
+        # The answer goes on the sweep run's page: the laws run's parent.
+        self.sweep_run_id = self.tracker.client.get_run(laws_run_id).data.tags["mlflow.parentRunId"]
         self.results = finished_results(spec)
         self.groups: dict[tuple, dict] = {}  # (task, d_f, metric) -> {"points", "analysis"}
         self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
@@ -141,47 +182,75 @@ class LawFitter:
         return len(missing)
 
     def _mark_best_lrs(self, task: str, d_f: int, results: list[dict]) -> None:
-        """Tag the trial run with the best lr of each (task, D_f, D_p): true on the new best,
-        false on the one it replaces and on the other lrs."""
-        for d_p, best in best_trials(results, task, d_f, self.spec.fit.lr_choice).items():
-            if self.best_runs.get((task, d_f, d_p)) == best.get("run_id") or "run_id" not in best:
+        """Tag the trial runs of the best lr of each (task, D_f, D_p) (every seed of it): true on
+        the new best, false on the ones it replaces and on the other lrs."""
+        from raysweep.laws.points import best_lr_runs
+
+        for d_p, best in best_lr_runs(results, task, d_f, self.spec.fit.lr_choice).items():
+            chosen = tuple(sorted(r["run_id"] for r in best if "run_id" in r))
+            if not chosen or self.best_runs.get((task, d_f, d_p)) == chosen:
                 continue
-            self.best_runs[(task, d_f, d_p)] = best["run_id"]
+            self.best_runs[(task, d_f, d_p)] = chosen
             for r in results:
                 if (r["key"]["task"], r["key"]["d_f"], r["key"]["d_p"]) == (task, d_f, d_p) and "run_id" in r:
-                    self.tracker.set_tags(r["run_id"], {"raysweep.best_lr": str(r is best).lower()})
+                    self.tracker.set_tags(r["run_id"], {"raysweep.best_lr": str(r["run_id"] in chosen).lower()})
 
     def _refit(self, task: str, d_f: int) -> None:
+        from raysweep.laws.points import law_points
+
         results = list(self.results.values())
         self._mark_best_lrs(task, d_f, results)
         changed = False
         for metric in self.spec.fit.metrics:
-            points = best_points(results, task, d_f, metric, self.spec.fit.lr_choice)
+            points, noise = law_points(results, task, d_f, metric, self.spec.fit.lr_choice)
             group = self.groups.get((task, d_f, metric))
             if group is not None and group["points"] == points:
                 continue  # the new result did not change this law's points
             changed = True
-            analysis = analyse_group(self.spec, points, metric, self.spec.fit.bootstrap_resamples)
+            analysis = analyse_group(self.spec, points, metric, self.spec.fit.bootstrap_resamples,
+                                     noise)
             history = group["history"] if group else []
             if group and group["analysis"].band:  # the fit this one replaces, for the figure
                 old = group["analysis"]
                 history = history + [(old.num_points, [b["x"] for b in old.band],
                                       [b["value"] for b in old.band])]
-            self.groups[(task, d_f, metric)] = {"points": points, "analysis": analysis,
+            self.groups[(task, d_f, metric)] = {"task": task, "d_f": d_f, "metric": metric,
+                                                "points": points, "analysis": analysis,
                                                 "history": history}
-            prefix = f"{task}/df_{d_f}/{metric}"
-            self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
-                                     step=analysis.num_points)
-            self.tracker.set_tags(self.run_id, {
-                f"raysweep.verdict.{task}.df_{d_f}.{metric}": f"{analysis.verdict}: {analysis.reason}"})
-            if analysis.params:
-                self._log_plot(task, d_f, metric, points, analysis, history)
-                params = ", ".join(f"{k}={v:.3g}" for k, v in analysis.params.items())
-                self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
-                                    f"{params}; {analysis.verdict}")
+            self._log_law(task, d_f, metric)
         if changed:
-            self.tracker.client.log_dict(self.run_id, self.summary(), "laws.json")
+            self._log_answer()
             self._log_metric_vs_cross_entropy(task, d_f)
+
+    def _log_law(self, task: str, d_f: int, metric: str) -> None:
+        from raysweep.answer import short_verdict
+
+        group = self.groups[(task, d_f, metric)]
+        analysis = group["analysis"]
+        prefix = f"{task}/df_{d_f}/{metric}"
+        self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
+                                 step=analysis.num_points)
+        # The tag holds the verdict only, short enough for the UI's tag view; the reason is on
+        # the sweep run's page and in laws.json.
+        self.tracker.set_tags(self.run_id, {
+            f"raysweep.verdict.{task}.df_{d_f}.{metric}": short_verdict(analysis)})
+        if analysis.params:
+            self._log_plot(task, d_f, metric, group["points"], analysis, group["history"])
+        if analysis.num_points:
+            self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
+                                f"{short_verdict(analysis)}")
+
+    def _log_answer(self) -> None:
+        """The answer on one page (the sweep run's description), and the laws as tables."""
+        from raysweep.answer import answer_markdown
+
+        groups = [g for _, g in sorted(self.groups.items())]
+        self.tracker.log_dict(self.run_id, self.summary(), "laws.json")
+        self.tracker.log_table(self.run_id, points_table(groups), "tables/law_points.json")
+        self.tracker.log_table(self.run_id, laws_table(groups), "tables/laws.json")
+        checkpoints_in = len({d_p for g in groups for d_p in g["points"] if d_p > 0})
+        self.tracker.set_description(self.sweep_run_id,
+                                     answer_markdown(self.spec, groups, checkpoints_in))
 
     def _log_figure(self, fig, folder: str, name: str) -> None:
         import tempfile
@@ -206,7 +275,8 @@ class LawFitter:
                                 (f"{folder}/history", f"{metric}_{analysis.num_points}_checkpoints.png")):
                 self._log_figure(law_figure(task, d_f, metric, points, analysis, history), where, name)
         except Exception as err:  # a figure is worth less than keeping the fitter alive
-            print(f"[raysweep] could not plot {task} D_f={d_f} {metric}: {type(err).__name__}: {err}")
+            log.warning("could not plot %s D_f=%s %s: %s: %s", task, d_f, metric,
+                        type(err).__name__, err)
 
     def _log_metric_vs_cross_entropy(self, task: str, d_f: int) -> None:
         """plots/<task>/df_<D_f>/<metric>_vs_cross_entropy.png for each task metric."""
@@ -221,14 +291,18 @@ class LawFitter:
                 self._log_figure(metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
                                  f"plots/{task}/df_{d_f}", f"{metric}_vs_cross_entropy.png")
             except Exception as err:  # as above
-                print(f"[raysweep] could not plot {task} D_f={d_f} {metric} vs cross-entropy: "
-                      f"{type(err).__name__}: {err}")
+                log.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
+                            metric, type(err).__name__, err)
 
     def latest(self) -> str:
         return self.latest_line
 
     def summary(self) -> list[dict]:
         return [{"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
-                 "points": {str(d_p): v for d_p, v in g["points"].items()},  # D_p -> value
+                 "points": {str(d_p): p for d_p, p in g["points"].items()},  # D_p -> y, se, ...
                  **g["analysis"].to_dict()}
                 for (t, d_f, m), g in sorted(self.groups.items())]
+
+    def answer_groups(self) -> list[dict]:
+        """The groups as analyse_sweep returns them (the answer's input), without the history."""
+        return [{k: v for k, v in g.items() if k != "history"} for _, g in sorted(self.groups.items())]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 
 from raysweep.spec import SpecError, SweepSpec
@@ -87,73 +88,57 @@ def _number(value: float) -> str:
 
 
 def law_rows(groups: list[dict]) -> list[dict]:
-    """One row per (task, D_f, metric): what the report's table shows."""
+    """One row per (task, D_f, metric): the fitted law itself (supporting material)."""
     rows = []
     for g in groups:
         a = g["analysis"]
         params = ", ".join(
             f"{k} = {_number(v)} [{_number(a.intervals.get(k, (math.nan,) * 2)[0])}, "
             f"{_number(a.intervals.get(k, (math.nan,) * 2)[1])}]" for k, v in a.params.items())
-        prediction = "; ".join(f"{_number(p['value'])} [{_number(p['low'])}, {_number(p['high'])}] "
-                               f"at {p['x']:.3g}"
-                               + ("" if p["low"] <= p["value"] <= p["high"] else " (unreliable)")
-                               for p in a.predictions)
+        fit = (f"chi2 {a.chi2:.1f} / {a.dof} dof" + (f", p = {a.p_fit:.2g}" if a.p_fit is not None
+                                                      else "") if a.chi2 is not None else "-")
         rows.append({"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "law": a.law,
-                     "points": a.num_points, "params": params or "-", "prediction": prediction or "-",
+                     "points": a.num_points, "params": params or "-", "fit": fit,
                      "backtest": (_number(a.backtest["max_relative_error"]) if a.backtest else "-"),
-                     "verdict": a.verdict, "reason": a.reason})
+                     "noise": a.noise_source or "-"})
     return rows
 
 
-def verdict_in_words(spec: SweepSpec, groups: list[dict]) -> list[str]:
-    """A paragraph per task, in the paper's terms: does this pretraining data help the task, and
-    what does more of it buy?"""
-    from raysweep.data.mixture import alignment_score
+def markdown_to_html(markdown: str) -> str:
+    """The little Markdown the answer page uses (headings, tables, bullets, **bold**, _italic_
+    lines) as HTML, so report.html needs no Markdown library."""
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
-    paragraphs = []
-    for task in spec.tasks:
-        mine = [g for g in groups if g["task"] == task.name]
-        aligned = [g for g in mine if g["analysis"].verdict == "aligned"]
-        judged = [g for g in mine if g["analysis"].verdict in ("aligned", "misaligned")]
-        score = alignment_score(spec.pretrain.mixture, task)
-        text = (f"**{task.name}** (translation alignment score of the mixture {score:.2f}). ")
-        if not judged:
-            text += "Too few checkpoints have results to judge any law yet."
-        elif len(aligned) == len(judged):
-            text += ("Every law holds and predicts its held-out checkpoints: the pretraining data "
-                     "are aligned with this task, and the predictions below are usable to decide "
-                     "how much more pretraining is worth.")
-        elif not aligned:
-            text += ("No law holds: by the paper's guide the pretraining data are not aligned with "
-                     "this task (or the measurements are too noisy to tell); do not extrapolate, "
-                     "and consider a better-aligned mixture.")
-        else:
-            good = ", ".join(sorted({g["metric"] for g in aligned}))
-            text += (f"The laws hold for {good} (at some finetune sizes) but not for every metric: "
-                     f"trust the predictions of the laws marked aligned only; cross-entropy can "
-                     f"keep improving while translation quality does not (the paper's warning).")
-        for g in aligned:
-            for p in g["analysis"].predictions:
-                text += (f" At D_f = {g['d_f']:,}, {g['metric']} is predicted to reach "
-                         f"{_number(p['value'])} [{_number(p['low'])}, {_number(p['high'])}] with "
-                         f"{p['x']:,.0f} pretraining tokens.")
-        paragraphs.append(text)
-    return paragraphs
+    out, table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|") and set(line) <= set("|-: "):
+            continue  # a table's separator row
+        if line.startswith("|") != table:
+            out.append("<table>" if not table else "</table>")
+            table = not table
+        if table:
+            out.append("<tr>" + "".join(f"<td>{inline(c.strip())}</td>"
+                                        for c in line.strip("|").split("|")) + "</tr>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level + 1}>{inline(line.lstrip('# '))}</h{level + 1}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{inline(line[2:])}</li>")
+        elif line.startswith("_") and line.endswith("_"):
+            out.append(f"<p><i>{inline(line.strip('_'))}</i></p>")
+        elif line:
+            out.append(f"<p>{inline(line)}</p>")
+    return "\n".join(out + (["</table>"] if table else []))
 
 
-def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None) -> Path:
-    """report.md (figures beside it, in figures/) and report.html (one file, figures inlined)."""
-    from raysweep.fitter import analyse_sweep
+def _figures(spec: SweepSpec, groups: list[dict], out: Path) -> list[tuple[dict, str]]:
+    """The paper's view first (a panel per metric, a curve per D_f), then one figure per law."""
     from raysweep.plots import save_figure, save_law_figure, task_figure
 
-    status = sweep_status(spec)
-    if not status["started"]:
-        raise SpecError(status_text(spec, status) + "; there is nothing to report yet.")
-    out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    groups = analyse_sweep(spec, resamples=resamples)
     figures = []
-    for task in spec.tasks:  # the paper's view first: a panel per metric, a curve per D_f
+    for task in spec.tasks:
         fitted = [g for g in groups if g["task"] == task.name and g["analysis"].params]
         if fitted:
             name = f"figures/{task.name}.png"
@@ -165,20 +150,37 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
         name = f"figures/{g['task']}_df{g['d_f']}_{g['metric']}.png"
         save_law_figure(out / name, g["task"], g["d_f"], g["metric"], g["points"], g["analysis"])
         figures.append((g, name))
-    rows = law_rows(groups)
-    words = verdict_in_words(spec, groups)
-    columns = ("task", "d_f", "metric", "law", "points", "params", "prediction", "backtest", "verdict")
-    headers = ("task", "D_f", "metric", "law", "points", "parameters [90% interval]",
-               "prediction [interval] at D_p", "backtest max rel. error", "verdict")
+    return figures
 
+
+LAW_COLUMNS = (("task", "task"), ("d_f", "D_f"), ("metric", "metric"), ("law", "law"),
+               ("points", "points"), ("params", "parameters [90% interval]"),
+               ("fit", "goodness of fit"), ("backtest", "backtest max rel. error"),
+               ("noise", "errors"))
+
+
+def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None) -> Path:
+    """report.md (figures beside it, in figures/) and report.html (one file, figures inlined):
+    the answer first (as on the sweep run's MLflow page), then the figures, then the laws."""
+    from raysweep.answer import answer_markdown
+    from raysweep.fitter import analyse_sweep
+
+    status = sweep_status(spec)
+    if not status["started"]:
+        raise SpecError(status_text(spec, status) + "; there is nothing to report yet.")
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    groups = analyse_sweep(spec, resamples=resamples)
+    figures = _figures(spec, groups, out)
+    answer = answer_markdown(spec, groups, len(status["checkpoints"]))
+    rows = law_rows(groups)
     progress = status_text(spec, status)
-    md = [f"# raysweep report: {spec.name}", "",
-          "```", progress, "```", "", "## Verdict", ""]
-    md += [p + "\n" for p in words]
-    md += ["## Laws", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    md += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
-    md += ["", "## Figures", ""]
+    laws = ["## The laws", "", "| " + " | ".join(h for _, h in LAW_COLUMNS) + " |",
+            "|" + "---|" * len(LAW_COLUMNS)]
+    laws += ["| " + " | ".join(str(r[c]) for c, _ in LAW_COLUMNS) + " |" for r in rows]
+    md = [answer, "## Figures", ""]
     md += [f"![{g['task']} D_f={g['d_f']} {g['metric']}]({name})\n" for g, name in figures]
+    md += laws + ["", "## Progress", "", "```", progress, "```", ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     def inline(name: str) -> str:
@@ -188,16 +190,10 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>raysweep report: "
             f"{html.escape(spec.name)}</title><style>body{{font-family:sans-serif;max-width:70em;"
             f"margin:auto}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;"
-            f"padding:3px 6px;font-size:0.85em}}</style></head><body>",
-            f"<h1>raysweep report: {html.escape(spec.name)}</h1>",
-            f"<pre>{html.escape(progress)}</pre><h2>Verdict</h2>"]
-    page += [f"<p>{html.escape(p).replace('**', '')}</p>" for p in words]
-    page.append("<h2>Laws</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                + "</tr>")
-    page += ["<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in columns) + "</tr>"
-             for r in rows]
-    page.append("</table><h2>Figures</h2>")
+            f"padding:3px 6px;font-size:0.85em}} img{{max-width:100%}}</style></head><body>",
+            markdown_to_html(answer), "<h2>Figures</h2>"]
     page += [inline(name) for _, name in figures]
-    page.append("</body></html>")
+    page.append(markdown_to_html("\n".join(laws)))
+    page.append(f"<h2>Progress</h2><pre>{html.escape(progress)}</pre></body></html>")
     (out / "report.html").write_text("\n".join(page), encoding="utf-8")
     return out / "report.md"

@@ -27,8 +27,11 @@ class SweepOutcome:
     ok: bool
     progress: dict
     laws: list[dict]
+    """laws.json's entries: per (task, D_f, metric), the points and the analysis as a dict."""
     errors: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    groups: list[dict] = field(default_factory=list)
+    """The same laws with their Analysis objects: the input of raysweep.answer."""
 
 
 def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
@@ -262,7 +265,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     late = ray.get(fitter.sync.remote())
     if late:
         echo(f"[raysweep] the fitter took in {late} finished trial(s) it had not been handed")
-    laws = ray.get(fitter.summary.remote())
+    laws, groups = ray.get([fitter.summary.remote(), fitter.answer_groups.remote()])
     errors = pretrain_error + final.pop("errors")
     finished = final["done"] + final["skipped"]
     ok = not errors and finished == spec.num_trials()
@@ -271,20 +274,4 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     for handle in (watcher, fitter):
         ray.kill(handle)
     final["comet_scorers"] = stop_scorers(spec)
-    return SweepOutcome(ok, final, laws, errors, time.time() - started)
-
-
-def laws_table(laws: list[dict]) -> str:
-    """The end-of-run summary: one line per (task, D_f, metric), with the verdict."""
-    header = (f"{'task':8} {'D_f':>10} {'metric':14} {'law':10} {'points':>6}  "
-              f"{'parameters':44} verdict")
-    lines = [header, "-" * (len(header) + 30)]
-    for fit in laws:
-        params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
-        for p in fit["predictions"]:
-            params += f"; at {p['x']:.3g}: {p['value']:.3g} [{p['low']:.3g}, {p['high']:.3g}]"
-            if not p["low"] <= p["value"] <= p["high"]:  # e.g. a log-law extrapolated past a pole
-                params += " (outside its own interval: unreliable)"
-        lines.append(f"{fit['task']:8} {fit['d_f']:>10,} {fit['metric']:14} {fit['law']:10} "
-                     f"{fit['num_points']:>6}  {params or '-':44} {fit['verdict']}: {fit['reason']}")
-    return "\n".join(lines)
+    return SweepOutcome(ok, final, laws, errors, time.time() - started, groups)

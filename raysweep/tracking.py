@@ -28,6 +28,8 @@ from pathlib import Path
 
 from raysweep.spec import SweepSpec
 
+MAX_DESCRIPTION = 8000
+
 KIND = "raysweep.kind"
 TRIAL_KEY = "raysweep.trial_key"
 FAILURE = "raysweep.failure"
@@ -211,6 +213,22 @@ class Tracker:
     @_retry
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
+
+    @_retry
+    def log_dict(self, run_id: str, dictionary, artifact_file: str) -> None:
+        self.client.log_dict(run_id, dictionary, artifact_file)
+
+    @_retry
+    def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
+        """A table artifact (JSON) that the UI's table view and mlflow.load_table read."""
+        self.client.log_table(run_id, columns, artifact_file)
+
+    def set_description(self, run_id: str, markdown: str) -> None:
+        """The run's description (MLflow's note, rendered as Markdown on the run's Overview)."""
+        # MLflow keeps tag values up to 8,000 characters; cut at a line so the Markdown stays whole.
+        if len(markdown) > MAX_DESCRIPTION:
+            markdown = markdown[:markdown.rfind("\n", 0, MAX_DESCRIPTION - 40)] + "\n\n(cut here)"
+        self.set_tags(run_id, {"mlflow.note.content": markdown})
 
 
 class BufferedMetrics:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from raysweep.fitter import best_points, best_trials
+from raysweep.laws.points import best_lr_runs, law_points
 from raysweep.spec import spec_from_dict
 
 
@@ -23,11 +23,23 @@ RESULTS = [result(0, 0.001, dev_cross_entropy=2.0, dev_bleu=5.0, bleu=6.0),
 
 
 def test_the_best_lr_is_lowest_dev_cross_entropy_or_highest_dev_bleu():
-    by_ce = best_trials(RESULTS, "en-de", 1000, "dev_cross_entropy")
-    assert {d_p: r["key"]["lr"] for d_p, r in by_ce.items()} == {0: 0.001, 2048: 0.003}
-    assert best_points(RESULTS, "en-de", 1000, "bleu") == {0: 6.0, 2048: 9.5}
-    by_bleu = best_points(RESULTS, "en-de", 1000, "bleu", lr_choice="dev_bleu")
-    assert by_bleu == {0: 8.0, 2048: 10.0}  # the test metric never chooses: dev BLEU does
+    by_ce = best_lr_runs(RESULTS, "en-de", 1000, "dev_cross_entropy")
+    assert {d_p: runs[0]["key"]["lr"] for d_p, runs in by_ce.items()} == {0: 0.001, 2048: 0.003}
+    points, _ = law_points(RESULTS, "en-de", 1000, "bleu")
+    assert {d_p: p["y"] for d_p, p in points.items()} == {0: 6.0, 2048: 9.5}
+    by_bleu, _ = law_points(RESULTS, "en-de", 1000, "bleu", lr_choice="dev_bleu")
+    # The test metric never chooses: dev BLEU does.
+    assert {d_p: p["y"] for d_p, p in by_bleu.items()} == {0: 8.0, 2048: 10.0}
+
+
+def test_seeds_plan_replicates_that_shuffle_the_batches_differently(tiny_spec_dict):
+    from raysweep.finetune import plan_keys
+
+    tiny_spec_dict["tasks"][0]["seeds"] = 3
+    spec = spec_from_dict(tiny_spec_dict)
+    keys = plan_keys(spec, 2048)
+    assert sorted({k.seed for k in keys}) == [0, 1, 2] and len(keys) == 2 * 2 * 3
+    assert spec.num_trials() == len(spec.checkpoint_tokens()) * len(keys)
 
 
 def test_early_stopping_keeps_the_weights_of_the_best_dev_check(tiny_spec_dict, tmp_path):

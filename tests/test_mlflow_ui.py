@@ -1,6 +1,7 @@
 """The MLflow UI on a finished sweep, in a real browser: `mlflow ui` as the README runs it, headless
 Chromium (Debian's package; .ci/run installs it) driven by Playwright. Walks the path a user takes:
-the experiment, the sweep's runs under their parent, the laws run, its scaling-curve plot."""
+the experiment, the sweep run's page with the answer, the sweep's runs under their parent, the
+laws run, its scaling-curve plot."""
 
 from __future__ import annotations
 
@@ -56,6 +57,18 @@ def test_the_ui_shows_the_sweeps_runs_and_the_laws_plot(finished_sweep, mlflow_u
             page.goto(mlflow_ui)
             page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on GenAI pages
             page.get_by_role("link", name=spec.name, exact=True).first.click()
+            # The answer first: the sweep run's Overview holds it, in its description.
+            (sweep_run,) = tracker.find_runs({"raysweep.kind": "sweep"})
+            page.get_by_role("link", name=spec.name, exact=True).last.click()
+            expect(page).to_have_url(f"{mlflow_ui}/#/experiments/{sweep_run.info.experiment_id}"
+                                     f"/runs/{sweep_run.info.run_id}")
+            heading = "tiny: what this pretraining data does for the task"
+            expect(page.get_by_text(heading).first).to_be_visible()
+            expect(page.get_by_text("gain over no pretraining", exact=True).first).to_be_visible()
+            if os.environ.get("RAYSWEEP_SCREENSHOTS"):  # to look at the page (README, reviews)
+                page.screenshot(path=os.path.join(os.environ["RAYSWEEP_SCREENSHOTS"],
+                                                  "sweep_run_answer.png"), full_page=True)
+            page.go_back()
             # The sweep run, then its children: pretraining, the laws and every trial.
             expect(page.get_by_role("link", name=spec.name, exact=True).last).to_be_visible()
             page.locator("button[data-component-id*=runnamecellrenderer]").first.click()

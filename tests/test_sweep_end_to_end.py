@@ -8,6 +8,7 @@ import math
 import pytest
 
 from raysweep.finetune import TrialKey, plan_keys
+from raysweep.laws.analysis import VERDICTS
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,11 @@ def test_trial_metrics_are_within_their_ranges(finished_sweep):
         assert 0 <= m["bleu"] <= 100 and 0 <= m["chrf"] <= 100 and 0 <= m["rougeL"] <= 1
         assert 0 < m["cross_entropy"] < 20 and 0 < m["dev_cross_entropy"] < 20
         assert math.isfinite(m["comet"])
+        # Every test metric carries its standard error, measured on the test set itself.
+        assert m["test_sentences"] == 16
+        assert all(m[f"{name}_se"] >= 0 for name in ("bleu", "chrf", "rougeL", "comet",
+                                                      "cross_entropy"))
+        assert m["cross_entropy_se"] > 0
         assert run.data.tags["raysweep.bleu_signature"].startswith("nrefs:1|")
         key = TrialKey.from_tags(run.data.tags)
         assert run.data.tags[
@@ -41,14 +47,14 @@ def test_trial_metrics_are_within_their_ranges(finished_sweep):
 def test_pretraining_improves_cross_entropy_on_the_task(finished_sweep):
     # A real signal, not just numbers in range: pretraining on the aligned mixture lowers
     # downstream cross-entropy against the from-scratch baseline (same D_f, same best lr).
-    from raysweep.fitter import best_points
+    from raysweep.laws.points import law_points
 
     spec, _, _, _, tracker = finished_sweep
     results = [{"key": TrialKey.from_tags(r.data.tags).__dict__, "metrics": r.data.metrics}
                for r in tracker.find_runs({"raysweep.kind": "trial"})]
-    points = best_points(results, "en-de", 3000, "cross_entropy")
-    assert set(points) == set(spec.checkpoint_tokens())
-    assert points[8192] < points[0]
+    points, noise = law_points(results, "en-de", 3000, "cross_entropy")
+    assert set(points) == set(spec.checkpoint_tokens()) and noise.test_sentences == 16
+    assert points[8192]["y"] < points[0]["y"] and points[0]["se"] > 0
 
 
 def test_checkpoints_are_published_once_with_manifests(finished_sweep):
@@ -80,9 +86,14 @@ def test_law_parameters_are_logged(finished_sweep):
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
     metrics = run.data.metrics
     for d_f in (1000, 3000):
-        assert {f"en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
-        assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"].split(":")[0] in (
-            "aligned", "misaligned")
+        assert {f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
+        # The answer's numbers (gain over no pretraining, prediction) come with their intervals.
+        for name in ("gain", "prediction", "trend"):
+            low, value, high = (metrics[f"en-de/df_{d_f}/cross_entropy/{name}{end}"]
+                                for end in ("_low", "", "_high"))
+            assert low <= value <= high
+        # The tag holds the verdict alone, short enough for the UI.
+        assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"] in VERDICTS
         plots = [a.path for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
         assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
         assert f"plots/en-de/df_{d_f}/bleu_vs_cross_entropy.png" in plots
@@ -92,10 +103,33 @@ def test_law_parameters_are_logged(finished_sweep):
     assert "laws.json" in [a.path for a in tracker.client.list_artifacts(run.info.run_id)]
     fitted = [f for f in first.laws if f["metric"] == "cross_entropy" and f["task"] == "en-de"]
     assert len(fitted) == 2 and all(f["num_points"] == 3 for f in fitted)
-    assert all(f["params"] and f["baseline"] > 0 for f in fitted)
+    assert all(f["params"] and f["baseline"]["y"] > 0 and f["baseline"]["se"] > 0 for f in fitted)
     for f in fitted:  # the interval brackets the estimate (bootstrap over the 3 points)
         low, high = f["intervals"]["alpha"]
         assert low <= f["params"]["alpha"] * (1 + 1e-9) and f["params"]["alpha"] <= high * (1 + 1e-9)
+
+
+def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_sweep):
+    import mlflow
+
+    spec, first, _, _, tracker = finished_sweep
+    (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
+    page = sweep.data.tags["mlflow.note.content"]
+    assert page.startswith("# tiny: what this pretraining data does for the task") and "final" in page
+    for task in ("en-de", "en-fr"):
+        assert f"## {task} (alignment score of the mixture" in page
+    assert "| D_f | metric | verdict | gain over no pretraining | at 100k tokens | D_p needed |" in page
+    bleu = next(f for f in first.laws if (f["task"], f["d_f"], f["metric"]) == ("en-de", 1000, "bleu"))
+    assert f"**{bleu['verdict']}**" in page and bleu["reason"] in page
+    comet = next(f for f in first.laws if f["metric"] == "comet")
+    assert comet["verdict"] == "not fitted" and "code-path stand-in" in comet["reason"]
+    (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    points = mlflow.load_table("tables/law_points.json", run_ids=[laws.info.run_id])
+    assert len(points) == sum(len(f["points"]) for f in first.laws)
+    assert {"task", "d_f", "metric", "d_p", "value", "se", "seeds", "lr"} <= set(points.columns)
+    table = mlflow.load_table("tables/laws.json", run_ids=[laws.info.run_id])
+    assert sorted(table["verdict"]) == sorted(f["verdict"] for f in first.laws)
 
 
 def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep):
@@ -116,7 +150,8 @@ def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep
 def test_the_second_task_is_fitted_from_the_same_pretraining_run(finished_sweep):
     _, first, _, _, tracker = finished_sweep
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
-    assert {"en-fr/df_1000/cross_entropy/E", "en-fr/df_1000/cross_entropy/alpha"} <= set(run.data.metrics)
+    assert {"params/en-fr/df_1000/cross_entropy/E",
+            "params/en-fr/df_1000/cross_entropy/alpha"} <= set(run.data.metrics)
     assert any(f["task"] == "en-fr" and f["num_points"] == 3 for f in first.laws)
 
 
@@ -160,25 +195,31 @@ def test_status_shows_progress_failures_and_latest_laws(finished_sweep, tmp_path
     assert "en-fr.df_1000.cross_entropy:" in out  # the latest verdict of every law
 
 
-def test_report_has_the_laws_of_mlflow_figures_and_a_verdict_in_words(finished_sweep, tmp_path):
+def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(finished_sweep, tmp_path):
     import math
     import re
 
     from raysweep.cli import main
 
-    spec, _, _, _, tracker = finished_sweep
+    spec, first, _, _, tracker = finished_sweep
     out = tmp_path / "report"
     assert main(["report", spec.source_file, "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
-    assert "**en-de**" in markdown and "**en-fr**" in markdown  # a paragraph per task
+    # The same answer as the sweep run's page in MLflow, first.
+    (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
+    page = sweep.data.tags["mlflow.note.content"]
+    assert markdown.startswith(page.splitlines()[0])
+    assert [line for line in markdown.splitlines() if line.startswith("| 1,000 |")] == [
+        line for line in page.splitlines() if line.startswith("| 1,000 |")]
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
     assert {"figures/en-de.png", "figures/en-fr.png", "figures/en-de_df1000_cross_entropy.png"} <= set(figures)
     assert all((out / f).stat().st_size > 10_000 for f in figures)
     # The same numbers as the laws run in MLflow.
     (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})
-    alpha = laws_run.data.metrics["en-de/df_1000/cross_entropy/alpha"]
+    alpha = laws_run.data.metrics["params/en-de/df_1000/cross_entropy/alpha"]
     row = next(line for line in markdown.splitlines()
                if line.startswith("| en-de | 1000 | cross_entropy |"))
     assert f"alpha = {alpha:.3g}" in row and not math.isnan(alpha)
-    page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(figures)  # one file, figures inlined
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)  # one file, figures inlined
+    assert "<table>" in html and "<b>" in html and "**" not in html

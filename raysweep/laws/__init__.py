@@ -12,6 +12,7 @@ Laws of several variables take x of shape (n, k), e.g. fit_law(CHINCHILLA_LAW, n
 
 from raysweep.laws.fit import (
     DEFAULT_HUBER_DELTA,
+    DEFAULT_MIN_EFFECT,
     FitResult,
     fit_law,
     huber,
@@ -33,6 +34,7 @@ from raysweep.laws.forms import (
 __all__ = [
     "CHINCHILLA_LAW",
     "DEFAULT_HUBER_DELTA",
+    "DEFAULT_MIN_EFFECT",
     "GORDON_LAW",
     "LAWS",
     "LOG_LAW",

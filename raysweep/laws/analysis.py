@@ -1,20 +1,20 @@
-"""What a scientist needs beyond the best fit: intervals, a backtest, a diagnosis and a verdict.
+"""What a scientist needs beyond the best fit: intervals, a backtest and a verdict, all read
+against the noise the sweep measured.
 
-    analyse(law, x, y, delta, ...) -> Analysis   (JSON-able with .to_dict())
+    analyse(law, x, y, delta, se=..., baseline=..., ...) -> Analysis   (JSON-able with .to_dict())
 
-- Bootstrap over points: resample (D, y) pairs with replacement, refit, and take percentile
-  intervals of the parameters and of predictions at any D (Besiroglu et al. 2024 do the same for
-  Chinchilla). Resamples with fewer distinct D than the law has parameters are skipped (counted).
-- Backtest, the paper's check: fit on the k smallest-D points (k = 4 by default) and predict the
-  rest. The paper does not define its error; raysweep reports the relative error |pred - y| / |y|
-  per held-out point and their maximum.
-- Monotonicity: the paper's sign of misalignment is a task metric that falls (or cross-entropy
-  that rises) as D grows. A drop counts only when it is larger than the noise, estimated from the
-  second differences of the points (they cancel a locally linear trend; for i.i.d. noise of
-  standard deviation s their spread is sqrt(6) s), or given by the caller (e.g. from seed repeats).
-- Verdict, following the paper's practical guide: "too few points", "misaligned: ..." (a
-  significant drop, a failed fit, or a law that does not predict its held-out points) or
-  "aligned: the law holds and predicts".
+- Noise: each point's standard error (`se`: test-set bootstrap and finetune seeds, combined by
+  raysweep.fitter). Without it (a CSV of bare values) the noise is estimated from the scatter of
+  the points (second differences, which cancel a locally linear trend).
+- Fit: the paper's Huber fit on log values, each point weighted by its relative error, with the
+  log-law held to the expected direction (raysweep.laws.forms.directed).
+- Intervals: a parametric bootstrap: new points drawn around the fitted law with each point's own
+  error (scaled up when the points scatter more than their errors say), refitted; percentile
+  intervals of the parameters and of predictions. Nothing is clipped.
+- Backtest, the paper's check: fit on the k smallest-D points, and ask whether each held-out
+  point lies inside that fit's own predictive interval (its bootstrap plus the point's error).
+- Verdict (raysweep.laws.evidence.judge): aligned, misaligned, no effect, or inconclusive with
+  what would resolve it.
 """
 
 from __future__ import annotations
@@ -23,95 +23,47 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import stats
 
-from raysweep.laws.fit import FitResult, fit_law
-from raysweep.laws.forms import Law
+from raysweep.laws import evidence
+from raysweep.laws.evidence import ALIGNED, INCONCLUSIVE, MISALIGNED, NO_EFFECT, VERDICTS
+from raysweep.laws.fit import FitResult, fit_law, one_blas_thread
+from raysweep.laws.forms import Law, directed
 
-TOO_FEW = "too few points"
-MISALIGNED = "misaligned"
-ALIGNED = "aligned"
+__all__ = ["ALIGNED", "INCONCLUSIVE", "MISALIGNED", "NO_EFFECT", "VERDICTS", "Analysis", "Noise",
+           "analyse", "backtest", "bootstrap", "describe", "noise_level", "required_x"]
+
+# A point is never taken as measured better than this, relative to its value: an error of 0
+# (a constant metric, a perfect score) would make every difference "significant".
+_RELATIVE_ERROR_FLOOR = 1e-4
+BACKTEST_MISS_RATE = 0.02
+"""Chance that an aligned law misses a held-out checkpoint by noise alone, over all held-out
+points together: each gets a predictive interval at level 1 - 0.02 / (points held out)."""
 
 
-def _clean(x, y) -> tuple[np.ndarray, np.ndarray, int]:
+@dataclass
+class Noise:
+    """Where the points' errors come from, so an inconclusive verdict can say what would resolve
+    it. Variances are per point, in the metric's units squared."""
+
+    test_sentences: int | None = None
+    seeds: int | None = None
+    test_var: float | None = None
+    """Mean test-set variance of a point (its bootstrap standard error squared)."""
+    seed_var: float | None = None
+    """Variance between finetune seeds of one trial (pooled over checkpoints); None: unmeasured
+    (one seed), so the points' errors hold the test-set part only."""
+
+
+def _clean(x, y, se=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    se = np.full(x.shape, np.nan) if se is None else np.asarray(se, dtype=float).ravel()
+    if not x.shape == y.shape == se.shape:
+        raise ValueError(f"x, y and se must have the same length, got {x.size}, {y.size}, {se.size}")
     usable = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     order = np.lexsort((y[usable], x[usable]))
-    return x[usable][order], y[usable][order], int((~usable).sum())
-
-
-@dataclass
-class Bootstrap:
-    level: float
-    resamples: int
-    failed: int
-    params: dict[str, tuple[float, float]]
-    predictions: dict[float, tuple[float, float]]
-
-
-def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: float = 0.9,
-              at=(), seed: int = 0, full: FitResult | None = None) -> Bootstrap:
-    """Percentile intervals of the parameters and of predictions at each D in `at`.
-
-    full: the fit of all points, when the caller has it already (the resamples start from it)."""
-    x, y, _ = _clean(x, y)
-    full = full or fit_law(law, x, y, huber_delta)
-    rng = np.random.default_rng(seed)
-    params: list[dict] = []
-    predictions: list[np.ndarray] = []
-    failed = 0
-    at = np.asarray(list(at), dtype=float)
-    for _ in range(resamples):
-        index = rng.integers(0, x.size, x.size)
-        if np.unique(x[index]).size < len(law.param_names):
-            failed += 1
-            continue
-        try:  # warm start from the full data's optimum, in the same anchoring
-            fit = fit_law(law, x[index], y[index], huber_delta, start_points=[full.theta],
-                          log_x_ref=full.log_x_ref)
-        except ValueError:
-            failed += 1
-            continue
-        params.append(fit.params)
-        if at.size:
-            predictions.append(fit.predict(at))
-    tail = (1 - level) / 2 * 100
-
-    def interval(values) -> tuple[float, float]:
-        values = np.asarray(values, dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return (math.nan, math.nan)
-        low, high = np.percentile(values, [tail, 100 - tail])
-        return (float(low), float(high))
-
-    names = params[0].keys() if params else ()
-    param_intervals = {n: interval([p[n] for p in params]) for n in names}
-    prediction_intervals = ({float(d): interval(np.asarray(predictions)[:, i]) for i, d in enumerate(at)}
-                            if predictions else {float(d): (math.nan, math.nan) for d in at})
-    return Bootstrap(level, resamples, failed, param_intervals, prediction_intervals)
-
-
-@dataclass
-class Backtest:
-    fitted_on: int
-    held_out: list[dict]  # {"x", "y", "predicted", "relative_error"}
-    max_relative_error: float
-
-
-def backtest(law: Law, x, y, huber_delta: float, k: int = 4) -> Backtest | None:
-    """Fit on the k smallest-D points, predict the others. None if there is nothing to hold out."""
-    x, y, _ = _clean(x, y)
-    if x.size <= k or k < 2:
-        return None
-    fit = fit_law(law, x[:k], y[:k], huber_delta)
-    predicted = fit.predict(x[k:])
-    rows = [{"x": float(d), "y": float(v), "predicted": float(p),
-             "relative_error": float(abs(p - v) / abs(v))}
-            for d, v, p in zip(x[k:], y[k:], predicted)]
-    return Backtest(k, rows, max(r["relative_error"] for r in rows))
+    return x[usable][order], y[usable][order], se[usable][order], int((~usable).sum())
 
 
 def noise_level(y) -> float:
@@ -123,16 +75,107 @@ def noise_level(y) -> float:
     return float(np.median(np.abs(second)) / 0.6745 / math.sqrt(6))
 
 
-def significant_drops(x, y, increasing: bool, noise: float, sigmas: float = 2.0) -> list[dict]:
-    """Consecutive steps that go the wrong way by more than `sigmas` noise standard deviations."""
-    x, y, _ = _clean(x, y)
-    sign = 1.0 if increasing else -1.0
-    drops = []
-    for i in range(x.size - 1):
-        change = sign * (y[i + 1] - y[i])
-        if change < -sigmas * noise and change < 0:
-            drops.append({"from_x": float(x[i]), "to_x": float(x[i + 1]), "change": float(y[i + 1] - y[i])})
-    return drops
+def _residual_sigma(fit: FitResult, x, y, level: float = 0.9) -> np.ndarray:
+    """Log-space noise estimated from a fit's residuals (for callers with no measured errors),
+    widened by Student's t over the normal quantile at `level`: an error estimated from a handful
+    of residuals is itself uncertain, and a bootstrap that took it as exact under-covered (72%
+    for 90% intervals on 8 points)."""
+    residuals = np.log(y) - np.log(fit.predict(x))
+    dof = max(1, y.size - len(fit.theta))
+    widen = stats.t.ppf(0.5 + level / 2, dof) / stats.norm.ppf(0.5 + level / 2)
+    return np.full(y.size, max(math.sqrt(float(np.sum(residuals ** 2)) / dof) * widen,
+                               _RELATIVE_ERROR_FLOOR))
+
+
+@dataclass
+class Bootstrap:
+    level: float
+    resamples: int
+    failed: int
+    params: dict[str, tuple[float, float]]
+    predictions: dict[float, tuple[float, float]]
+    draws: np.ndarray | None = field(default=None, repr=False)
+    """Predictions of every resample at `at` (resamples x len(at)), for predictive intervals."""
+
+
+def _percentiles(values, level: float) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+@one_blas_thread
+def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: float = 0.9,
+              at=(), seed: int = 0, full: FitResult | None = None, log_sigma=None,
+              scale: float = 1.0, weights=None) -> Bootstrap:
+    """Percentile intervals of the parameters and of predictions at each D in `at`, from a
+    parametric bootstrap: y* = law(x) * exp(scale * log_sigma * N(0, 1)), refitted.
+
+    log_sigma: each point's relative error (default: estimated from the full fit's residuals).
+    full: the fit of all points, when the caller has it already (the resamples start from it)."""
+    x, y, _, _ = _clean(x, y)
+    full = full or fit_law(law, x, y, huber_delta, weights=weights)
+    log_sigma = (_residual_sigma(full, x, y, level) if log_sigma is None
+                 else np.asarray(log_sigma, float))
+    rng = np.random.default_rng(seed)
+    centre = full.predict(x)
+    at = np.asarray(list(at), dtype=float)
+    params: list[dict] = []
+    draws: list[np.ndarray] = []
+    failed = 0
+    for _ in range(resamples):
+        y_star = centre * np.exp(scale * log_sigma * rng.standard_normal(x.size))
+        try:  # warm start from the full data's optimum, in the same anchoring
+            fit = fit_law(full.law_form or law, x, y_star, huber_delta, start_points=[full.theta],
+                          log_x_ref=full.log_x_ref, weights=weights)
+        except ValueError:
+            failed += 1
+            continue
+        params.append(fit.params)
+        if at.size:
+            draws.append(fit.predict(at))
+    names = params[0].keys() if params else ()
+    table = np.asarray(draws) if draws else np.full((0, at.size), np.nan)
+    return Bootstrap(level, resamples, failed,
+                     {n: _percentiles([p[n] for p in params], level) for n in names},
+                     {float(d): _percentiles(table[:, i], level) for i, d in enumerate(at)},
+                     table)
+
+
+def backtest(law: Law, x, y, huber_delta: float, k: int = 4, log_sigma=None,
+             resamples: int = 200, seed: int = 0) -> dict | None:
+    """Fit on the k smallest-D points and predict the others, each with its predictive interval
+    (the k-point fit's bootstrap plus the held-out point's own error; see BACKTEST_MISS_RATE).
+    None if there is nothing to hold out."""
+    x, y, _, _ = _clean(x, y)
+    if x.size <= k or k < 2:
+        return None
+    log_sigma = (np.full(x.size, math.nan) if log_sigma is None
+                 else np.asarray(log_sigma, dtype=float))
+    weights = None if np.isnan(log_sigma).any() else np.mean(log_sigma[:k]) / log_sigma[:k]
+    fit = fit_law(law, x[:k], y[:k], huber_delta, weights=weights)
+    fitted_sigma = None if weights is None else log_sigma[:k]
+    own = fitted_sigma if fitted_sigma is not None else _residual_sigma(fit, x[:k], y[:k])
+    chi2, dof, _, scale = evidence.log_chi2(np.log(y[:k]) - np.log(fit.predict(x[:k])), own,
+                                            len(fit.theta))
+    level = 1 - BACKTEST_MISS_RATE / (x.size - k)
+    boot = bootstrap(law, x[:k], y[:k], huber_delta, resamples, level, x[k:], seed,
+                     full=fit, log_sigma=own, scale=scale, weights=weights)
+    held_sigma = log_sigma[k:] if weights is not None else np.full(x.size - k, own[0])
+    noise = np.random.default_rng(seed + 1).standard_normal(boot.draws.shape)
+    predictive = boot.draws * np.exp(scale * held_sigma * noise)
+    rows = []
+    for i, (d, v, p) in enumerate(zip(x[k:], y[k:], fit.predict(x[k:]))):
+        low, high = _percentiles(predictive[:, i], level)
+        rows.append({"x": float(d), "y": float(v), "predicted": float(p),
+                     "relative_error": float(abs(p - v) / abs(v)), "low": low, "high": high,
+                     "inside": bool(low <= v <= high)})
+    return {"fitted_on": k, "held_out": rows, "level": level,
+            "max_relative_error": max(r["relative_error"] for r in rows)}
 
 
 def required_x(fit: FitResult, target: float, x_min: float, x_max: float = 1e16) -> float | None:
@@ -164,14 +207,26 @@ class Analysis:
     dropped: int
     verdict: str
     reason: str
+    provisional: bool = False
+    """True while fewer checkpoints than scheduled are in: the verdict may still change."""
     params: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     level: float = 0.9
-    predictions: list[dict] = field(default_factory=list)  # {"x", "value", "low", "high"}
+    predictions: list[dict] = field(default_factory=list)
+    """{"x", "value", "low", "high", "extrapolation"}: extrapolation = x / the largest D fitted."""
     band: list[dict] = field(default_factory=list)  # the fitted curve with its interval, for plots
+    points: list[dict] = field(default_factory=list)
+    """{"x", "y", "se"}: the fitted points and the error each was judged with."""
+    noise_source: str = ""
+    """Where the points' errors come from, in words."""
+    gain: dict | None = None
+    """Largest checkpoint minus no pretraining: {"x", "value", "se", "low", "high"} (level)."""
+    trend: dict | None = None
+    """Change of the straight-line trend across the fitted D range: {"value", "se", "low", "high"}."""
+    chi2: float | None = None
+    dof: int | None = None
+    p_fit: float | None = None
     backtest: dict | None = None
-    r2_log: float | None = None
-    noise: float | None = None
     drops: list[dict] = field(default_factory=list)
     converged: bool | None = None
     target_y: float | None = None
@@ -182,97 +237,200 @@ class Analysis:
         return asdict(self)
 
 
-def analyse(law: Law, x, y, huber_delta: float, *, increasing: bool | None = None,
-            predict_at=(), band_at=(), target_y: float | None = None, k: int = 4,
-            resamples: int = 1000,
-            level: float = 0.9, noise: float | None = None, max_backtest_error: float = 0.1,
-            min_r2: float = 0.8, seed: int = 0) -> Analysis:
+def _scatter(fit: FitResult, xs, ys) -> float | None:
+    """Relative noise of the points estimated from their scatter around the (Huber) fit: the
+    median absolute log residual, scaled to a standard deviation and for the parameters fitted.
+    Robust: a single point far off the law (a real drop) does not inflate it. None with fewer
+    than 2 degrees of freedom left (a 3-parameter law through 4 points says nothing of noise)."""
+    dof = ys.size - len(fit.theta)
+    if dof < 2:
+        return None
+    residuals = np.abs(np.log(ys) - np.log(fit.predict(xs)))
+    return float(np.median(residuals) / 0.6745 * math.sqrt(ys.size / dof))
+
+
+def _errors(ys, se, noise: Noise | None, scatter: float | None) -> tuple[np.ndarray, str, bool]:
+    """The error each point is judged with, where it comes from in words, and whether it was
+    measured independently of the points (only then can it test the law's goodness of fit: an
+    error estimated from the scatter around the law would judge the law by itself).
+    scatter: relative noise estimated from the points (_scatter), used where nothing was
+    measured, and where the measured errors miss a source (one finetune seed) and it is larger."""
+    floor = _RELATIVE_ERROR_FLOOR * np.abs(ys)
+    if not np.all(np.isfinite(se) & (se >= 0)):
+        estimate = scatter * ys if scatter is not None else np.full(ys.size, noise_level(ys))
+        return np.maximum(estimate, floor), "estimated from the scatter of the points", False
+    if noise is not None and noise.seed_var is None and scatter is not None:
+        source = (f"test-set bootstrap over {noise.test_sentences} sentences, 1 seed "
+                  f"(finetuning noise unmeasured: the points' scatter is used where larger)")
+        return np.maximum(np.maximum(se, scatter * ys), floor), source, False
+    if noise is None:
+        source = "measured"
+    else:
+        source = (f"test-set bootstrap over {noise.test_sentences} sentences and "
+                  f"{noise.seeds} seed(s)")
+    return np.maximum(se, floor), source, True
+
+
+def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
+    """What would resolve an inconclusive verdict: how far the errors must shrink to tell a
+    change of min_effect from none, in test sentences and seeds where their shares are known."""
+    worst = max([e.trend] + ([e.gain] if e.gain else []), key=lambda c: c.se)
+    factor = worst.se / (e.min_effect / evidence.POWER_Z)
+    if factor <= 1.2:
+        return "; one or two more checkpoints (or a little less noise) should settle it"
+    head = (f"; to tell a change of {e.min_effect:.3g} from none, the errors must shrink "
+            f"{factor:.1f}x")
+    if noise is None or not noise.test_var or not noise.test_sentences:
+        return head + f" (about {factor * factor:.0f}x the test sentences or seeds per point)"
+    seeds = noise.seeds or 1
+    seed_part = (noise.seed_var or 0.0) / seeds
+    target = (noise.test_var + seed_part) / (factor * factor)
+    options = []
+    if target > seed_part:
+        sentences = noise.test_sentences * noise.test_var / (target - seed_part)
+        options.append(f"about {math.ceil(sentences):,} test sentences (now "
+                       f"{noise.test_sentences:,})")
+    if noise.seed_var is None:
+        options.append("tasks[].seeds >= 2 to measure the finetuning noise")
+    elif target > noise.test_var:
+        options.append(f"{math.ceil(noise.seed_var / (target - noise.test_var))} seeds (now {seeds})")
+    return head + (": " + ", or ".join(options) if options else
+                   ": more test sentences and seeds together")
+
+
+def _change_dict(change: evidence.Change, sign: float, level: float, **extra) -> dict:
+    z = float(evidence.stats.norm.ppf(0.5 + level / 2))
+    value = sign * change.value  # back in the metric's own direction
+    return {**extra, "value": value, "se": change.se, "low": value - z * change.se,
+            "high": value + z * change.se}
+
+
+@one_blas_thread
+def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | None = None,
+            baseline_se: float | None = None, noise: Noise | None = None,
+            increasing: bool | None = None, predict_at=(), band_at=(),
+            target_y: float | None = None, k: int = 4, resamples: int = 1000, level: float = 0.9,
+            min_effect: float | None = None, expected_points: int | None = None, min_points: int = 3,
+            seed: int = 0) -> Analysis:
     """Fit, bootstrap, backtest and judge. Never raises for bad data: the verdict says why.
 
-    increasing: the expected direction (task metrics rise, cross-entropy falls); by default the
-    log-law's data are expected to rise and other laws' to fall."""
+    se: each point's standard error (None: estimated from the scatter). baseline, baseline_se:
+    the no-pretraining value and its error. increasing: the expected direction (task metrics
+    rise, cross-entropy falls); by default the log-law's data rise and other laws' fall.
+    min_effect: the smallest change worth telling from none, in the metric's units (default: 2%
+    of the baseline, or of the first point). expected_points: the checkpoints scheduled; fewer make the verdict provisional."""
     if law.num_inputs != 1:
-        # The verdict's ingredients (distinct D, backtest on the smallest D, monotonicity, the D
-        # needed for a target) are defined along one axis; fit_law fits laws of several variables.
+        # The verdict's ingredients (distinct D, backtest on the smallest D, trend, the D needed
+        # for a target) are defined along one axis; fit_law fits laws of several variables.
         raise ValueError(f"analyse judges laws of one variable; {law.name} takes {law.num_inputs}")
-    xs, ys, dropped = _clean(x, y)
-    if increasing is None:
-        increasing = law.name == "log_law"
-    n_params = len(law.param_names)
-    distinct = np.unique(xs).size
+    xs, ys, ses, dropped = _clean(x, y, se)
+    increasing = law.name == "log_law" if increasing is None else increasing
+    sign = 1.0 if increasing else -1.0
     base = {"law": law.name, "num_points": int(xs.size), "dropped": dropped, "level": level,
-            "target_y": target_y}
-    if distinct <= n_params - 1 or distinct < 3:
-        return Analysis(**base, verdict=TOO_FEW,
-                        reason=f"{distinct} distinct positive D with positive finite values; "
-                               f"{max(3, n_params)} are needed to fit and judge {law.name}")
-    if np.ptp(ys) == 0:
-        return Analysis(**base, verdict=MISALIGNED,
-                        reason="the metric does not change with D: pretraining has no effect here")
-    fit = fit_law(law, xs, ys, huber_delta)
-    log_residuals = np.log(ys) - np.log(fit.predict(xs))
-    spread = np.sum((np.log(ys) - np.log(ys).mean()) ** 2)
-    r2 = float(1 - np.sum(log_residuals ** 2) / spread) if spread > 0 else 0.0
-    sigma = noise_level(ys) if noise is None else noise
-    drops = significant_drops(xs, ys, increasing, sigma)
-    test = backtest(law, xs, ys, huber_delta, k)
+            "target_y": target_y,
+            "provisional": expected_points is not None and xs.size < expected_points}
+    needed = max(3, min_points, len(law.param_names))
+    if np.unique(xs).size < needed:
+        return Analysis(**base, verdict=INCONCLUSIVE, reason=(
+            f"too few points: {np.unique(xs).size} checkpoint(s) with a positive value; "
+            f"{law.name} needs {needed}" + (f" ({dropped} dropped: zero, negative or not finite)"
+                                            if dropped else "")))
+    law = directed(law, increasing)
+    measured = np.all(np.isfinite(ses) & (ses > 0))
+    weights = None
+    if measured:
+        weights = np.mean(ses / ys) / (ses / ys)  # relative errors, normalised: see fit_law
+    fit = fit_law(law, xs, ys, huber_delta, weights=weights)
+    sigma, source, independent = _errors(ys, ses, noise, _scatter(fit, xs, ys))
+    log_sigma = sigma / ys
+    chi2, dof, p_fit, scale = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)), log_sigma,
+                                                len(law.param_names))
+    if not independent:
+        p_fit = None  # reported as "not tested": see _errors
     boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
-                     full=fit)
+                     full=fit, log_sigma=log_sigma, scale=scale, weights=weights)
+    trend = evidence.trend_change(xs, ys, sigma, sign, scale)
+    gain = None
+    if baseline is not None and math.isfinite(baseline):
+        base_se = baseline_se if baseline_se is not None and math.isfinite(baseline_se) else sigma[0]
+        gain = evidence.gain_over_baseline(ys[-1], sigma[-1], baseline, base_se, sign)
+    reference = abs(baseline) if gain is not None and baseline else abs(ys[0])
+    e = evidence.Evidence(
+        sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
+        steps=evidence.wrong_way_steps(xs, ys, sigma, sign), backtest_misses=[],
+        min_effect=0.02 * reference if min_effect is None else min_effect)
+    verdict, reason = evidence.judge(e)
+    test = None
+    if verdict != MISALIGNED:
+        # The backtest is judged after every other misalignment test, so it can only turn a
+        # verdict that is not "misaligned" yet; its bootstrap is the costliest step, skipped
+        # when it cannot change the answer.
+        test = backtest(law, xs, ys, huber_delta, k, log_sigma, min(resamples, 200), seed)
+        e.backtest_misses = [r for r in (test or {}).get("held_out", []) if not r["inside"]]
+        verdict, reason = evidence.judge(e)
+    if verdict == INCONCLUSIVE:
+        reason += _advice(e, noise)
+    if base["provisional"]:
+        reason = f"provisional ({xs.size} of {expected_points} checkpoints): {reason}"
 
     def with_interval(d) -> dict:
         return {"x": float(d), "value": float(fit.predict([d])[0]),
-                "low": boot.predictions[float(d)][0], "high": boot.predictions[float(d)][1]}
+                "low": boot.predictions[float(d)][0], "high": boot.predictions[float(d)][1],
+                "extrapolation": float(d) / float(xs[-1])}
 
-    predictions = [with_interval(d) for d in predict_at]
-    band = [with_interval(d) for d in band_at]
-    needed = required_x(fit, target_y, float(xs[0])) if target_y is not None else None
+    return Analysis(
+        **base, verdict=verdict, reason=reason, params=fit.params, intervals=boot.params,
+        predictions=[with_interval(d) for d in predict_at], band=[with_interval(d) for d in band_at],
+        points=[{"x": float(a), "y": float(b), "se": float(s)} for a, b, s in zip(xs, ys, sigma)],
+        noise_source=source,
+        gain=None if gain is None else _change_dict(gain, sign, level, x=float(xs[-1])),
+        trend=_change_dict(trend, sign, level), chi2=chi2, dof=dof, p_fit=p_fit, backtest=test,
+        drops=e.steps, converged=fit.converged,
+        required_x=required_x(fit, target_y, float(xs[0])) if target_y is not None else None,
+        message=fit.message)
 
-    if drops:
-        verdict, reason = MISALIGNED, (
-            f"non-monotonic: {len(drops)} step(s) go the wrong way by more than 2x the noise "
-            f"({sigma:.3g})")
-    elif not fit.converged or r2 < min_r2:
-        verdict, reason = MISALIGNED, (f"the law fails: R^2 in log space {r2:.2f}"
-                                       + ("" if fit.converged else ", fit did not converge"))
-    elif test is not None and test.max_relative_error > max_backtest_error:
-        verdict, reason = MISALIGNED, (
-            f"the law does not predict: fitted on the {k} smallest D, it misses the held-out "
-            f"points by up to {test.max_relative_error:.1%}")
-    elif test is None:
-        verdict, reason = ALIGNED, (f"the law holds (R^2 in log space {r2:.2f}); too few points "
-                                    f"for a backtest beyond the {k} smallest")
-    else:
-        verdict, reason = ALIGNED, (f"the law holds (R^2 in log space {r2:.2f}) and predicts its "
-                                    f"held-out points within {test.max_relative_error:.1%}")
-    return Analysis(**base, verdict=verdict, reason=reason, params=fit.params,
-                    intervals=boot.params, predictions=predictions, band=band,
-                    backtest=asdict(test) if test else None, r2_log=r2, noise=sigma, drops=drops,
-                    converged=fit.converged, required_x=needed, message=fit.message)
+
+def extrapolation_words(prediction: dict) -> str:
+    """How far a prediction reaches past the largest checkpoint fitted, in words."""
+    factor = prediction.get("extrapolation", 1.0)
+    if factor <= 1.0:
+        return "within the measured range"
+    return f"{factor:.3g}x beyond the largest checkpoint" + (" (far: treat with care)"
+                                                             if factor > 10 else "")
 
 
 def describe(analysis: Analysis, x_name: str = "D", y_name: str = "y") -> str:
-    """The analysis in a few lines a researcher reads: parameters, intervals, backtest, verdict."""
+    """The analysis in a few lines a researcher reads: verdict, gain, prediction, then details."""
     a = analysis
-    lines = [f"{a.law} fitted to {a.num_points} points ({y_name} vs {x_name})"
-             + (f"; {a.dropped} dropped (zero, negative or non-finite)" if a.dropped else "")]
     pct = f"{a.level:.0%}"
+    lines = [f"verdict: {a.verdict}: {a.reason}",
+             f"{a.law} fitted to {a.num_points} points ({y_name} vs {x_name})"
+             + (f"; {a.dropped} dropped (zero, negative or non-finite)" if a.dropped else "")
+             + (f"; errors {a.noise_source}" if a.noise_source else "")]
+    for name, change in (("gain over no pretraining", a.gain), ("trend across the points", a.trend)):
+        if change:
+            lines.append(f"  {name}: {change['value']:+.4g} +- {change['se']:.2g}   {pct} interval "
+                         f"[{change['low']:.4g}, {change['high']:.4g}]")
+    for p in a.predictions:
+        lines.append(f"  prediction at {x_name} = {p['x']:.4g}: {p['value']:.4g}   {pct} interval "
+                     f"[{p['low']:.4g}, {p['high']:.4g}] ({extrapolation_words(p)})")
+    if a.chi2 is not None:
+        fit_test = f"chi2 = {a.chi2:.2f} on {a.dof} dof" + (f", p = {a.p_fit:.2g}" if a.p_fit
+                                                            is not None else "")
+        lines.append(f"  goodness of fit: {fit_test}")
     for name, value in a.params.items():
         low, high = a.intervals.get(name, (math.nan, math.nan))
         lines.append(f"  {name:6} = {value:.4g}   {pct} interval [{low:.4g}, {high:.4g}]")
-    if a.r2_log is not None:
-        lines.append(f"  R^2 (log space) = {a.r2_log:.3f}; noise estimate {a.noise:.3g}")
-    for p in a.predictions:
-        lines.append(f"  prediction at {x_name} = {p['x']:.4g}: {p['value']:.4g}   "
-                     f"{pct} interval [{p['low']:.4g}, {p['high']:.4g}]")
     if a.backtest:
-        lines.append(f"  backtest (fit on the {a.backtest['fitted_on']} smallest {x_name}): "
-                     f"max relative error {a.backtest['max_relative_error']:.2%}")
+        lines.append(f"  backtest (fit on the {a.backtest['fitted_on']} smallest {x_name}, "
+                     f"{a.backtest['level']:.0%} predictive intervals): max relative error "
+                     f"{a.backtest['max_relative_error']:.2%}")
         for row in a.backtest["held_out"]:
-            lines.append(f"    {x_name} = {row['x']:.4g}: observed {row['y']:.4g}, "
-                         f"predicted {row['predicted']:.4g} ({row['relative_error']:.2%})")
+            lines.append(f"    {x_name} = {row['x']:.4g}: observed {row['y']:.4g}, predicted "
+                         f"{row['predicted']:.4g} [{row['low']:.4g}, {row['high']:.4g}]"
+                         + ("" if row["inside"] else " MISSED"))
     if a.target_y is not None:
         reach = (f"reached at {x_name} = {a.required_x:.4g}" if a.required_x is not None
                  else "not reachable")
         lines.append(f"  target {y_name} = {a.target_y:g}: {reach}")
-    lines.append(f"verdict: {a.verdict}: {a.reason}")
     return "\n".join(lines)

@@ -265,6 +265,39 @@ LOG_LAW = Law(
 )
 
 
+
+def _directed_log_law(increasing: bool) -> Law:
+    """LOG_LAW restricted to curves that move the expected way and stay finite beyond the data.
+
+    gamma (the log-log slope at the data centre) takes the expected sign: a rising metric is never
+    fitted with a falling curve (the paper's law with beta < 0 and alpha < 0 "rises" towards a
+    pole), and data that go the wrong way get a flat fit (gamma = 0 at its bound), which the
+    verdict's own tests then call out. w >= 0 puts the law's zero point D0 BELOW the data: with
+    w < 0 it lies above them, and the curve runs into that singularity (to 0 or to infinity) a
+    little past the largest checkpoint; extrapolations through it were the 1e20 BLEU predictions.
+    With w >= 0 the curve is concave in log-log space (any beta > 0 with alpha > 0, the paper's
+    regime) or, at w = 0, a pure power law, and every prediction past the data is finite."""
+    gamma = (0.0, 5.0) if increasing else (-5.0, 0.0)
+    bounds = (LOG_LAW.bounds[0], gamma, (0.0, 5.0))
+    grid = tuple(tuple(v for v in values if low <= v <= high)
+                 for values, (low, high) in zip(LOG_LAW.init_grid, bounds))
+    grid = (grid[0], grid[1] + ((0.0,) if increasing else (-0.05,)), grid[2])
+    return dataclasses.replace(LOG_LAW, bounds=bounds, init_grid=grid)
+
+
+LOG_LAW_RISING = _directed_log_law(increasing=True)
+LOG_LAW_FALLING = _directed_log_law(increasing=False)
+
+
+def directed(law: Law, increasing: bool) -> Law:
+    """The law as the verdict fits it, for a metric expected to rise (or fall) with D: the log-law
+    restricted to that direction (see _directed_log_law); other laws as they are (the power law
+    with alpha > 0 and A > 0 only falls)."""
+    if law is LOG_LAW:
+        return LOG_LAW_RISING if increasing else LOG_LAW_FALLING
+    return law
+
+
 # --------------------------------------------------------------------------------------------------
 # Power law (downstream cross-entropy):  L(D) = E + A / D^alpha
 #

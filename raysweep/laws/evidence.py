@@ -1,0 +1,190 @@
+"""The statistics behind a verdict: what the points say beyond their measured noise.
+
+Every test here compares an effect with its standard error, built from the per-point errors a
+sweep measures (test-set bootstrap, finetune seeds; see raysweep.laws.analysis.Noise):
+
+- the law's goodness of fit: chi-square of the log residuals against the points' relative errors;
+- the trend: a weighted straight line through (log D, y); its change across the measured range;
+- the gain over no pretraining: the largest checkpoint's value against the baseline's;
+- wrong-way steps: consecutive checkpoints, each step against its own error.
+
+Significance levels are chosen so that, on simulated studies whose noise is known, each false
+alarm stays near 1% and the four verdicts together are >= 95% right where the noise is below the
+effect (bench/bench_verdicts.py prints the confusion matrix). `judge` turns the evidence into one
+of four verdicts with its reason in words.
+
+Pure numpy/scipy: no Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+ALIGNED = "aligned"
+MISALIGNED = "misaligned"
+NO_EFFECT = "no effect"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (ALIGNED, MISALIGNED, NO_EFFECT, INCONCLUSIVE)
+
+Z_ONE_SIDED = float(stats.norm.ppf(0.99))
+"""A change counts (gain, trend, harm) beyond z = 2.33 standard errors: 1% one-sided."""
+LAW_REJECTED_P = 0.01
+"""The law is rejected when its chi-square p-value is below this."""
+Z_EQUIVALENT = float(stats.norm.ppf(0.95))
+"""No effect: the 90% interval of each change lies within +-min_effect (two one-sided tests)."""
+POWER_Z = Z_ONE_SIDED + float(stats.norm.ppf(0.9))
+"""To resolve an effect of size m, its standard error must reach m / POWER_Z (1% test, 90%
+power): what the 'what would resolve it' advice aims at."""
+
+
+@dataclass
+class Change:
+    """An effect (signed so that positive = better) with its standard error."""
+
+    value: float
+    se: float
+
+    @property
+    def z(self) -> float:
+        return self.value / self.se if self.se > 0 else math.copysign(math.inf, self.value or 1.0)
+
+    def interval(self, z: float = Z_EQUIVALENT) -> tuple[float, float]:
+        return (self.value - z * self.se, self.value + z * self.se)
+
+
+@dataclass
+class Evidence:
+    """Everything `judge` needs, all signed so that positive = better for this metric."""
+
+    sign: float
+    """+1 for a metric that should rise with D (task metrics), -1 for one that should fall."""
+    chi2: float
+    dof: int
+    p_fit: float | None
+    """p-value of the law's chi-square (None: no degrees of freedom left to test it)."""
+    scale: float
+    """sqrt(max(1, chi2 / dof)): how much more the points scatter than their errors say."""
+    trend: Change
+    """Change of the straight-line trend across the measured D range (better = positive)."""
+    gain: Change | None
+    """Largest checkpoint minus no pretraining (better = positive); None without a baseline."""
+    steps: list[dict]
+    """Consecutive steps that go the wrong way beyond the noise (family-wise 1%)."""
+    backtest_misses: list[dict]
+    """Held-out checkpoints outside the backtest fit's predictive interval."""
+    min_effect: float
+    """The smallest change worth telling from none, in the metric's units."""
+
+
+def log_chi2(log_residuals, log_sigma, num_params: int) -> tuple[float, int, float | None, float]:
+    """(chi2, dof, p-value or None, scale) of a fit whose log residuals have these sigmas."""
+    r = np.asarray(log_residuals, dtype=float) / np.asarray(log_sigma, dtype=float)
+    chi2, dof = float(np.sum(r * r)), int(r.size - num_params)
+    if dof < 1:
+        return chi2, dof, None, 1.0
+    return chi2, dof, float(stats.chi2.sf(chi2, dof)), math.sqrt(max(1.0, chi2 / dof))
+
+
+def trend_change(x, y, se, sign: float, scale: float) -> Change:
+    """Weighted least-squares line y = a + b log D; its change b * (log D_max - log D_min) with
+    the standard error from the points' errors, inflated by the law's scatter factor (a line is
+    a cruder description than the law, so its own lack of fit would double-count curvature)."""
+    u = np.log(np.asarray(x, dtype=float))
+    w = 1.0 / np.asarray(se, dtype=float) ** 2
+    u_mean = np.sum(w * u) / np.sum(w)
+    spread = np.sum(w * (u - u_mean) ** 2)
+    slope = np.sum(w * (u - u_mean) * np.asarray(y, dtype=float)) / spread
+    width = float(u.max() - u.min())
+    return Change(sign * float(slope) * width, scale * width / math.sqrt(float(spread)))
+
+
+def gain_over_baseline(y_last: float, se_last: float, baseline: float, baseline_se: float,
+                       sign: float) -> Change:
+    return Change(sign * (y_last - baseline), math.hypot(se_last, baseline_se))
+
+
+def wrong_way_steps(x, y, se, sign: float) -> list[dict]:
+    """Consecutive steps that go the wrong way by more than z standard errors of the step, with
+    z Bonferroni-corrected for the number of steps (family-wise 1%): more checkpoints must not
+    mean more false alarms."""
+    x, y, se = (np.asarray(v, dtype=float) for v in (x, y, se))
+    if y.size < 2:
+        return []
+    z = float(stats.norm.ppf(1 - 0.01 / (y.size - 1)))
+    steps = []
+    for i in range(y.size - 1):
+        change, error = sign * (y[i + 1] - y[i]), math.hypot(se[i], se[i + 1])
+        if change < -z * error:
+            steps.append({"from_x": float(x[i]), "to_x": float(x[i + 1]),
+                          "change": float(y[i + 1] - y[i]), "se": error})
+    return steps
+
+
+def _number(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _signed(change: Change, sign: float) -> str:
+    """The change in the metric's own direction (a falling cross-entropy shows as negative)."""
+    return f"{sign * change.value:+.3g} +- {change.se:.2g}"
+
+
+def judge(e: Evidence) -> tuple[str, str]:
+    """The verdict and its statistical basis, in words. Order matters: harm and wrong-way
+    movement first (misaligned), then a law that fails with the noise accounted for (the paper's
+    signal), then improvement (aligned), equivalence to zero (no effect), and otherwise
+    inconclusive."""
+    if e.gain is not None and e.gain.z < -Z_ONE_SIDED:
+        return MISALIGNED, (f"worse than no pretraining beyond the noise: the largest checkpoint "
+                            f"differs from the baseline by {_signed(e.gain, e.sign)} (z = "
+                            f"{e.gain.z:.1f})")
+    if e.trend.z < -Z_ONE_SIDED:
+        return MISALIGNED, (f"goes the wrong way with more pretraining: the trend across the "
+                            f"checkpoints is {_signed(e.trend, e.sign)} (z = {e.trend.z:.1f})")
+    if e.steps:
+        worst = min(e.steps, key=lambda s: e.sign * s["change"] / s["se"])
+        return MISALIGNED, (f"non-monotonic: {len(e.steps)} step(s) go the wrong way beyond the "
+                            f"noise (worst {worst['change']:+.3g} +- {worst['se']:.2g} from D = "
+                            f"{worst['from_x']:.3g} to {worst['to_x']:.3g})")
+    if e.p_fit is not None and e.p_fit < LAW_REJECTED_P:
+        return MISALIGNED, (f"the law fails: the points scatter around it {e.scale:.1f}x more "
+                            f"than their errors (chi2 = {e.chi2:.1f} on {e.dof} dof, "
+                            f"p = {e.p_fit:.2g})")
+    if e.backtest_misses:
+        miss = e.backtest_misses[0]
+        return MISALIGNED, (f"the law does not predict: fitted on the smallest checkpoints, it "
+                            f"misses {len(e.backtest_misses)} held-out one(s) beyond their "
+                            f"predictive interval (at D = {miss['x']:.3g}: measured "
+                            f"{_number(miss['y'])}, interval [{_number(miss['low'])}, "
+                            f"{_number(miss['high'])}])")
+    if e.p_fit is not None:
+        fit_words = f"the law describes the points within their noise (chi2 = {e.chi2:.1f} on {e.dof} dof)"
+    elif e.dof < 1:
+        fit_words = "the law passes through the points (none to spare for a goodness-of-fit test)"
+    else:
+        fit_words = ("the law follows the points (goodness of fit untested: their noise is "
+                     "estimated from their own scatter)")
+    if e.trend.z > Z_ONE_SIDED:
+        gain = f"; gain over no pretraining {_signed(e.gain, e.sign)}" if e.gain else ""
+        return ALIGNED, (f"{fit_words}, and improves with D_p beyond the noise (trend "
+                         f"{_signed(e.trend, e.sign)}, z = {e.trend.z:.1f}){gain}")
+    trend_flat = -e.min_effect < e.trend.interval()[0] and e.trend.interval()[1] < e.min_effect
+    gain_flat = e.gain is None or (-e.min_effect < e.gain.interval()[0]
+                                   and e.gain.interval()[1] < e.min_effect)
+    helps = e.gain is not None and e.gain.z > Z_ONE_SIDED
+    if trend_flat and (gain_flat or helps):
+        reason = (f"more pretraining changes nothing measurable at this D_f: the trend across the "
+                  f"checkpoints, {_signed(e.trend, e.sign)}, lies within +-{_number(e.min_effect)}")
+        if helps:
+            reason += (f"; pretraining itself helps ({_signed(e.gain, e.sign)} over none), but "
+                       f"the gain has saturated")
+        elif e.gain is not None:
+            reason += f", as does the gain over no pretraining, {_signed(e.gain, e.sign)}"
+        return NO_EFFECT, reason
+    return INCONCLUSIVE, (f"the noise is too large to tell: trend {_signed(e.trend, e.sign)}"
+                          + (f", gain over no pretraining {_signed(e.gain, e.sign)}"
+                             if e.gain is not None else ""))

@@ -1,0 +1,77 @@
+"""The points of one law from finished trials: one per D_p, the mean over its finetune seeds at the
+best learning rate, with a standard error that combines the test set's and the seeds' noise.
+
+A trial result is {"key": {"task", "d_p", "d_f", "lr", "seed"}, "metrics": {...}} (what the
+trials log to MLflow): the metric, `<metric>_se` (its test-set bootstrap error), `test_sentences`,
+and the dev metric the learning rate is chosen on.
+
+Why the errors combine the way they do (per point, k seeds):
+    se^2 = mean over seeds of the test-set se^2  +  seed variance / k.
+Every seed is scored on the SAME test set, so the test-set part does not average away over seeds;
+the seed part does. The seed variance is pooled over all points of the law (each point alone has
+k - 1 degrees of freedom, too few to trust). With one seed it cannot be measured at all, and the
+analysis is told so (Noise.seed_var None).
+
+Pure Python/numpy: no Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from raysweep.laws.analysis import Noise
+
+
+def best_lr_runs(results: list[dict], task: str, d_f: int, lr_choice: str) -> dict[int, list[dict]]:
+    """D_p -> the results (one per seed) of the learning rate with the best mean of `lr_choice`
+    on the dev set (lowest dev cross-entropy; highest dev BLEU/chrF). Never the test set."""
+    sign = 1 if lr_choice == "dev_cross_entropy" else -1
+    by_lr: dict[tuple[int, float], list[dict]] = {}
+    for r in results:
+        key = r["key"]
+        if key["task"] == task and key["d_f"] == d_f and lr_choice in r["metrics"]:
+            by_lr.setdefault((key["d_p"], key["lr"]), []).append(r)
+    best: dict[int, tuple[float, list[dict]]] = {}
+    for (d_p, lr), runs in sorted(by_lr.items()):
+        score = sign * float(np.mean([r["metrics"][lr_choice] for r in runs]))
+        if d_p not in best or score < best[d_p][0]:
+            best[d_p] = (score, sorted(runs, key=lambda r: r["key"]["seed"]))
+    return {d_p: runs for d_p, (_, runs) in sorted(best.items())}
+
+
+def law_points(results: list[dict], task: str, d_f: int, metric: str,
+               lr_choice: str = "dev_cross_entropy") -> tuple[dict[int, dict], Noise]:
+    """D_p -> {"y", "se", "seeds", "lr", "test_se"} (D_p = 0: the no-pretraining baseline), and
+    where the errors come from (for the verdict's advice)."""
+    raw: dict[int, tuple[list[float], list[float], float]] = {}
+    sentences = []
+    for d_p, runs in best_lr_runs(results, task, d_f, lr_choice).items():
+        runs = [r for r in runs if _finite(r["metrics"].get(metric))]
+        if not runs:
+            continue
+        values = [float(r["metrics"][metric]) for r in runs]
+        errors = [float(r["metrics"].get(f"{metric}_se", math.nan)) for r in runs]
+        raw[d_p] = (values, errors, runs[0]["key"]["lr"])
+        sentences += [r["metrics"]["test_sentences"] for r in runs if "test_sentences" in r["metrics"]]
+    # Pooled variance between seeds: sum of squared deviations over sum of degrees of freedom.
+    dof = sum(len(v) - 1 for v, _, _ in raw.values())
+    seed_var = (sum(float(np.var(v, ddof=0)) * len(v) for v, _, _ in raw.values()) / dof
+                if dof else None)
+    points = {}
+    for d_p, (values, errors, lr) in raw.items():
+        test_var = float(np.mean(np.square(errors)))  # nan when a trial logged no error
+        total = test_var + (seed_var or 0.0) / len(values)
+        points[d_p] = {"y": float(np.mean(values)), "se": math.sqrt(total), "seeds": len(values),
+                       "lr": lr, "test_se": math.sqrt(test_var)}
+    test_vars = [p["test_se"] ** 2 for p in points.values() if _finite(p["test_se"])]
+    noise = Noise(test_sentences=int(min(sentences)) if sentences else None,
+                  seeds=max((p["seeds"] for p in points.values()), default=None),
+                  test_var=float(np.mean(test_vars)) if test_vars else None,
+                  seed_var=seed_var)
+    return points, noise
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,86 @@
+"""Law points from trial results: the best learning rate on dev, the mean over finetune seeds, and
+a standard error combining the test set's noise with the seeds' (raysweep.laws.points); the answer
+page built from the fitted laws (raysweep.answer)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raysweep.laws.points import best_lr_runs, law_points
+
+
+def result(d_p, lr, seed, bleu, bleu_se=0.5, dev_ce=2.0, d_f=4000):
+    return {"key": {"task": "en-de", "d_p": d_p, "d_f": d_f, "lr": lr, "seed": seed},
+            "metrics": {"bleu": bleu, "bleu_se": bleu_se, "dev_cross_entropy": dev_ce,
+                        "test_sentences": 200.0},
+            "run_id": f"{d_p}-{lr}-{seed}"}
+
+
+def test_the_best_lr_is_chosen_on_the_mean_dev_score_of_its_seeds():
+    results = [result(100, 0.001, 0, 10, dev_ce=2.0), result(100, 0.001, 1, 11, dev_ce=2.4),
+               result(100, 0.003, 0, 30, dev_ce=2.1), result(100, 0.003, 1, 31, dev_ce=2.1)]
+    (runs,) = best_lr_runs(results, "en-de", 4000, "dev_cross_entropy").values()
+    assert {r["key"]["lr"] for r in runs} == {0.003}  # mean 2.1 beats mean 2.2, not the best seed
+    assert [r["key"]["seed"] for r in runs] == [0, 1]
+
+
+def test_a_point_is_the_mean_over_seeds_with_test_and_pooled_seed_noise():
+    values = {100: (10.0, 12.0), 200: (14.0, 15.0), 0: (5.0, 5.5)}
+    results = [result(d_p, 0.001, seed, v, bleu_se=0.4)
+               for d_p, pair in values.items() for seed, v in enumerate(pair)]
+    points, noise = law_points(results, "en-de", 4000, "bleu")
+    # Pooled seed variance: sum of squared deviations (2 + 0.5 + 0.125) over 3 degrees of freedom.
+    pooled = (2.0 + 0.5 + 0.125) / 3
+    assert noise.seed_var == pytest.approx(pooled) and noise.seeds == 2
+    assert noise.test_sentences == 200 and noise.test_var == pytest.approx(0.16)
+    assert points[100]["y"] == 11.0 and points[0]["y"] == 5.25
+    # The test-set part does not average away over seeds (same test set); the seed part does.
+    assert points[100]["se"] == pytest.approx(math.sqrt(0.16 + pooled / 2))
+    assert sorted(points) == [0, 100, 200]
+
+
+def test_one_seed_leaves_the_seed_noise_unmeasured():
+    results = [result(d_p, 0.001, 0, 10.0 + i) for i, d_p in enumerate((0, 100, 200))]
+    points, noise = law_points(results, "en-de", 4000, "bleu")
+    assert noise.seed_var is None and noise.seeds == 1
+    assert all(p["se"] == pytest.approx(0.5) for p in points.values())
+
+
+def test_results_without_errors_give_points_with_unknown_errors():
+    results = [result(100, 0.001, 0, 10.0), result(200, 0.001, 0, 12.0)]
+    for r in results:
+        del r["metrics"]["bleu_se"]
+    points, _ = law_points(results, "en-de", 4000, "bleu")
+    assert all(math.isnan(p["se"]) for p in points.values())
+
+
+def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
+    from raysweep.answer import answer_markdown, answer_table
+    from raysweep.laws import LOG_LAW
+    from raysweep.laws.analysis import analyse
+    from raysweep.spec import spec_from_dict
+
+    spec = spec_from_dict({
+        "name": "answer", "pretrain": {"mixture": [{"source": "synthetic:en", "weight": 0.5},
+                                                   {"source": "synthetic:de", "weight": 0.5}],
+                                       "checkpoints": [20000, 80000, 320000, 640000]},
+        "tasks": [{"name": "en-de", "source_lang": "en", "target_lang": "de",
+                   "data": "synthetic:en-de", "finetune_tokens": [4000]}],
+        "fit": {"target_tokens": 1000000, "target_score": {"bleu": 14}}}, base_dir=".")
+    d_p = np.array([20000, 80000, 320000, 640000])
+    y = np.array([8.0, 10.1, 11.9, 12.8])
+    a = analyse(LOG_LAW, d_p, y, 0.1, se=[0.2] * 4, baseline=5.0, baseline_se=0.2,
+                predict_at=[1e6], target_y=14, resamples=50)
+    groups = [{"task": "en-de", "d_f": 4000, "metric": "bleu", "analysis": a,
+               "points": {0: {"y": 5.0, "se": 0.2}}}]
+    page = answer_markdown(spec, groups, checkpoints_in=4)
+    assert "**Yes: this pretraining data helps en-de.**" in page and "final" in page
+    assert f"**{a.verdict}**" in page and "+7.8 [" in page  # the gain, with its interval
+    assert "1.6x past the data" in page and a.reason in page
+    assert "D_p needed" in page and ("for 14" in page or "not reached" in page)
+    assert "provisional: 2 of 4 checkpoints in" in answer_markdown(spec, groups, checkpoints_in=2)
+    table = answer_table(spec, groups)
+    assert "aligned" in table and a.reason in table
