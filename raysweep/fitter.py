@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import ray
 
@@ -52,6 +53,12 @@ def finished_results(spec: SweepSpec) -> dict[str, dict]:
         results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
                              "run_id": run.info.run_id}
     return results
+
+
+def _key_string(key: dict) -> str:
+    from raysweep.finetune import TrialKey
+
+    return str(TrialKey(**key))
 
 
 def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
@@ -148,8 +155,12 @@ def laws_table(groups: list[dict]) -> dict[str, list]:
     return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_concurrency=8)
 class LawFitter:
+    """Threaded (max_concurrency): `latest` and `summary` answer while a refit runs, and results
+    that arrive during a refit queue on the lock and are taken in together by the next one
+    (one refit per burst instead of one per result: a refit is seconds of CPU)."""
+
     def __init__(self, spec: SweepSpec, laws_run_id: str):
         from raysweep.tracking import Tracker
 
@@ -161,25 +172,32 @@ class LawFitter:
         self.groups: dict[tuple, dict] = {}  # (task, d_f, metric) -> {"points", "analysis"}
         self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
+        self.lock = threading.Lock()  # one refit at a time
+        self.stale: set[tuple[str, int]] = set()  # (task, D_f) with results not refitted yet
         for task in spec.tasks:
             for d_f in task.finetune_tokens:
                 self._refit(task.name, d_f)
 
     def add_result(self, result: dict) -> None:
-        from raysweep.finetune import TrialKey
-
-        key = TrialKey(**result["key"])
-        self.results[str(key)] = result
-        self._refit(key.task, key.d_f)
+        key = result["key"]
+        self.results[_key_string(key)] = result
+        self.stale.add((key["task"], key["d_f"]))
+        self._refit_stale()
 
     def sync(self) -> int:
         """Take in the finished trial runs in MLflow that never reached this fitter (a trial whose
         process died after finishing its run); returns how many there were."""
         missing = {k: r for k, r in finished_results(self.spec).items() if k not in self.results}
         self.results.update(missing)
-        for task, d_f in sorted({(r["key"]["task"], r["key"]["d_f"]) for r in missing.values()}):
-            self._refit(task, d_f)
+        self.stale.update((r["key"]["task"], r["key"]["d_f"]) for r in missing.values())
+        self._refit_stale()
         return len(missing)
+
+    def _refit_stale(self) -> None:
+        with self.lock:
+            while self.stale:
+                self._refit(*sorted(self.stale)[0])
+
 
     def _mark_best_lrs(self, task: str, d_f: int, results: list[dict]) -> None:
         """Tag the trial runs of the best lr of each (task, D_f, D_p) (every seed of it): true on
@@ -198,6 +216,7 @@ class LawFitter:
     def _refit(self, task: str, d_f: int) -> None:
         from raysweep.laws.points import law_points
 
+        self.stale.discard((task, d_f))  # results arriving from now on mark it stale again
         results = list(self.results.values())
         self._mark_best_lrs(task, d_f, results)
         changed = False
@@ -267,13 +286,20 @@ class LawFitter:
         """The law's figure, with the earlier fits faint under the latest, as artifact
         plots/<task>/df_<D_f>/<metric>.png; each update's figure is also kept, as
         plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png."""
-        from raysweep.plots import law_figure
+        import tempfile
+        from pathlib import Path
+
+        from raysweep.plots import law_figure, save_figure
 
         folder = f"plots/{task}/df_{d_f}"
-        try:
-            for where, name in ((folder, f"{metric}.png"),
-                                (f"{folder}/history", f"{metric}_{analysis.num_points}_checkpoints.png")):
-                self._log_figure(law_figure(task, d_f, metric, points, analysis, history), where, name)
+        try:  # drawn once, logged under both names (drawing is most of a refit's plotting time)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{metric}.png"
+                save_figure(path, law_figure(task, d_f, metric, points, analysis, history))
+                self.tracker.log_artifact(self.run_id, str(path), folder)
+                kept = path.with_name(f"{metric}_{analysis.num_points}_checkpoints.png")
+                path.rename(kept)
+                self.tracker.log_artifact(self.run_id, str(kept), f"{folder}/history")
         except Exception as err:  # a figure is worth less than keeping the fitter alive
             log.warning("could not plot %s D_f=%s %s: %s: %s", task, d_f, metric,
                         type(err).__name__, err)
@@ -301,8 +327,9 @@ class LawFitter:
         return [{"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
                  "points": {str(d_p): p for d_p, p in g["points"].items()},  # D_p -> y, se, ...
                  **g["analysis"].to_dict()}
-                for (t, d_f, m), g in sorted(self.groups.items())]
+                for (t, d_f, m), g in sorted(list(self.groups.items()))]  # a snapshot: see class
 
     def answer_groups(self) -> list[dict]:
         """The groups as analyse_sweep returns them (the answer's input), without the history."""
-        return [{k: v for k, v in g.items() if k != "history"} for _, g in sorted(self.groups.items())]
+        return [{k: v for k, v in g.items() if k != "history"}
+                for _, g in sorted(list(self.groups.items()))]

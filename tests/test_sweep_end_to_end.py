@@ -110,8 +110,6 @@ def test_law_parameters_are_logged(finished_sweep):
 
 
 def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_sweep):
-    import mlflow
-
     spec, first, _, _, tracker = finished_sweep
     (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = sweep.data.tags["mlflow.note.content"]
@@ -124,11 +122,11 @@ def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_s
     comet = next(f for f in first.laws if f["metric"] == "comet")
     assert comet["verdict"] == "not fitted" and "code-path stand-in" in comet["reason"]
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    points = mlflow.load_table("tables/law_points.json", run_ids=[laws.info.run_id])
+    experiment, run_ids = laws.info.experiment_id, [laws.info.run_id]
+    points = tracker.client.load_table(experiment, "tables/law_points.json", run_ids)
     assert len(points) == sum(len(f["points"]) for f in first.laws)
     assert {"task", "d_f", "metric", "d_p", "value", "se", "seeds", "lr"} <= set(points.columns)
-    table = mlflow.load_table("tables/laws.json", run_ids=[laws.info.run_id])
+    table = tracker.client.load_table(experiment, "tables/laws.json", run_ids)
     assert sorted(table["verdict"]) == sorted(f["verdict"] for f in first.laws)
 
 

@@ -36,6 +36,12 @@ __all__ = ["ALIGNED", "INCONCLUSIVE", "MISALIGNED", "NO_EFFECT", "VERDICTS", "An
 # A point is never taken as measured better than this, relative to its value: an error of 0
 # (a constant metric, a perfect score) would make every difference "significant".
 _RELATIVE_ERROR_FLOOR = 1e-4
+HUBER_SIGMAS = 1.345
+"""With measured errors, the Huber delta is at least this many (mean relative) standard errors:
+Huber's classic tuning constant, so a residual within the noise counts quadratically. WHY: the
+paper's delta (1e-3 for cross-entropy) assumes residuals far below 0.1%; with the demo's 4% test
+noise every point sat in the linear, non-smooth part, the fit was an L1 fit, and L-BFGS-B took
+~100 iterations per bootstrap refit (up to 700) instead of ~10."""
 BACKTEST_MISS_RATE = 0.02
 """Chance that an aligned law misses a held-out checkpoint by noise alone, over all held-out
 points together: each gets a predictive interval at level 1 - 0.02 / (points held out)."""
@@ -318,7 +324,9 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
     the no-pretraining value and its error. increasing: the expected direction (task metrics
     rise, cross-entropy falls); by default the log-law's data rise and other laws' fall.
     min_effect: the smallest change worth telling from none, in the metric's units (default: 2%
-    of the baseline, or of the first point). expected_points: the checkpoints scheduled; fewer make the verdict provisional."""
+    of the baseline, or of the first point). expected_points: the checkpoints scheduled; fewer
+    make the verdict provisional. Long because it is the recipe, step by step; each step is a
+    call into this module or raysweep.laws.evidence."""
     if law.num_inputs != 1:
         # The verdict's ingredients (distinct D, backtest on the smallest D, trend, the D needed
         # for a target) are defined along one axis; fit_law fits laws of several variables.
@@ -336,10 +344,10 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
             f"{law.name} needs {needed}" + (f" ({dropped} dropped: zero, negative or not finite)"
                                             if dropped else "")))
     law = directed(law, increasing)
-    measured = np.all(np.isfinite(ses) & (ses > 0))
     weights = None
-    if measured:
+    if np.all(np.isfinite(ses) & (ses > 0)):
         weights = np.mean(ses / ys) / (ses / ys)  # relative errors, normalised: see fit_law
+        huber_delta = max(huber_delta, HUBER_SIGMAS * float(np.mean(ses / ys)))
     fit = fit_law(law, xs, ys, huber_delta, weights=weights)
     sigma, source, independent = _errors(ys, ses, noise, _scatter(fit, xs, ys))
     log_sigma = sigma / ys
@@ -359,17 +367,8 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
         steps=evidence.wrong_way_steps(xs, ys, sigma, sign), backtest_misses=[],
         min_effect=0.02 * reference if min_effect is None else min_effect)
-    verdict, reason = evidence.judge(e)
-    test = None
-    if verdict != MISALIGNED:
-        # The backtest is judged after every other misalignment test, so it can only turn a
-        # verdict that is not "misaligned" yet; its bootstrap is the costliest step, skipped
-        # when it cannot change the answer.
-        test = backtest(law, xs, ys, huber_delta, k, log_sigma, min(resamples, 200), seed)
-        e.backtest_misses = [r for r in (test or {}).get("held_out", []) if not r["inside"]]
-        verdict, reason = evidence.judge(e)
-    if verdict == INCONCLUSIVE:
-        reason += _advice(e, noise)
+    verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
+                                                       min(resamples, 200), seed), noise)
     if base["provisional"]:
         reason = f"provisional ({xs.size} of {expected_points} checkpoints): {reason}"
 
@@ -388,6 +387,22 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         drops=e.steps, converged=fit.converged,
         required_x=required_x(fit, target_y, float(xs[0])) if target_y is not None else None,
         message=fit.message)
+
+
+def _judge(e: evidence.Evidence, run_backtest, noise: Noise | None) -> tuple[str, str, dict | None]:
+    """The verdict, its reason (with what would resolve it, when inconclusive) and the backtest.
+    The backtest is judged after every other misalignment test, so it can only turn a verdict
+    that is not "misaligned" yet; its bootstrap is the costliest step, skipped when it cannot
+    change the answer."""
+    verdict, reason = evidence.judge(e)
+    test = None
+    if verdict != MISALIGNED:
+        test = run_backtest()
+        e.backtest_misses = [r for r in (test or {}).get("held_out", []) if not r["inside"]]
+        verdict, reason = evidence.judge(e)
+    if verdict == INCONCLUSIVE:
+        reason += _advice(e, noise)
+    return verdict, reason, test
 
 
 def extrapolation_words(prediction: dict) -> str:

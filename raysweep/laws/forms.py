@@ -178,25 +178,41 @@ _SERIES_LIMIT = 1e-2
 
 def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """h = log(1 + w z) / w (C1 floor below q = EPS), dh/dw, and the out-of-domain penalty
-    (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w."""
+    (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w.
+
+    Only the branches some point needs are computed: on a handful of points the cost is numpy's
+    per-call overhead, and this runs ~20 times per refit of every bootstrap resample."""
     t = w * z
     small = np.abs(t) < _SERIES_LIMIT
-    # Series: h = z (1 - t/2 + t^2/3 - t^3/4 + t^4/5); dh/dw = z^2 (-1/2 + 2t/3 - 3t^2/4 + 4t^3/5).
-    h_series = z * (1.0 - t / 2.0 + t * t / 3.0 - t ** 3 / 4.0 + t ** 4 / 5.0)
-    dh_series = z * z * (-0.5 + 2.0 * t / 3.0 - 0.75 * t * t + 0.8 * t ** 3)
     q = 1.0 + t
     inside = q > _LOG_LAW_EPS
-    safe_q = np.where(inside, q, 1.0)  # keeps log() off non-positive q in the unused branch
-    log_q = np.where(inside, np.log(safe_q), math.log(_LOG_LAW_EPS) + (q - _LOG_LAW_EPS) / _LOG_LAW_EPS)
-    dlog_q = np.where(inside, 1.0 / safe_q, 1.0 / _LOG_LAW_EPS)
-    safe_w = w if w != 0.0 else 1.0  # the closed form is only used where |w z| >= 1e-2, so w != 0
-    h_closed = log_q / safe_w
-    dh_closed = (dlog_q * z) / safe_w - log_q / (safe_w * safe_w)
+    zeros = np.zeros_like(z)
+    if small.all():
+        h, dh = _log_law_series(t, z)
+    else:
+        safe_q = np.where(inside, q, 1.0)  # keeps log() off non-positive q in the unused branch
+        log_q = np.log(safe_q)
+        dlog_q = 1.0 / safe_q
+        if not inside.all():
+            log_q = np.where(inside, log_q, math.log(_LOG_LAW_EPS) + (q - _LOG_LAW_EPS) / _LOG_LAW_EPS)
+            dlog_q = np.where(inside, dlog_q, 1.0 / _LOG_LAW_EPS)
+        safe_w = w if w != 0.0 else 1.0  # the closed form is used only where |w z| >= 1e-2: w != 0
+        h = log_q / safe_w
+        dh = (dlog_q * z) / safe_w - log_q / (safe_w * safe_w)
+        if small.any():
+            h_series, dh_series = _log_law_series(t, z)
+            h, dh = np.where(small, h_series, h), np.where(small, dh_series, dh)
+    if inside.all():
+        return h, dh, zeros, zeros
     depth = np.where(inside, 0.0, (_LOG_LAW_EPS - q) / _LOG_LAW_PENALTY_SCALE)
-    penalty = -depth * depth
     dpenalty = 2.0 * depth * z / _LOG_LAW_PENALTY_SCALE  # d(-depth^2)/dw; d depth/dw = -z / SCALE
-    return (np.where(small, h_series, h_closed), np.where(small, dh_series, dh_closed),
-            penalty, dpenalty)
+    return h, dh, -depth * depth, dpenalty
+
+
+def _log_law_series(t: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """h = z (1 - t/2 + t^2/3 - t^3/4 + t^4/5); dh/dw = z^2 (-1/2 + 2t/3 - 3t^2/4 + 4t^3/5)."""
+    return (z * (1.0 - t / 2.0 + t * t / 3.0 - t ** 3 / 4.0 + t ** 4 / 5.0),
+            z * z * (-0.5 + 2.0 * t / 3.0 - 0.75 * t * t + 0.8 * t ** 3))
 
 
 def _log_law_log_predict(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
