@@ -55,6 +55,10 @@ def _error(capsys, argv) -> str:
     (lambda d: d["pretrain"]["mixture"][1].update(weight=0.6), "weights that sum to 1 (they sum to 1.1)"),
     (lambda d: d["tasks"][0].update(lrs="0.1"), "`tasks[0].lrs` must be a list"),
     (lambda d: d.pop("name"), "required field `name` is missing"),
+    (lambda d: d["tasks"][0].update(seeds=0), "`tasks[0].seeds` must be a whole number of finetune"),
+    (lambda d: d["tasks"][0].update(test_examples=1), "`tasks[0].test_examples` must be at least 2"),
+    (lambda d: d["fit"].update(min_effect={"blue": 0.5}), "`fit.min_effect.blue` must be one of"),
+    (lambda d: d["fit"].update(target_score={"bleu": -3}), "`fit.target_score.bleu` must be a positive"),
 ])
 def test_bad_spec_is_one_paragraph_exit_2_and_writes_nothing(
         tiny_spec_dict, write_spec, tmp_path, capsys, command, mutate, expected):

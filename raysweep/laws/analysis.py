@@ -281,11 +281,12 @@ def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
     """What would resolve an inconclusive verdict: how far the errors must shrink to tell a
     change of min_effect from none, in test sentences and seeds where their shares are known."""
     worst = max([e.trend] + ([e.gain] if e.gain else []), key=lambda c: c.se)
-    factor = worst.se / (e.min_effect / evidence.POWER_Z)
+    # The change to resolve: the one measured, if larger than the smallest worth telling.
+    effect = max(abs(e.trend.value), e.min_effect)
+    factor = worst.se / (effect / evidence.POWER_Z)
     if factor <= 1.2:
         return "; one or two more checkpoints (or a little less noise) should settle it"
-    head = (f"; to tell a change of {e.min_effect:.3g} from none, the errors must shrink "
-            f"{factor:.1f}x")
+    head = f"; to tell a change of {effect:.3g} from none, the errors must shrink {factor:.1f}x"
     if noise is None or not noise.test_var or not noise.test_sentences:
         return head + f" (about {factor * factor:.0f}x the test sentences or seeds per point)"
     seeds = noise.seeds or 1
@@ -300,8 +301,11 @@ def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
         options.append("tasks[].seeds >= 2 to measure the finetuning noise")
     elif target > noise.test_var:
         options.append(f"{math.ceil(noise.seed_var / (target - noise.test_var))} seeds (now {seeds})")
-    return head + (": " + ", or ".join(options) if options else
-                   ": more test sentences and seeds together")
+    if not options:  # neither alone reaches it: both, each scaled by the factor squared
+        options.append(f"about {math.ceil(noise.test_sentences * factor ** 2):,} test sentences "
+                       f"and {math.ceil(seeds * factor ** 2)} seeds together (now "
+                       f"{noise.test_sentences:,} and {seeds})")
+    return head + ": " + ", or ".join(options)
 
 
 def _change_dict(change: evidence.Change, sign: float, level: float, **extra) -> dict:
