@@ -28,7 +28,7 @@ def test_the_analysis_notebook_runs_on_a_sweep_and_shows_the_laws_of_mlflow(fini
     text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     assert "trials: 20/20 finished" in text  # the status of the sweep
     (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})
-    alpha = laws_run.data.metrics["en-de/df_3000/cross_entropy/alpha"]
+    alpha = laws_run.data.metrics["params/en-de/df_3000/cross_entropy/alpha"]
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert f"{alpha:.6f}" in html  # pandas shows the MLflow value beside the refit
     images = [o for o in outputs if "image/png" in o.get("data", {})]
