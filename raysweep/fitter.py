@@ -324,10 +324,14 @@ class LawFitter:
         return self.latest_line
 
     def summary(self) -> list[dict]:
-        return [{"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
-                 "points": {str(d_p): p for d_p, p in g["points"].items()},  # D_p -> y, se, ...
-                 **g["analysis"].to_dict()}
-                for (t, d_f, m), g in sorted(list(self.groups.items()))]  # a snapshot: see class
+        laws = []
+        for (t, d_f, m), g in sorted(list(self.groups.items())):  # a snapshot: see class
+            law = g["analysis"].to_dict()
+            law["fitted_points"] = law.pop("points")  # with the errors they were judged with
+            laws.append({"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
+                         "points": {str(d_p): p for d_p, p in g["points"].items()},  # D_p -> y, se
+                         **law})
+        return laws
 
     def answer_groups(self) -> list[dict]:
         """The groups as analyse_sweep returns them (the answer's input), without the history."""

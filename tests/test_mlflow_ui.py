@@ -59,7 +59,7 @@ def test_the_ui_shows_the_sweeps_runs_and_the_laws_plot(finished_sweep, mlflow_u
             page.get_by_role("link", name=spec.name, exact=True).first.click()
             # The answer first: the sweep run's Overview holds it, in its description.
             (sweep_run,) = tracker.find_runs({"raysweep.kind": "sweep"})
-            page.get_by_role("link", name=spec.name, exact=True).last.click()
+            page.locator(f"a[href*='/runs/{sweep_run.info.run_id}']").first.click()
             expect(page).to_have_url(f"{mlflow_ui}/#/experiments/{sweep_run.info.experiment_id}"
                                      f"/runs/{sweep_run.info.run_id}")
             heading = "tiny: what this pretraining data does for the task"
