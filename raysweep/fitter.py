@@ -132,7 +132,7 @@ def law_metrics(prefix: str, analysis) -> dict[str, float]:
 
 
 def points_table(groups: list[dict]) -> dict[str, list]:
-    """Every law point as table columns (MLflow's table view, mlflow.load_table)."""
+X
     rows = [{"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "d_p": d_p,
              "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
             for g in groups for d_p, p in sorted(g["points"].items())]
@@ -263,7 +263,7 @@ class LawFitter:
         """The answer on one page (the sweep run's description), and the laws as tables."""
         from raysweep.answer import answer_markdown
 
-        groups = [g for _, g in sorted(self.groups.items())]
+        groups = self.answer_groups()
         self.tracker.log_dict(self.run_id, self.summary(), "laws.json")
         self.tracker.log_table(self.run_id, points_table(groups), "tables/law_points.json")
         self.tracker.log_table(self.run_id, laws_table(groups), "tables/laws.json")
@@ -335,5 +335,9 @@ class LawFitter:
 
     def answer_groups(self) -> list[dict]:
         """The groups as analyse_sweep returns them (the answer's input), without the history."""
-        return [{k: v for k, v in g.items() if k != "history"}
-                for _, g in sorted(list(self.groups.items()))]
+        # In the spec's order (tasks, D_f, fit.metrics), as analyse_sweep gives them, so the page
+        # and `raysweep report` list the same rows in the same order.
+        groups = dict(self.groups)  # a snapshot: see class
+        return [{k: v for k, v in groups[(t.name, d_f, m)].items() if k != "history"}
+                for t in self.spec.tasks for d_f in t.finetune_tokens for m in self.spec.fit.metrics
+                if (t.name, d_f, m) in groups]

@@ -122,12 +122,10 @@ def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_s
     comet = next(f for f in first.laws if f["metric"] == "comet")
     assert comet["verdict"] == "not fitted" and "code-path stand-in" in comet["reason"]
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
-    experiment, run_ids = laws.info.experiment_id, [laws.info.run_id]
     import json
 
-    del experiment
     points = json.loads(open(tracker.client.download_artifacts(
-        run_ids[0], "tables/law_points.json")).read())
+        laws.info.run_id, "tables/law_points.json")).read())
     assert len(points["data"]) == sum(len(f["points"]) for f in first.laws)
     assert {"task", "d_f", "metric", "d_p", "value", "se", "seeds", "lr"} <= set(points["columns"])
 
