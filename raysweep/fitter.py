@@ -132,7 +132,7 @@ def law_metrics(prefix: str, analysis) -> dict[str, float]:
 
 
 def points_table(groups: list[dict]) -> dict[str, list]:
-X
+    """Every law point as table columns (a JSON table artifact: columns, data)."""
     rows = [{"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "d_p": d_p,
              "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
             for g in groups for d_p, p in sorted(g["points"].items())]

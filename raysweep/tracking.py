@@ -220,7 +220,8 @@ class Tracker:
 
     @_retry
     def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
-        """A table artifact (JSON) that the UI's table view and mlflow.load_table read."""
+        """A table artifact (JSON: columns, data). mlflow.load_table does not find tables
+        logged through the client this way (measured: "No runs found"); read the artifact."""
         self.client.log_table(run_id, columns, artifact_file)
 
     def set_description(self, run_id: str, markdown: str) -> None:
