@@ -220,9 +220,12 @@ class Tracker:
 
     @_retry
     def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
-        """A table artifact (JSON: columns, data). mlflow.load_table does not find tables
-        logged through the client this way (measured: "No runs found"); read the artifact."""
-        self.client.log_table(run_id, columns, artifact_file)
+        """A table artifact, JSON {"columns": [...], "data": [[row], ...]} (pandas' "split"
+        layout), replaced on each call. Not MlflowClient.log_table: that appends to an existing
+        file, so a table refreshed on every fitter update grew to every update's rows."""
+        names = list(columns)
+        rows = [list(row) for row in zip(*(columns[name] for name in names))]
+        self.client.log_dict(run_id, {"columns": names, "data": rows}, artifact_file)
 
     def set_description(self, run_id: str, markdown: str) -> None:
         """The run's description (MLflow's note, rendered as Markdown on the run's Overview)."""

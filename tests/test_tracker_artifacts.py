@@ -1,0 +1,32 @@
+"""The tracker's answer artifacts against a real MLflow (SQLite): a table the fitter refreshes on
+every update holds the latest rows only, and a long description is cut at a line."""
+
+from __future__ import annotations
+
+import json
+
+from raysweep.tracking import MAX_DESCRIPTION, Tracker
+
+
+def make_run(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "tables", str(tmp_path / "artifacts"))
+    tracker.ensure_experiment()
+    return tracker, tracker.get_or_create_run({"raysweep.kind": "laws"}, "laws")
+
+
+def test_a_table_logged_again_is_replaced_not_appended(tmp_path):
+    tracker, run_id = make_run(tmp_path)
+    tracker.log_table(run_id, {"d_p": [1, 2], "value": [0.5, 0.25]}, "tables/points.json")
+    tracker.log_table(run_id, {"d_p": [1, 2, 4], "value": [0.5, 0.25, 0.125]}, "tables/points.json")
+    table = json.loads(open(tracker.client.download_artifacts(run_id, "tables/points.json")).read())
+    assert table == {"columns": ["d_p", "value"], "data": [[1, 0.5], [2, 0.25], [4, 0.125]]}
+
+
+def test_a_long_description_is_cut_at_a_line(tmp_path):
+    tracker, run_id = make_run(tmp_path)
+    lines = [f"| row {i} | {'x' * 60} |" for i in range(200)]
+    tracker.set_description(run_id, "\n".join(lines))
+    note = tracker.client.get_run(run_id).data.tags["mlflow.note.content"]
+    assert len(note) <= MAX_DESCRIPTION and note.endswith("(cut here)")
+    kept = note.split("\n\n(cut here)")[0].split("\n")
+    assert kept == lines[:len(kept)] and len(kept) > 50
