@@ -220,12 +220,20 @@ class Tracker:
 
     @_retry
     def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
-        """A table artifact, JSON {"columns": [...], "data": [[row], ...]} (pandas' "split"
-        layout), replaced on each call. Not MlflowClient.log_table: that appends to an existing
-        file, so a table refreshed on every fitter update grew to every update's rows."""
+        """A table artifact, replaced on each call, that mlflow.load_table and the UI's table
+        views read: JSON in pandas' "split" layout plus the run's mlflow.loggedArtifacts entry,
+        as MlflowClient.log_table writes them. Not that method itself: it appends to an existing
+        file, so a table refreshed on every fitter update grew to hold every update's rows."""
+        import json
+
         names = list(columns)
         rows = [list(row) for row in zip(*(columns[name] for name in names))]
         self.client.log_dict(run_id, {"columns": names, "data": rows}, artifact_file)
+        tags = self.client.get_run(run_id).data.tags
+        logged = json.loads(tags.get("mlflow.loggedArtifacts", "[]"))
+        if {"path": artifact_file, "type": "table"} not in logged:
+            logged.append({"path": artifact_file, "type": "table"})
+            self.client.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps(logged))
 
     def set_description(self, run_id: str, markdown: str) -> None:
         """The run's description (MLflow's note, rendered as Markdown on the run's Overview)."""

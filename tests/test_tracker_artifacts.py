@@ -1,9 +1,11 @@
 """The tracker's answer artifacts against a real MLflow (SQLite): a table the fitter refreshes on
-every update holds the latest rows only, and a long description is cut at a line."""
+every update holds the latest rows only and MLflow's load_table reads it, and a long description is cut at a line."""
 
 from __future__ import annotations
 
 import json
+
+import mlflow
 
 from raysweep.tracking import MAX_DESCRIPTION, Tracker
 
@@ -14,12 +16,18 @@ def make_run(tmp_path):
     return tracker, tracker.get_or_create_run({"raysweep.kind": "laws"}, "laws")
 
 
-def test_a_table_logged_again_is_replaced_not_appended(tmp_path):
+def test_a_table_logged_again_is_replaced_not_appended(tmp_path, monkeypatch):
     tracker, run_id = make_run(tmp_path)
     tracker.log_table(run_id, {"d_p": [1, 2], "value": [0.5, 0.25]}, "tables/points.json")
     tracker.log_table(run_id, {"d_p": [1, 2, 4], "value": [0.5, 0.25, 0.125]}, "tables/points.json")
     table = json.loads(open(tracker.client.download_artifacts(run_id, "tables/points.json")).read())
     assert table == {"columns": ["d_p", "value"], "data": [[1, 0.5], [2, 0.25], [4, 0.125]]}
+    # MLflow's own reader finds it, as a user calls it: it looks runs up by their
+    # mlflow.loggedArtifacts tag, through the global tracking URI and the active experiment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tables")
+    frame = mlflow.load_table("tables/points.json", run_ids=[run_id])
+    assert frame.to_dict("list") == {"d_p": [1, 2, 4], "value": [0.5, 0.25, 0.125]}
 
 
 def test_a_long_description_is_cut_at_a_line(tmp_path):
