@@ -239,6 +239,10 @@ def test_a_verdict_before_every_checkpoint_is_in_is_provisional():
     a = analyse(LOG_LAW, DP[:4], y[:4], 0.1, se=0.01 * y[:4], expected_points=6, resamples=50)
     assert a.provisional and a.reason.startswith("provisional (4 of 6 checkpoints)")
     assert not analyse(LOG_LAW, DP, y, 0.1, se=0.01 * y, expected_points=6, resamples=50).provisional
+    # A checkpoint that arrived with a value the law cannot take (a BLEU of 0) is in, not missing.
+    zero_first = np.concatenate([[0.0], y[1:]])
+    a = analyse(LOG_LAW, DP, zero_first, 0.1, se=0.01 * y, expected_points=6, resamples=50)
+    assert a.dropped == 1 and not a.provisional, a.reason
 
 
 def test_intervals_from_measured_errors_cover_the_truth_at_about_their_level():

@@ -340,7 +340,9 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
     sign = 1.0 if increasing else -1.0
     base = {"law": law.name, "num_points": int(xs.size), "dropped": dropped, "level": level,
             "target_y": target_y,
-            "provisional": expected_points is not None and xs.size < expected_points}
+            # Points dropped for their value (a BLEU of 0) still arrived: they do not make the
+            # verdict provisional, missing checkpoints do.
+            "provisional": expected_points is not None and xs.size + dropped < expected_points}
     needed = max(3, min_points, len(law.param_names))
     if np.unique(xs).size < needed:
         return Analysis(**base, verdict=INCONCLUSIVE, reason=(
@@ -374,7 +376,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
     verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
                                                        min(resamples, 200), seed), noise)
     if base["provisional"]:
-        reason = f"provisional ({xs.size} of {expected_points} checkpoints): {reason}"
+        reason = f"provisional ({xs.size + dropped} of {expected_points} checkpoints): {reason}"
 
     def with_interval(d) -> dict:
         return {"x": float(d), "value": float(fit.predict([d])[0]),
