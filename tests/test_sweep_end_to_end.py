@@ -207,9 +207,9 @@ def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(fin
     (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = sweep.data.tags["mlflow.note.content"]
     assert markdown.startswith(page.splitlines()[0])
-    rows = {line for line in page.splitlines() if line.startswith("| 1,000 |")}
+    rows = [line for line in page.splitlines() if line.startswith("| 1,000 |")]
     assert len(rows) == 2 * len(spec.fit.metrics)  # per task, a row per metric
-    assert {line for line in markdown.splitlines() if line.startswith("| 1,000 |")} == rows
+    assert [line for line in markdown.splitlines() if line.startswith("| 1,000 |")] == rows
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
     assert {"figures/en-de.png", "figures/en-fr.png", "figures/en-de_df1000_cross_entropy.png"} <= set(figures)
     assert all((out / f).stat().st_size > 10_000 for f in figures)
