@@ -61,6 +61,8 @@ def chaos_sweep(tmp_path_factory):
     data = copy.deepcopy(TINY_SPEC)
     data["name"] = "chaos"
     data["tasks"][0]["steps"] = 300  # trials of several seconds: there is always one to kill
+    # One lr: 12 trials, enough for the 6 kills (each waits for a new result) with some to spare.
+    data["tasks"][0]["lrs"] = [0.003]
     # Five checkpoints: the laws (3 points at least) are fitted while trials are still to come,
     # so the fitter is killed while it holds fitted laws.
     data["pretrain"]["checkpoints"] = [1024, 2048, 3072, 4096, 8192]

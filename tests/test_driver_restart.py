@@ -40,6 +40,7 @@ def restarted_sweep(tmp_path_factory):
     path = base / "spec.yaml"
     data = copy.deepcopy(TINY_SPEC)
     data["tasks"][0]["steps"] = 600  # trials of a few seconds: some are running when it is killed
+    data["tasks"][0]["lrs"] = [0.003]  # 8 trials: 2 finished before the kill, the rest after
     path.write_text(yaml.safe_dump(data))
     spec = load_spec(path)
     command = [sys.executable, "-m", "raysweep", "run", str(path)]
