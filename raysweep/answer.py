@@ -87,8 +87,14 @@ def _headline(task: str, mine: list[dict]) -> str:
     if "no effect" in verdicts.values():
         return (f"**More of this pretraining data makes no measurable difference to {task}** at "
                 f"D_f = {sizes('no effect')} (the paper's flattening at large D_f).")
-    return (f"**Not enough evidence yet for {task}:** the noise is larger than the effect; the "
-            f"reasons below say what would resolve it.")
+    # Inconclusive in the lead metric: say which other laws did tell (often cross-entropy), so
+    # the page does not read as "nothing is known".
+    told = [f"{NAMES.get(g['metric'], g['metric'])} at D_f = {g['d_f']:,}" for g in mine
+            if g["metric"] != lead and g["analysis"].verdict == "aligned"]
+    return (f"**Not enough evidence yet for {task} in {name}:** its noise is larger than the "
+            f"effect" + (f"; these improve with more pretraining beyond their noise: "
+                         f"{', '.join(told)}" if told else "")
+            + "; the reasons below say what would resolve it.")
 
 
 def answer_markdown(spec: SweepSpec, groups: list[dict], checkpoints_in: int | None = None) -> str:

@@ -84,3 +84,13 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     assert "provisional: 2 of 4 checkpoints in" in answer_markdown(spec, groups, checkpoints_in=2)
     table = answer_table(spec, groups)
     assert "aligned" in table and a.reason in table
+    # BLEU too noisy to tell, cross-entropy clear: the headline says both, not "nothing known".
+    flat = analyse(LOG_LAW, d_p, np.array([8.0, 9.5, 8.7, 9.9]), 0.1, se=[3.0] * 4, baseline=8.0,
+                   baseline_se=3.0, resamples=50)
+    ce = analyse(LOG_LAW, d_p, 3.0 - 0.1 * np.log(d_p / 1e4), 0.1, se=[0.01] * 4,
+                 increasing=False, baseline=3.2, baseline_se=0.01, resamples=50)
+    assert (flat.verdict, ce.verdict) == ("inconclusive", "aligned"), (flat.reason, ce.reason)
+    mixed = answer_markdown(spec, [{**groups[0], "analysis": flat},
+                                   {**groups[0], "metric": "cross_entropy", "analysis": ce}])
+    assert "**Not enough evidence yet for en-de in BLEU:**" in mixed
+    assert "beyond their noise: cross-entropy at D_f = 4,000" in mixed
