@@ -16,6 +16,14 @@ so a law fit can tell test-set noise from a real trend. The SE is that of the te
   SACREBLEU_SEED and reports a CI half-width, not an SE). Fixed seed: deterministic.
 - ROUGE-L, COMET: means of sentence scores, so std(ddof=1) / sqrt(n).
 - cross-entropy: a ratio of sums (NLL / tokens), so the delta-method SE of a ratio estimator.
+
+Paired replicates (`replicates`, per metric): every metric is also rescored on the same
+BOOTSTRAP_SAMPLES resamples of the test set. The resamples depend only on the number of test
+sentences and a fixed seed, so every trial of a task draws THE SAME resamples: replicate i of one
+checkpoint and replicate i of another saw the same sentences. The covariance of two checkpoints'
+replicates is the test-set noise they share (a hard sentence is hard for both), which cancels in
+their difference: what the law analysis needs to tell a trend from test-set luck (the paired
+bootstrap of Koehn 2004, across a whole series of checkpoints).
 """
 
 from __future__ import annotations
@@ -83,47 +91,70 @@ def rouge_l(hypotheses: list[str], references: list[str]) -> float:
     return sum(scores) / max(len(scores), 1)
 
 
-def bootstrap_se(metric, stats, samples: int = BOOTSTRAP_SAMPLES,
-                 seed: int = BOOTSTRAP_SEED) -> float:
-    """Bootstrap SE of a corpus-level sacrebleu metric from its per-sentence sufficient
-    statistics `stats` (`metric._extract_corpus_statistics`): resample test sentences with
-    replacement, rescore each resample from its summed statistics with sacrebleu's own formula,
-    take the std of the scores.
-
-    Vectorised: each resample is a row of per-sentence counts (how often each sentence was drawn),
-    so all resampled corpus statistics are one matrix product; only sacrebleu's final formula
-    (microseconds) runs per resample."""
-    stats = np.asarray(stats, dtype=np.float64)  # integer counts: exact in float64
-    n = len(stats)
+def resample_counts(n: int, samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(samples x n): how often each of n test sentences is drawn in each bootstrap resample.
+    Depends on n and the seed only: every trial scored on the same test set gets the same
+    resamples (see the module docstring: paired replicates)."""
     _require_two(n)
     draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    counts = np.bincount((draws + n * np.arange(samples)[:, None]).ravel(),
-                         minlength=samples * n).reshape(samples, n)
-    sums = np.rint(counts @ stats).astype(np.int64).tolist()
-    scores = [metric._compute_score_from_stats(row).score for row in sums]
-    return float(np.std(scores, ddof=1))
+    return np.bincount((draws + n * np.arange(samples)[:, None]).ravel(),
+                       minlength=samples * n).reshape(samples, n)
 
 
-def corpus_score_se(metric, hypotheses: list[str], references: list[str]) -> tuple[float, float]:
-    """(corpus score, bootstrap SE). The score is computed exactly as `metric.corpus_score` does
+def corpus_replicates(metric, stats) -> np.ndarray:
+    """A corpus-level sacrebleu metric rescored on each resample of resample_counts, from its
+    per-sentence sufficient statistics `stats` (`metric._extract_corpus_statistics`) with
+    sacrebleu's own formula. Vectorised: all resampled corpus statistics are one matrix product;
+    only sacrebleu's final formula (microseconds) runs per resample."""
+    stats = np.asarray(stats, dtype=np.float64)  # integer counts: exact in float64
+    sums = np.rint(resample_counts(len(stats)) @ stats).astype(np.int64).tolist()
+    return np.asarray([metric._compute_score_from_stats(row).score for row in sums])
+
+
+def bootstrap_se(metric, stats) -> float:
+    """Bootstrap SE of a corpus-level sacrebleu metric: the std of its replicates."""
+    return float(np.std(corpus_replicates(metric, stats), ddof=1))
+
+
+def mean_replicates(values) -> np.ndarray:
+    """A mean of per-sentence scores (ROUGE-L, COMET) on each resample."""
+    values = np.asarray(values, dtype=np.float64)
+    return resample_counts(len(values)) @ values / len(values)
+
+
+def ratio_replicates(nll, tokens) -> np.ndarray:
+    """Token-weighted cross-entropy sum(nll) / sum(tokens) on each resample."""
+    counts = resample_counts(len(nll))
+    return (counts @ np.asarray(nll, np.float64)) / (counts @ np.asarray(tokens, np.float64))
+
+
+def corpus_score_replicates(metric, hypotheses: list[str],
+                            references: list[str]) -> tuple[float, np.ndarray]:
+    """(corpus score, replicates). The score is computed exactly as `metric.corpus_score` does
     (check, extract per-sentence statistics, aggregate); the statistics are extracted once and
     reused for the bootstrap, as extraction is most of the cost (chrF: ~0.25 s per 500 sentences)."""
     refs = [references]
     metric._check_corpus_score_args(hypotheses, refs)
     stats = metric._extract_corpus_statistics(hypotheses, refs)
-    return metric._aggregate_and_compute(stats).score, bootstrap_se(metric, stats)
+    return metric._aggregate_and_compute(stats).score, corpus_replicates(metric, stats)
 
 
 def bleu_chrf(hypotheses: list[str], references: list[str], tokenize: str = "13a",
               bootstrap: bool = False) -> dict:
-    """Corpus BLEU and chrF with their signatures; with `bootstrap`, also `bleu_se`/`chrf_se`."""
+    """Corpus BLEU and chrF with their signatures; with `bootstrap`, also `bleu_se`/`chrf_se`
+    and their paired replicates under "replicates"."""
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
     chrf = sacrebleu.metrics.CHRF()
     if bootstrap:
-        result = dict(zip(("bleu", "bleu_se"), corpus_score_se(bleu, hypotheses, references)))
-        result.update(zip(("chrf", "chrf_se"), corpus_score_se(chrf, hypotheses, references)))
+        result, replicates = {}, {}
+        for name, metric in (("bleu", bleu), ("chrf", chrf)):
+            result[name], replicates[name] = corpus_score_replicates(metric, hypotheses,
+                                                                      references)
+            result[f"{name}_se"] = float(np.std(replicates[name], ddof=1))
+        result["replicates"] = replicates
     else:
         result = {"bleu": bleu.corpus_score(hypotheses, [references]).score,
                   "chrf": chrf.corpus_score(hypotheses, [references]).score}
@@ -175,7 +206,8 @@ def translate(model, sources: list[str], tokenizer, max_length: int, max_new_tok
 def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, task,
                          score_comet=None) -> dict:
     """All test metrics of one finetuned model, each with its standard error `<metric>_se`, and
-    `test_sentences`. Values are floats; signatures are strings.
+    `test_sentences`. Values are floats; signatures are strings; "replicates" holds each
+    metric's paired bootstrap replicates (arrays), "examples" a few translations.
     `score_comet(sources, hypotheses, references)` returns COMET's (segment scores, system score)
     (the shared scorer actor in a sweep, raysweep/scorer.py)."""
     _require_two(len(test))
@@ -185,14 +217,19 @@ def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, ta
     hypotheses = translate(model, sources, tokenizer, task.max_length, ev.max_new_tokens,
                            ev.num_beams)
     result = bleu_chrf(hypotheses, references, ev.bleu_tokenize, bootstrap=True)
+    replicates = result["replicates"]
     rouge = rouge_l_sentences(hypotheses, references)
     result.update(rougeL=sum(rouge) / len(rouge), rougeL_se=mean_se(rouge))
+    replicates["rougeL"] = mean_replicates(rouge)
     nll, tokens = sentence_nll(model, test, tokenizer, task.max_length)
     result.update(cross_entropy=float(nll.sum() / max(int(tokens.sum()), 1)),
                   cross_entropy_se=ratio_se(nll, tokens))
+    replicates["cross_entropy"] = ratio_replicates(nll, tokens)
     if score_comet is not None:
         segments, system = score_comet(sources, hypotheses, references)
         result.update(comet=float(system), comet_se=mean_se(segments))
+        # The system score is the mean of the segment scores (COMET's own definition).
+        replicates["comet"] = mean_replicates(segments)
     result["test_sentences"] = float(len(test))  # a float: run_trial logs the float values
     for name in ("bleu", "chrf", "rougeL", "cross_entropy", "comet"):
         for key in (name, f"{name}_se"):

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass
 from raysweep.spec import SweepSpec
 
 FITTER_NAME = "raysweep-fitter-{}"
+REPLICATES_FILE = "test_bootstrap.json"
+"""Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluate): the law
+analysis reads the test-set noise that checkpoints share from them."""
 
 
 @dataclass(frozen=True, order=True)
@@ -208,9 +211,12 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         tracker.set_tags(run_id, {"raysweep.bleu_signature": metrics["bleu_signature"],
                                   "raysweep.chrf_signature": metrics["chrf_signature"]})
         tracker.log_dict(run_id, metrics["examples"], "examples.json")
+        replicates = {name: [round(float(v), 6) for v in values]
+                      for name, values in metrics["replicates"].items()}
+        tracker.log_dict(run_id, replicates, REPLICATES_FILE)
         tracker.end_run(run_id, "FINISHED")
     except BaseException as err:
         tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})
         tracker.end_run(run_id, "FAILED")
         raise
-    return {"key": asdict(key), "metrics": numbers, "run_id": run_id}
+    return {"key": asdict(key), "metrics": numbers, "run_id": run_id, "replicates": replicates}

@@ -42,17 +42,32 @@ def resamples_for(spec: SweepSpec, points: dict, resamples: int) -> int:
     return resamples if complete else min(resamples, PROVISIONAL_RESAMPLES)
 
 
-def finished_results(spec: SweepSpec) -> dict[str, dict]:
-    """Trial key -> {"key", "metrics", "run_id"} of every finished trial run in MLflow."""
-    from raysweep.finetune import TrialKey
+def finished_results(spec: SweepSpec, known=()) -> dict[str, dict]:
+    """Trial key -> {"key", "metrics", "run_id", "replicates"} of every finished trial run in
+    MLflow whose key is not in `known` (replicates None for a run that logged none)."""
+    from raysweep.finetune import REPLICATES_FILE, TrialKey
     from raysweep.tracking import Tracker
 
+    tracker = Tracker.for_spec(spec)
     results = {}
-    for run in Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"}, "FINISHED"):
+    for run in tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED"):
         key = TrialKey.from_tags(run.data.tags)
+        if str(key) in known:
+            continue
         results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
-                             "run_id": run.info.run_id}
+                             "run_id": run.info.run_id,
+                             "replicates": compact(tracker.load_dict(run.info.run_id,
+                                                                     REPLICATES_FILE))}
     return results
+
+
+def compact(replicates: dict | None) -> dict | None:
+    """A trial's replicates as float32 arrays: ~20 KB a trial, not the ~120 KB of Python floats
+    (the fitter holds every trial's)."""
+    import numpy as np
+
+    return None if replicates is None else {name: np.asarray(values, dtype=np.float32)
+                                            for name, values in replicates.items()}
 
 
 def _key_string(key: dict) -> str:
@@ -180,14 +195,14 @@ class LawFitter:
 
     def add_result(self, result: dict) -> None:
         key = result["key"]
-        self.results[_key_string(key)] = result
+        self.results[_key_string(key)] = {**result, "replicates": compact(result.get("replicates"))}
         self.stale.add((key["task"], key["d_f"]))
         self._refit_stale()
 
     def sync(self) -> int:
         """Take in the finished trial runs in MLflow that never reached this fitter (a trial whose
         process died after finishing its run); returns how many there were."""
-        missing = {k: r for k, r in finished_results(self.spec).items() if k not in self.results}
+        missing = finished_results(self.spec, known=set(self.results))
         self.results.update(missing)
         self.stale.update((r["key"]["task"], r["key"]["d_f"]) for r in missing.values())
         self._refit_stale()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import posixpath
 import random
 import time
 from pathlib import Path
@@ -217,6 +218,20 @@ class Tracker:
     @_retry
     def log_dict(self, run_id: str, dictionary, artifact_file: str) -> None:
         self.client.log_dict(run_id, dictionary, artifact_file)
+
+    @_retry
+    def load_dict(self, run_id: str, artifact_file: str):
+        """A JSON artifact of a run (log_dict's), or None where the run has none."""
+        import json
+        import tempfile
+
+        if not any(f.path == artifact_file for f in self.client.list_artifacts(
+                run_id, posixpath.dirname(artifact_file) or None)):
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            path = self.client.download_artifacts(run_id, artifact_file, folder)
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
 
     @_retry
     def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:

@@ -8,6 +8,7 @@ pretraining, Tune, MLflow on SQLite, SIGKILL to real processes found by their Ra
 from __future__ import annotations
 
 import copy
+import faulthandler
 import math
 import os
 import random
@@ -61,8 +62,10 @@ def chaos_sweep(tmp_path_factory):
     data = copy.deepcopy(TINY_SPEC)
     data["name"] = "chaos"
     data["tasks"][0]["steps"] = 300  # trials of several seconds: there is always one to kill
-    # One lr: 12 trials, enough for the 6 kills (each waits for a new result) with some to spare.
-    data["tasks"][0]["lrs"] = [0.003]
+    # Two lrs (24 trials): the 6 kills (each waits for a new result) end well before the sweep
+    # does. With one lr (12 trials) the last kill came as the sweep ended, and ray.shutdown(),
+    # with a coordinator mid-restart, hung until Ray's GCS client gave up and ended the pytest
+    # process (exit 1, 60 s later, every test's output lost): CI at cc470a0.
     # Five checkpoints: the laws (3 points at least) are fitted while trials are still to come,
     # so the fitter is killed while it holds fitted laws.
     data["pretrain"]["checkpoints"] = [1024, 2048, 3072, 4096, 8192]
@@ -124,7 +127,10 @@ def chaos_sweep(tmp_path_factory):
                 finished_at_last_kill = len(trial_runs("FINISHED"))
         driver.join(timeout=900)
     finally:
+        # If shutting Ray down hangs, say where before Ray's 60-s GCS timeout ends the process.
+        faulthandler.dump_traceback_later(45)
         ray.shutdown()
+        faulthandler.cancel_dump_traceback_later()
     assert not driver.is_alive(), "the sweep did not finish"
     result = outcome["result"]
     counts = audit(spec, tracker)

@@ -49,6 +49,34 @@ def test_one_seed_leaves_the_seed_noise_unmeasured():
     assert all(p["se"] == pytest.approx(0.5) for p in points.values())
 
 
+def test_paired_replicates_give_the_shared_test_noise_between_points():
+    """Each point's test-set part is the spread of its seeds' mean replicate; two points'
+    covariance is what their replicates share (here: a common sentence-difficulty draw)."""
+    rng = np.random.default_rng(0)
+    common = rng.standard_normal(1000)  # the resamples' shared luck
+    results = []
+    for d_p in (0, 100, 200):
+        for seed in (0, 1):
+            own = rng.standard_normal(1000)
+            r = result(d_p, 0.001, seed, 10.0 + d_p / 100 + seed, bleu_se=0.9)
+            r["replicates"] = {"bleu": list(r["metrics"]["bleu"] + 0.8 * common + 0.3 * own)}
+            results.append(r)
+    points, noise = law_points(results, "en-de", 4000, "bleu")
+    cov = noise.test_cov
+    assert set(cov) == {(float(a), float(b)) for a in (0, 100, 200) for b in (0, 100, 200)}
+    # Mean of two seeds: shared part 0.8^2, own parts 0.3^2 / 2.
+    assert cov[(100.0, 100.0)] == pytest.approx(0.64 + 0.045, rel=0.12)
+    assert cov[(0.0, 200.0)] == pytest.approx(0.64, rel=0.12)
+    assert points[100]["test_se"] == pytest.approx(math.sqrt(cov[(100.0, 100.0)]))
+    assert points[100]["se"] == pytest.approx(math.sqrt(cov[(100.0, 100.0)]
+                                                        + noise.seed_var / 2))
+    assert noise.seed_var == pytest.approx(0.5)  # seeds 1.0 apart at every point
+    # A run without replicates (an older sweep): no shared noise claimed, the logged errors used.
+    del results[-1]["replicates"]
+    points, noise = law_points(results, "en-de", 4000, "bleu")
+    assert noise.test_cov is None and points[200]["test_se"] == pytest.approx(0.9)
+
+
 def test_results_without_errors_give_points_with_unknown_errors():
     results = [result(100, 0.001, 0, 10.0), result(200, 0.001, 0, 12.0)]
     for r in results:

@@ -17,8 +17,11 @@ from raysweep.evaluate import (
     bleu_chrf,
     bootstrap_se,
     evaluate_translation,
+    mean_replicates,
     mean_se,
+    ratio_replicates,
     ratio_se,
+    resample_counts,
     rouge_l,
     rouge_l_sentences,
 )
@@ -54,7 +57,51 @@ def test_point_scores_and_signatures_are_sacrebleus_own_and_the_se_is_determinis
     assert with_se["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score == plain["chrf"]
     assert with_se["bleu_signature"] == plain["bleu_signature"]  # no bootstrap fields added
     assert with_se["chrf_signature"] == plain["chrf_signature"]
-    assert bleu_chrf(hyps, refs, bootstrap=True) == with_se
+    again = bleu_chrf(hyps, refs, bootstrap=True)
+    replicates = again.pop("replicates")
+    assert again == {k: v for k, v in with_se.items() if k != "replicates"}
+    for name in ("bleu", "chrf"):
+        assert np.array_equal(replicates[name], with_se["replicates"][name])
+
+
+def test_replicates_are_paired_between_systems_so_a_difference_is_measured_more_precisely():
+    """Two systems scored on the same test set draw the same resamples (the fixed seed): replicate
+    i of both saw the same sentences. Their replicates are then positively correlated (a hard
+    sentence is hard for both), and the paired difference has a smaller error than two
+    independent errors would give: the same numbers as a plain loop over shared resamples."""
+    rng = random.Random(7)
+    hyps_a, refs = noisy_set(80, seed=1)
+    # System b: system a with one word in ten changed (a close neighbour, like two checkpoints).
+    hyps_b = [" ".join(w if rng.random() < 0.9 else rng.choice(WORDS) for w in h.split())
+              for h in hyps_a]
+    a = bleu_chrf(hyps_a, refs, bootstrap=True)
+    b = bleu_chrf(hyps_b, refs, bootstrap=True)
+    for name in ("bleu", "chrf"):
+        ra, rb = a["replicates"][name], b["replicates"][name]
+        assert len(ra) == len(rb) == BOOTSTRAP_SAMPLES
+        assert np.std(ra, ddof=1) == pytest.approx(a[f"{name}_se"])
+        paired = np.std(ra - rb, ddof=1)
+        assert np.corrcoef(ra, rb)[0, 1] > 0.5
+        assert paired < 0.7 * math.hypot(a[f"{name}_se"], b[f"{name}_se"])
+    metric = sacrebleu.metrics.BLEU()
+    stats = [np.asarray(metric._extract_corpus_statistics(h, [refs])) for h in (hyps_a, hyps_b)]
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, 80, size=(BOOTSTRAP_SAMPLES, 80))
+    loop = [[metric._compute_score_from_stats(s[rows].sum(0).tolist()).score for rows in draws]
+            for s in stats]
+    assert np.allclose(a["replicates"]["bleu"], loop[0]) and np.allclose(b["replicates"]["bleu"],
+                                                                        loop[1])
+
+
+def test_mean_and_ratio_replicates_rescore_the_same_resamples():
+    values = np.arange(10, dtype=float)
+    counts = resample_counts(10)
+    assert counts.shape == (BOOTSTRAP_SAMPLES, 10) and np.all(counts.sum(1) == 10)
+    assert np.allclose(mean_replicates(values), counts @ values / 10)
+    assert np.std(mean_replicates(values), ddof=1) == pytest.approx(mean_se(values), rel=0.1)
+    tokens = np.arange(1, 11)
+    assert np.allclose(ratio_replicates(values, tokens), (counts @ values) / (counts @ tokens))
+    assert np.std(ratio_replicates(values, tokens), ddof=1) == pytest.approx(
+        ratio_se(values, tokens), rel=0.15)
 
 
 def test_bootstrap_matrix_trick_equals_a_plain_resampling_loop():
@@ -162,3 +209,9 @@ def test_a_trial_evaluation_logs_every_metric_with_its_se(tiny_spec_dict, tmp_pa
                                               ignore_index=-100, reduction="sum")
     expected = total.item() / int((batch["labels"] != -100).sum())
     assert result["cross_entropy"] == pytest.approx(expected, rel=1e-5)
+    # Every metric's paired replicates, on the same resamples, spread as its SE says.
+    replicates = result["replicates"]
+    assert set(replicates) == {"bleu", "chrf", "rougeL", "cross_entropy", "comet"}
+    for name, values in replicates.items():
+        assert len(values) == BOOTSTRAP_SAMPLES
+        assert np.std(values, ddof=1) == pytest.approx(result[f"{name}_se"], rel=0.2, abs=1e-9)

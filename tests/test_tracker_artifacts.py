@@ -1,5 +1,6 @@
 """The tracker's answer artifacts against a real MLflow (SQLite): a table the fitter refreshes on
-every update holds the latest rows only and MLflow's load_table reads it, and a long description is cut at a line."""
+every update holds the latest rows only and MLflow's load_table reads it, a JSON artifact reads
+back, and a long description is cut at a line."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def test_a_long_description_is_cut_at_a_line(tmp_path):
     assert len(note) <= MAX_DESCRIPTION and note.endswith("(cut here)")
     kept = note.split("\n\n(cut here)")[0].split("\n")
     assert kept == lines[:len(kept)] and len(kept) > 50
+
+
+def test_a_json_artifact_reads_back_and_a_missing_one_is_none(tmp_path):
+    tracker, run_id = make_run(tmp_path)
+    tracker.log_dict(run_id, {"bleu": [1.5, 2.25]}, "test_bootstrap.json")
+    tracker.log_dict(run_id, {"deep": True}, "sub/folder/x.json")
+    assert tracker.load_dict(run_id, "test_bootstrap.json") == {"bleu": [1.5, 2.25]}
+    assert tracker.load_dict(run_id, "sub/folder/x.json") == {"deep": True}
+    assert tracker.load_dict(run_id, "absent.json") is None
+    assert tracker.load_dict(run_id, "sub/absent.json") is None

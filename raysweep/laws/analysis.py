@@ -4,8 +4,14 @@ against the noise the sweep measured.
     analyse(law, x, y, delta, se=..., baseline=..., ...) -> Analysis   (JSON-able with .to_dict())
 
 - Noise: each point's standard error (`se`: test-set bootstrap and finetune seeds, combined by
-  raysweep.fitter). Without it (a CSV of bare values) the noise is estimated from the scatter of
-  the points (second differences, which cancel a locally linear trend).
+  raysweep.laws.points). Without it (a CSV of bare values) the noise is estimated from the
+  scatter of the points (second differences, which cancel a locally linear trend). Where the
+  test-set noise the points share was measured (Noise.test_cov, paired replicates: every
+  checkpoint is scored on the same sentences), the points' errors form a covariance matrix, and
+  every comparison between points uses it: the goodness of fit (r' C^-1 r), the trend, the gain
+  over no pretraining, the steps and the bootstrap's draws. The fit itself stays weighted by each
+  point's own error, and the backtest's predictive intervals count each held-out point's whole
+  error (conservative: they can only miss less).
 - Fit: the paper's Huber fit on log values, each point weighted by its relative error, with the
   log-law held to the expected direction (raysweep.laws.forms.directed).
 - Intervals: a parametric bootstrap: new points drawn around the fitted law with each point's own
@@ -59,6 +65,10 @@ class Noise:
     seed_var: float | None = None
     """Variance between finetune seeds of one trial (pooled over checkpoints); None: unmeasured
     (one seed), so the points' errors hold the test-set part only."""
+    test_cov: dict[tuple[float, float], float] | None = None
+    """(D, D') -> covariance of the test-set noise of the points at D and D' (D = 0: the
+    baseline), measured on paired bootstrap replicates (raysweep.laws.points). None: unmeasured,
+    the points' errors are taken as independent."""
 
 
 def _clean(x, y, se=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -117,24 +127,28 @@ def _percentiles(values, level: float) -> tuple[float, float]:
 @one_blas_thread
 def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: float = 0.9,
               at=(), seed: int = 0, full: FitResult | None = None, log_sigma=None,
-              scale: float = 1.0, weights=None) -> Bootstrap:
+              scale: float = 1.0, weights=None, log_cov=None) -> Bootstrap:
     """Percentile intervals of the parameters and of predictions at each D in `at`, from a
     parametric bootstrap: y* = law(x) * exp(scale * log_sigma * N(0, 1)), refitted.
 
     log_sigma: each point's relative error (default: estimated from the full fit's residuals).
+    log_cov: the points' relative covariance, where their errors are correlated (shared test
+    set): the draws are correlated alike (y* = law(x) * exp(scale * L N(0, 1)), L L' = log_cov).
     full: the fit of all points, when the caller has it already (the resamples start from it)."""
     x, y, _, _ = _clean(x, y)
     full = full or fit_law(law, x, y, huber_delta, weights=weights)
     log_sigma = (_residual_sigma(full, x, y, level) if log_sigma is None
                  else np.asarray(log_sigma, float))
     rng = np.random.default_rng(seed)
+    root = (np.diag(log_sigma) if log_cov is None
+            else np.linalg.cholesky(np.asarray(log_cov, dtype=float)))
     centre = full.predict(x)
     at = np.asarray(list(at), dtype=float)
     params: list[dict] = []
     draws: list[np.ndarray] = []
     failed = 0
     for _ in range(resamples):
-        y_star = centre * np.exp(scale * log_sigma * rng.standard_normal(x.size))
+        y_star = centre * np.exp(scale * (root @ rng.standard_normal(x.size)))
         try:  # warm start from the full data's optimum, in the same anchoring
             fit = fit_law(full.law_form or law, x, y_star, huber_delta, start_points=[full.theta],
                           log_x_ref=full.log_x_ref, weights=weights)
@@ -277,6 +291,30 @@ def _errors(ys, se, noise: Noise | None, scatter: float | None) -> tuple[np.ndar
     return np.maximum(se, floor), source, True
 
 
+def _shared(noise: Noise | None, a: float, b: float) -> float:
+    """The measured test-set covariance of the points at D = a and D = b, or 0."""
+    if noise is None or noise.test_cov is None:
+        return 0.0
+    return noise.test_cov.get((float(a), float(b)), 0.0)
+
+
+def _covariance(xs, sigma, noise: Noise | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The points' covariance, and its test-set part where measured (else None): each point's
+    own error `sigma` on the diagonal, and off it the test-set noise two points share
+    (Noise.test_cov). Positive definite: it is the shared covariance plus a non-negative
+    diagonal (sigma^2 holds the test-set variance and more: seeds, floors, scatter)."""
+    cov = np.diag(np.square(sigma))
+    if noise is None or noise.test_cov is None:
+        return cov, None
+    keys = [float(v) for v in xs]
+    if any((a, b) not in noise.test_cov for a in keys for b in keys):
+        return cov, None
+    test_cov = np.array([[noise.test_cov[(a, b)] for b in keys] for a in keys])
+    # Off the diagonal shrunk a hair: two points with identical noise stay invertible.
+    off = 0.999 * (test_cov - np.diag(np.diag(test_cov)))
+    return cov + off, test_cov
+
+
 def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
     """What would resolve an inconclusive verdict: how far the errors must shrink to tell a
     change of min_effect from none, in test sentences and seeds where their shares are known."""
@@ -290,17 +328,22 @@ def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
     if noise is None or not noise.test_var or not noise.test_sentences:
         return head + f" (about {factor * factor:.0f}x the test sentences or seeds per point)"
     seeds = noise.seeds or 1
-    seed_part = (noise.seed_var or 0.0) / seeds
-    target = (noise.test_var + seed_part) / (factor * factor)
+    # The change's variance, split into its test-set and seed parts (any common unit): measured
+    # on the change itself where the shared noise is known, else a point's own parts.
+    if worst.test_share is not None:
+        test_part, seed_part = worst.test_share, 1.0 - worst.test_share
+    else:
+        test_part, seed_part = noise.test_var, (noise.seed_var or 0.0) / seeds
+    target = (test_part + seed_part) / (factor * factor)
     options = []
-    if target > seed_part:
-        sentences = noise.test_sentences * noise.test_var / (target - seed_part)
+    if target > seed_part and test_part > 0:
+        sentences = noise.test_sentences * test_part / (target - seed_part)
         options.append(f"about {math.ceil(sentences):,} test sentences (now "
                        f"{noise.test_sentences:,})")
     if noise.seed_var is None:
         options.append("tasks[].seeds >= 2 to measure the finetuning noise")
-    elif target > noise.test_var:
-        options.append(f"{math.ceil(noise.seed_var / (target - noise.test_var))} seeds (now {seeds})")
+    elif target > test_part and seed_part > 0:
+        options.append(f"{math.ceil(seeds * seed_part / (target - test_part))} seeds (now {seeds})")
     if not options:  # neither alone reaches it: both, each scaled by the factor squared
         options.append(f"about {math.ceil(noise.test_sentences * factor ** 2):,} test sentences "
                        f"and {math.ceil(seeds * factor ** 2)} seeds together (now "
@@ -356,22 +399,29 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         huber_delta = max(huber_delta, HUBER_SIGMAS * float(np.mean(ses / ys)))
     fit = fit_law(law, xs, ys, huber_delta, weights=weights)
     sigma, source, independent = _errors(ys, ses, noise, _scatter(fit, xs, ys))
-    log_sigma = sigma / ys
-    chi2, dof, p_fit, scale = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)), log_sigma,
+    cov, test_cov = _covariance(xs, sigma, noise)
+    if test_cov is not None:
+        source += "; test-set noise shared between checkpoints measured (paired resamples)"
+    log_sigma, log_cov = sigma / ys, cov / np.outer(ys, ys)
+    chi2, dof, p_fit, scale = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)), log_cov,
                                                 len(law.param_names))
     if not independent:
         p_fit = None  # reported as "not tested": see _errors
     boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
-                     full=fit, log_sigma=log_sigma, scale=scale, weights=weights)
-    trend = evidence.trend_change(xs, ys, sigma, sign, scale)
+                     full=fit, log_sigma=log_sigma, scale=scale, weights=weights, log_cov=log_cov)
+    trend = evidence.trend_change(xs, ys, sigma, sign, scale, cov=cov, test_cov=test_cov)
     gain = None
     if baseline is not None and math.isfinite(baseline):
         base_se = baseline_se if baseline_se is not None and math.isfinite(baseline_se) else sigma[0]
-        gain = evidence.gain_over_baseline(ys[-1], sigma[-1], baseline, base_se, sign)
+        last = float(xs[-1])
+        gain = evidence.gain_over_baseline(
+            ys[-1], sigma[-1], baseline, base_se, sign, _shared(noise, 0.0, last),
+            None if test_cov is None else (_shared(noise, last, last) + _shared(noise, 0.0, 0.0)
+                                           - 2 * _shared(noise, 0.0, last)))
     reference = abs(baseline) if gain is not None and baseline else abs(ys[0])
     e = evidence.Evidence(
         sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
-        steps=evidence.wrong_way_steps(xs, ys, sigma, sign), backtest_misses=[],
+        steps=evidence.wrong_way_steps(xs, ys, cov, sign), backtest_misses=[],
         min_effect=0.02 * reference if min_effect is None else min_effect)
     verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
                                                        min(resamples, 200), seed), noise)

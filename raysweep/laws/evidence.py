@@ -47,6 +47,9 @@ class Change:
 
     value: float
     se: float
+    test_share: float | None = None
+    """The share of its variance that is test-set noise (the rest: finetuning seeds), where
+    measured: what the advice to resolve an inconclusive verdict aims at."""
 
     @property
     def z(self) -> float:
@@ -80,44 +83,68 @@ class Evidence:
     """The smallest change worth telling from none, in the metric's units."""
 
 
-def log_chi2(log_residuals, log_sigma, num_params: int) -> tuple[float, int, float | None, float]:
-    """(chi2, dof, p-value or None, scale) of a fit whose log residuals have these sigmas."""
-    r = np.asarray(log_residuals, dtype=float) / np.asarray(log_sigma, dtype=float)
-    chi2, dof = float(np.sum(r * r)), int(r.size - num_params)
+def log_chi2(log_residuals, log_cov, num_params: int) -> tuple[float, int, float | None, float]:
+    """(chi2, dof, p-value or None, scale) of a fit whose log residuals have this covariance
+    (a matrix; or a vector of independent sigmas): r' C^-1 r, so noise the points share (one
+    test set) is not counted as if each point had its own."""
+    r = np.asarray(log_residuals, dtype=float)
+    cov = np.asarray(log_cov, dtype=float)
+    cov = np.diag(cov * cov) if cov.ndim == 1 else cov
+    chi2, dof = float(r @ np.linalg.solve(cov, r)), int(r.size - num_params)
     if dof < 1:
         return chi2, dof, None, 1.0
     return chi2, dof, float(stats.chi2.sf(chi2, dof)), math.sqrt(max(1.0, chi2 / dof))
 
 
-def trend_change(x, y, se, sign: float, scale: float) -> Change:
-    """Weighted least-squares line y = a + b log D; its change b * (log D_max - log D_min) with
-    the standard error from the points' errors, inflated by the law's scatter factor (a line is
-    a cruder description than the law, so its own lack of fit would double-count curvature)."""
+def trend_change(x, y, se, sign: float, scale: float, cov=None, test_cov=None) -> Change:
+    """Weighted least-squares line y = a + b log D (weights from the points' own errors `se`);
+    its change b * (log D_max - log D_min), with the standard error from the points' covariance
+    `cov` (default: independent errors `se`), inflated by the law's scatter factor (a line is a
+    cruder description than the law, so its own lack of fit would double-count curvature).
+    The slope is linear in y, slope = c.y, so its variance is c' cov c: noise all points share
+    moves them together and cancels in the slope. test_cov: the test-set part of cov, for the
+    change's test_share."""
     u = np.log(np.asarray(x, dtype=float))
     w = 1.0 / np.asarray(se, dtype=float) ** 2
     u_mean = np.sum(w * u) / np.sum(w)
-    spread = np.sum(w * (u - u_mean) ** 2)
-    slope = np.sum(w * (u - u_mean) * np.asarray(y, dtype=float)) / spread
+    c = w * (u - u_mean) / np.sum(w * (u - u_mean) ** 2)
+    cov = np.diag(1.0 / w) if cov is None else np.asarray(cov, dtype=float)
     width = float(u.max() - u.min())
-    return Change(sign * float(slope) * width, scale * width / math.sqrt(float(spread)))
+    slope = float(c @ np.asarray(y, dtype=float))
+    variance = max(float(c @ cov @ c), 0.0)
+    share = (None if test_cov is None or variance == 0
+             else min(max(float(c @ np.asarray(test_cov, dtype=float) @ c) / variance, 0.0), 1.0))
+    return Change(sign * slope * width, scale * width * math.sqrt(variance), share)
+
+
+def difference_se(cov, i: int, j: int) -> float:
+    """Standard error of y[j] - y[i] given the points' covariance."""
+    return math.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0.0))
 
 
 def gain_over_baseline(y_last: float, se_last: float, baseline: float, baseline_se: float,
-                       sign: float) -> Change:
-    return Change(sign * (y_last - baseline), math.hypot(se_last, baseline_se))
+                       sign: float, shared: float = 0.0, test_var: float | None = None) -> Change:
+    """Largest checkpoint minus no pretraining; `shared`: the covariance of their errors (the
+    same test set); test_var: the test-set part of the difference's variance, where measured."""
+    variance = max(se_last ** 2 + baseline_se ** 2 - 2 * shared, 0.0)
+    share = (None if test_var is None or variance == 0
+             else min(max(test_var / variance, 0.0), 1.0))
+    return Change(sign * (y_last - baseline), math.sqrt(variance), share)
 
 
-def wrong_way_steps(x, y, se, sign: float) -> list[dict]:
-    """Consecutive steps that go the wrong way by more than z standard errors of the step, with
-    z Bonferroni-corrected for the number of steps (family-wise 1%): more checkpoints must not
+def wrong_way_steps(x, y, cov, sign: float) -> list[dict]:
+    """Consecutive steps that go the wrong way by more than z standard errors of the step (from
+    the points' covariance `cov`, or independent errors if a vector), with z
+    Bonferroni-corrected for the number of steps (family-wise 1%): more checkpoints must not
     mean more false alarms."""
-    x, y, se = (np.asarray(v, dtype=float) for v in (x, y, se))
+    x, y, cov = (np.asarray(v, dtype=float) for v in (x, y, cov))
+    cov = np.diag(cov * cov) if cov.ndim == 1 else cov
     if y.size < 2:
         return []
     z = float(stats.norm.ppf(1 - 0.01 / (y.size - 1)))
     steps = []
     for i in range(y.size - 1):
-        change, error = sign * (y[i + 1] - y[i]), math.hypot(se[i], se[i + 1])
+        change, error = sign * (y[i + 1] - y[i]), difference_se(cov, i, i + 1)
         if change < -z * error:
             steps.append({"from_x": float(x[i]), "to_x": float(x[i + 1]),
                           "change": float(y[i + 1] - y[i]), "se": error})
