@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -533,6 +534,12 @@ def _expand_env(value: str | None, field_name: str, where: str) -> str | None:
 
 def _resolve_locations(spec: SweepSpec, base_dir: Path, where: str) -> SweepSpec:
     storage = _expand_env(spec.storage, "storage", where)
+    if storage.startswith("file://"):  # a local folder as a URI: file:///abs/path
+        path = urllib.parse.unquote(urllib.parse.urlparse(storage).path)
+        if urllib.parse.urlparse(storage).netloc not in ("", "localhost") or not path:
+            _fail(where, "storage", "must name a folder of this machine when it is a file:// URI "
+                  "(file:///data/sweeps: three slashes, an absolute path)", spec.storage)
+        storage = path
     if not is_remote(storage) and not os.path.isabs(storage):
         storage = str((base_dir / storage).resolve())
         if "/runtime_resources/working_dir_files/" in storage:

@@ -212,6 +212,11 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     @_retry
+    def set_running(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep's runs), through an outage like every write."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    @_retry
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
 
