@@ -325,8 +325,9 @@ class SweepSpec:
     """Sweep name: the MLflow experiment and the folder under `storage`."""
     storage: str = "./raysweep-runs"
     """Where checkpoints, tokenizer and (by default) MLflow live: a folder (relative paths are
-    taken from the spec file's folder), or a bucket URI `s3://BUCKET/PREFIX` (`gs://` likewise)
-    shared by every node of a cluster. `${VAR}` takes an environment variable."""
+    taken from the spec file's folder; `file:///abs/path` is the folder /abs/path), or a bucket
+    URI `s3://BUCKET/PREFIX` (`gs://` likewise) shared by every node of a cluster. `${VAR}` takes
+    an environment variable."""
     tracking_uri: str | None = None
     """MLflow tracking URI; default: SQLite file `<storage>/<name>/mlflow.db` (a local storage
     folder only). `${VAR}` takes an environment variable, e.g. `${MLFLOW_TRACKING_URI}`."""
