@@ -9,12 +9,15 @@ the result to the fitter. The test set is never used for a choice.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 import time
 from dataclasses import asdict, dataclass
 
 from raysweep.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
 
 FITTER_NAME = "raysweep-fitter-{}"
 REPLICATES_FILE = "test_bootstrap.json"
@@ -64,8 +67,10 @@ def finetune_trial(config: dict, spec: SweepSpec) -> None:
             fitter = ray.get_actor(FITTER_NAME.format(spec.name))
             ray.get(fitter.add_result.remote(result))
         except Exception as err:  # the result is safe in MLflow; the fitter rebuilds from there
-            print(f"[raysweep] could not hand {key} to the fitter: {type(err).__name__}: {err}")
-    tune.report({"done": 1, "skipped": int(result is None)})
+            logger.warning("could not hand %s to the fitter: %s: %s", key, type(err).__name__, err)
+    # The trial's metrics in Tune's results too (ResultGrid, result.json), for Tune's own tools.
+    tune.report({"done": 1, "skipped": int(result is None),
+                 **(result["metrics"] if result is not None else {})})
 
 
 _PROCESS_CACHE: dict[tuple, object] = {}

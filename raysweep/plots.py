@@ -118,13 +118,16 @@ def _x_limits(xs) -> tuple[float, float]:
     return min(xs) / 1.5, max(xs) * 1.5
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**options):
+    """A matplotlib Figure on an Agg canvas, made with the object API as matplotlib advises for
+    library code, not pyplot: drawing one never switches the caller's backend (a notebook's
+    inline one) nor registers it with pyplot's open figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**options)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _draw_points(ax, rows: list[dict], color: str, label: str | None) -> None:
@@ -255,11 +258,11 @@ def _wrap(paragraphs: list[str], width_in: float, fontsize: float = _CAPTION_FON
                                    break_on_hyphens=False) for p in paragraphs if p)
 
 
-def _figure_with_caption(plt, width_in: float, plot_height_in: float, caption: str):
+def _figure_with_caption(width_in: float, plot_height_in: float, caption: str):
     """A figure whose bottom strip holds `caption` (its height from the number of lines), and
     the fraction of the height the caption takes (for tight_layout's rect)."""
     caption_in = (caption.count("\n") + 1) * _CAPTION_FONT * 1.45 / 72 + 0.15 if caption else 0.0
-    fig = plt.figure(figsize=(width_in, plot_height_in + caption_in), dpi=110)
+    fig = _figure(figsize=(width_in, plot_height_in + caption_in), dpi=110)
     if caption:
         fig.text(0.012, 0.06 / (plot_height_in + caption_in), caption, fontsize=_CAPTION_FONT,
                  ha="left", va="bottom", color="0.2", linespacing=1.3)
@@ -271,7 +274,6 @@ def law_figure(task: str, d_f: int, metric: str, points: dict, analysis,
     """The figure for one (task, D_f, metric) law. `points`: {D_p: value} or {D_p: {"y", "se",
     ...}}, D_p = 0 the no-pretraining baseline. `history`: earlier fits as (points fitted, xs,
     values), drawn faint under the latest, so the figure shows how the law moved."""
-    plt = _pyplot()
     rows, baseline = _measured(points, analysis)
     errors = (f"Error bars: ±{ERROR_BAR_SE:g} standard error"
               + (f", {analysis.noise_source}." if analysis.noise_source else ".")
@@ -279,7 +281,7 @@ def law_figure(task: str, d_f: int, metric: str, points: dict, analysis,
               else "No error bars: the points' standard errors are not known.")
     caption = _wrap([f"Why: {analysis.reason}" if analysis.reason else "", errors],
                     _LAW_FIGURE_IN[0])
-    fig, bottom = _figure_with_caption(plt, *_LAW_FIGURE_IN, caption)
+    fig, bottom = _figure_with_caption(*_LAW_FIGURE_IN, caption)
     ax = fig.add_subplot()
     ylim = _y_limits(_data_extent(rows, baseline), _fit_extent(analysis))
     xlim = _x_limits([r["x"] for r in rows] + [_number(b["x"]) for b in analysis.band]
@@ -318,8 +320,8 @@ def metric_vs_cross_entropy_figure(task: str, d_f: int, metric: str, cross_entro
     """A task metric against downstream cross-entropy, one point per D_p (the best lr of each):
     does lower cross-entropy mean better translations here? (The paper finds it need not.)
     Both dicts: {D_p: value} or {D_p: {"y", "se", ...}}; errors, where known, as bars both ways."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig = _figure(figsize=(6.4, 4.4), dpi=110)
+    ax = fig.subplots()
     shared = sorted(d for d in set(cross_entropy) & set(values)
                     if all(math.isfinite(_value(p[d])[0]) for p in (cross_entropy, values)))
     ce = [_value(cross_entropy[d]) for d in shared]
@@ -378,15 +380,14 @@ def task_figure(task: str, groups: list[dict]):
     (points with error bars, fitted law, interval band; its no-pretraining baseline dashed, with
     its +-SE band). `groups`: analyse_sweep's entries of this task ({"d_f", "metric", "points",
     "analysis"})."""
-    plt = _pyplot()
     metrics = list(dict.fromkeys(g["metric"] for g in groups))
     sizes = sorted({g["d_f"] for g in groups})
     cols = min(3, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     legend_in = 0.14 * len(sizes)
     # Constrained layout makes room for the legends under the panels (tight_layout over-reserves).
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, (3.4 + legend_in) * rows), dpi=110,
-                             squeeze=False, layout="constrained")
+    fig = _figure(figsize=(4.6 * cols, (3.4 + legend_in) * rows), dpi=110, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         _task_panel(ax, metric, [g for g in groups if g["metric"] == metric], sizes)
     for ax in list(axes.flat)[len(metrics):]:
@@ -401,7 +402,4 @@ def task_figure(task: str, groups: list[dict]):
 
 
 def save_figure(path, fig) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path)  # not held by pyplot (see _figure): nothing to close

@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,8 +325,9 @@ class SweepSpec:
     """Sweep name: the MLflow experiment and the folder under `storage`."""
     storage: str = "./raysweep-runs"
     """Where checkpoints, tokenizer and (by default) MLflow live: a folder (relative paths are
-    taken from the spec file's folder), or a bucket URI `s3://BUCKET/PREFIX` (`gs://` likewise)
-    shared by every node of a cluster. `${VAR}` takes an environment variable."""
+    taken from the spec file's folder; `file:///abs/path` is the folder /abs/path), or a bucket
+    URI `s3://BUCKET/PREFIX` (`gs://` likewise) shared by every node of a cluster. `${VAR}` takes
+    an environment variable."""
     tracking_uri: str | None = None
     """MLflow tracking URI; default: SQLite file `<storage>/<name>/mlflow.db` (a local storage
     folder only). `${VAR}` takes an environment variable, e.g. `${MLFLOW_TRACKING_URI}`."""
@@ -533,6 +535,12 @@ def _expand_env(value: str | None, field_name: str, where: str) -> str | None:
 
 def _resolve_locations(spec: SweepSpec, base_dir: Path, where: str) -> SweepSpec:
     storage = _expand_env(spec.storage, "storage", where)
+    if storage.startswith("file://"):  # a local folder as a URI: file:///abs/path
+        path = urllib.parse.unquote(urllib.parse.urlparse(storage).path)
+        if urllib.parse.urlparse(storage).netloc not in ("", "localhost") or not path:
+            _fail(where, "storage", "must name a folder of this machine when it is a file:// URI "
+                  "(file:///data/sweeps: three slashes, an absolute path)", spec.storage)
+        storage = path
     if not is_remote(storage) and not os.path.isabs(storage):
         storage = str((base_dir / storage).resolve())
         if "/runtime_resources/working_dir_files/" in storage:

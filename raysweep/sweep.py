@@ -202,7 +202,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     pretrain_run = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain", sweep_run)
     laws_run = tracker.get_or_create_run({"raysweep.kind": "laws"}, "laws", sweep_run)
     for run_id in (sweep_run, pretrain_run, laws_run):
-        tracker.client.update_run(run_id, status="RUNNING")
+        tracker.set_running(run_id)
     if spec.source_file and os.path.isfile(spec.source_file):
         tracker.log_artifact(sweep_run, spec.source_file)
     tracker.log_params(sweep_run, {"num_trials": spec.num_trials(),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import os
 import posixpath
 import random
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 from raysweep.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
 
 MAX_DESCRIPTION = 8000
 
@@ -74,8 +77,8 @@ def _retry(fn):
                 if not is_transient(err) or time.monotonic() > deadline:
                     raise
                 if attempt == 0 and "locked" not in str(err):
-                    print(f"[raysweep] MLflow unavailable ({fn.__name__}); retrying for up to "
-                          f"{outage_seconds():.0f}s: {' '.join(str(err).split())[:200]}")
+                    logger.warning("MLflow unavailable (%s); retrying for up to %.0fs: %s",
+                                   fn.__name__, outage_seconds(), " ".join(str(err).split())[:200])
                 time.sleep(min(0.2 * 2 ** attempt, 30.0) * (0.5 + random.random()))
 
     return wrapper
@@ -210,6 +213,11 @@ class Tracker:
     @_retry
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    @_retry
+    def set_running(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep's runs), through an outage like every write."""
+        self.client.update_run(run_id, status="RUNNING")
 
     @_retry
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:

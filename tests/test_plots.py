@@ -238,3 +238,30 @@ def test_metric_vs_cross_entropy_keeps_units_and_error_bars(out):
     bars = _errorbars(ax)
     assert bars and bars[0].has_xerr and bars[0].has_yerr
     _saved(fig, out / "bleu_vs_cross_entropy.png")
+
+
+def test_drawing_a_figure_keeps_the_callers_backend_and_leaves_no_pyplot_figure(tmp_path):
+    """In a notebook, drawing raysweep's figures must not switch the inline backend: they are
+    made with matplotlib's object API. Run in a fresh interpreter with the svg backend chosen."""
+    import subprocess
+    import sys
+
+    script = f"""
+import matplotlib, matplotlib.pyplot as plt
+from raysweep import plots
+from raysweep.laws import LOG_LAW
+from raysweep.laws.analysis import analyse
+x = [2e4, 5e4, 1e5, 2e5, 4e5, 6.4e5]
+y = [8.0, 8.9, 9.7, 10.4, 11.0, 11.3]
+a = analyse(LOG_LAW, x, y, 0.1, se=[0.3] * 6, baseline=7.0, baseline_se=0.3, band_at=x,
+            resamples=20)
+fig = plots.law_figure("en-de", 4000, "bleu", {{0: 7.0, **dict(zip(x, y))}}, a)
+plots.save_figure({str(tmp_path / "law.png")!r}, fig)
+print(matplotlib.get_backend(), len(plt.get_fignums()))
+"""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["svg", "0"]
+    assert (tmp_path / "law.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

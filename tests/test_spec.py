@@ -229,3 +229,15 @@ def test_status_report_and_fit_of_a_sweep_never_run_say_so_and_write_nothing(tin
     assert "raysweep run" in _error(capsys, ["report", str(path), "--out", str(path.parent / "r")])
     assert "run it first" in _error(capsys, ["fit", str(path)])
     assert not (path.parent / "runs").exists() and not (path.parent / "r").exists()
+
+
+def test_a_file_uri_storage_is_that_local_folder(tiny_spec_dict, tmp_path):
+    """`storage: file:///data/x` is the folder /data/x (not <spec dir>/file:/data/x); a file://
+    URI that names no local folder is a clear error naming the field."""
+    tiny_spec_dict["storage"] = f"file://{tmp_path}/my%20runs"
+    spec = spec_from_dict(tiny_spec_dict, base_dir="/elsewhere")
+    assert spec.storage == f"{tmp_path}/my runs"
+    assert spec.root == tmp_path / "my runs" / spec.name
+    tiny_spec_dict["storage"] = "file://somehost/runs"
+    with pytest.raises(SpecError, match=r"field `storage` must name a folder of this machine"):
+        spec_from_dict(tiny_spec_dict)

@@ -44,6 +44,24 @@ def test_trial_metrics_are_within_their_ranges(finished_sweep):
         assert int(run.data.params["d_f_exact"]) <= key.d_f
 
 
+def test_tunes_own_results_hold_each_trials_metrics(finished_sweep):
+    """Tune's result files (what ResultGrid and Tune's tools read) carry the trial's metrics,
+    the same as its MLflow run's."""
+    import json
+
+    spec, _, _, _, tracker = finished_sweep
+    runs = {r.data.tags["raysweep.trial_key"]: r.data.metrics
+            for r in tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
+    rows = [json.loads(line) for path in (spec.root / "ray" / "finetune").glob("*/result.json")
+            for line in path.read_text().splitlines() if line.strip()]
+    scored = [row for row in rows if not row.get("skipped")]
+    assert len(scored) == len(runs)
+    for row in scored:
+        metrics = runs[str(TrialKey(**row["config"]["key"]))]
+        for name in ("bleu", "chrf", "rougeL", "cross_entropy", "bleu_se", "dev_cross_entropy"):
+            assert row[name] == pytest.approx(metrics[name]), name
+
+
 def test_pretraining_improves_cross_entropy_on_the_task(finished_sweep):
     # A real signal, not just numbers in range: pretraining on the aligned mixture lowers
     # downstream cross-entropy against the from-scratch baseline (same D_f, same best lr).
