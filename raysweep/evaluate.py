@@ -28,6 +28,7 @@ bootstrap of Koehn 2004, across a whole series of checkpoints).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -91,15 +92,19 @@ def rouge_l(hypotheses: list[str], references: list[str]) -> float:
     return sum(scores) / max(len(scores), 1)
 
 
+@functools.lru_cache(maxsize=4)
 def resample_counts(n: int, samples: int = BOOTSTRAP_SAMPLES,
                     seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """(samples x n): how often each of n test sentences is drawn in each bootstrap resample.
     Depends on n and the seed only: every trial scored on the same test set gets the same
-    resamples (see the module docstring: paired replicates)."""
+    resamples (see the module docstring: paired replicates). Cached (one trial rescores five
+    metrics on them), so read-only."""
     _require_two(n)
     draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    return np.bincount((draws + n * np.arange(samples)[:, None]).ravel(),
-                       minlength=samples * n).reshape(samples, n)
+    counts = np.bincount((draws + n * np.arange(samples)[:, None]).ravel(),
+                         minlength=samples * n).reshape(samples, n)
+    counts.flags.writeable = False
+    return counts
 
 
 def corpus_replicates(metric, stats) -> np.ndarray:
