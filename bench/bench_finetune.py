@@ -125,7 +125,7 @@ def main() -> None:
 
     from raysweep.finetune import TrialKey
     from raysweep.pretrain import worker_env
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
 
     base = load_spec(args.spec)
     base = dataclasses.replace(base, resources=dataclasses.replace(base.resources,

@@ -25,7 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def make_spec(args):
-    from raysweep.spec import MODEL_PRESETS, load_spec
+    from raysweep.spec import MODEL_PRESETS
+    from raysweep.spec_loader import load_spec
 
     spec = load_spec(args.spec)
     import torch

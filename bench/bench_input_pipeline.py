@@ -31,7 +31,8 @@ from raysweep.data import synthetic  # noqa: E402
 from raysweep.data.pretraining import rank_batches  # noqa: E402
 from raysweep.data.tokenizer import train_tokenizer  # noqa: E402
 from raysweep.model import build_model  # noqa: E402
-from raysweep.spec import MixtureComponent, load_spec  # noqa: E402
+from raysweep.spec import MixtureComponent
+from raysweep.spec_loader import load_spec  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
 
     spec = load_spec(args.spec)
     with tempfile.TemporaryDirectory() as storage:

@@ -1,6 +1,7 @@
 """Command line: `raysweep validate|run|status|report|fit`.
 
-Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written).
+Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written), 143
+stopped by SIGTERM (`ray job stop`: unfinished runs marked KILLED; a rerun resumes).
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
-from raysweep.spec import SpecError, load_spec
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec
 
 
 def _quiet_environment() -> None:
@@ -23,7 +26,7 @@ def _quiet_environment() -> None:
 
 
 def cmd_validate(args) -> int:
-    from raysweep.sweep import check, plan_text
+    from raysweep.preflight import check, plan_text
 
     spec = load_spec(args.spec)
     _, available = check(spec, offline=True)
@@ -38,10 +41,13 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from raysweep.answer import answer_table
-    from raysweep.sweep import run_sweep
+    from raysweep.sweep import SweepStopped, run_sweep
 
     spec = load_spec(args.spec)
-    outcome = run_sweep(spec)
+    try:
+        outcome = run_sweep(spec)
+    except SweepStopped:  # SIGTERM: the runs are marked KILLED; a rerun resumes
+        return 128 + signal.SIGTERM
     print()
     print(answer_table(spec, outcome.groups))
     print()

@@ -57,15 +57,17 @@ def scorer_for_this_node(spec: SweepSpec):
     ).remote(spec.evaluation.comet_model, str(spec.root))
 
 
-def stop_scorers(spec: SweepSpec) -> list[dict]:
-    """Stop the sweep's scorers (driver, at the end); returns their stats."""
+def stop_scorers(spec: SweepSpec, with_stats: bool = True) -> list[dict]:
+    """Stop the sweep's scorers (driver, at the end); returns their stats (none when stopping
+    in a hurry: `ray job stop` gives the driver seconds)."""
     prefix = SCORER_PREFIX.format(sweep=spec.name)
     stats = []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].startswith(prefix):
             handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
             try:
-                stats.append(ray.get(handle.stats.remote(), timeout=30))
+                if with_stats:
+                    stats.append(ray.get(handle.stats.remote(), timeout=30))
             except Exception:  # a scorer that died: nothing to report, still stop it
                 pass
             ray.kill(handle)

@@ -113,7 +113,7 @@ def finished_sweep(tmp_path_factory):
     import ray
     import yaml
 
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 

@@ -55,7 +55,7 @@ def chaos_sweep(tmp_path_factory):
     from conftest import TINY_SPEC
 
     from raysweep.finetune import FITTER_NAME
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 

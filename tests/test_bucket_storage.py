@@ -44,7 +44,7 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
     import ray
 
     from raysweep import checkpoints
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 
@@ -80,7 +80,7 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
 
 def test_a_corrupt_or_partial_checkpoint_in_the_bucket_is_refused(s3_bucket, tiny_spec_dict, write_spec):
     from raysweep import checkpoints
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.storage import Bucket
 
     tiny_spec_dict.update(name="damaged", storage=f"s3://{BUCKET}/sweeps",

@@ -10,7 +10,7 @@ from reliability import record
 
 from raysweep import checkpoints
 from raysweep.finetune import plan_keys
-from raysweep.spec import spec_from_dict
+from raysweep.spec_loader import spec_from_dict
 
 pytestmark = pytest.mark.fault
 

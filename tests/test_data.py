@@ -115,7 +115,7 @@ def test_family_parameters_change_the_languages():
 
 
 def _spec(data: dict, tmp_path):
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
 
     return spec_from_dict(data, base_dir=str(tmp_path))
 
@@ -137,7 +137,7 @@ def tiny_tokenizer(tmp_path_factory):
     from conftest import TINY_SPEC
 
     from raysweep.data.tokenizer import train_tokenizer
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
 
     return train_tokenizer(spec_from_dict(TINY_SPEC, base_dir=str(tmp_path_factory.mktemp("tok"))))
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def shortened(job: str, storage: Path):
     import yaml
 
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
 
     data = yaml.safe_load((ROOT / "jobs" / job).read_text())
     data["storage"] = str(storage)

@@ -33,7 +33,7 @@ def restarted_sweep(tmp_path_factory):
     import yaml
     from conftest import TINY_SPEC
 
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.tracking import Tracker
 
     base = tmp_path_factory.mktemp("restart")

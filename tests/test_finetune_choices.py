@@ -8,7 +8,7 @@ import re
 import pytest
 
 from raysweep.laws.points import best_lr_runs, law_points
-from raysweep.spec import spec_from_dict
+from raysweep.spec_loader import spec_from_dict
 
 
 def result(d_p: int, lr: float, **metrics) -> dict:

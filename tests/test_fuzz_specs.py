@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from reliability import record_cases
 
-from raysweep.spec import SpecError, load_spec
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec
 
 pytestmark = pytest.mark.fault
 OUTCOMES = {"valid": 0, "clear errors": 0}

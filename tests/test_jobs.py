@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from raysweep.cli import main
-from raysweep.spec import SpecError, load_spec
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fragments (`_*.yaml`) are only `extends`-ed by job specs, never submitted themselves.
@@ -49,6 +50,22 @@ def test_paper_specs_have_the_papers_settings(cluster_env):
     assert spec.tracking_uri == "http://10.0.0.2:5000"
     ro = load_spec(ROOT / "jobs/paper/t5-770m/ro.yaml")
     assert ro.pretrain.published_tokens()[-1] == 510_000 * 256 * 512  # the paper's 510k steps
+
+
+def test_a_spec_built_with_extends_resolves_to_every_field_it_runs_with(cluster_env):
+    """What the sweep run logs (spec.resolved.yaml): the base files' sections and the preset's
+    dims, which the top file of jobs/paper/ does not hold."""
+    import yaml
+
+    path = ROOT / "jobs/paper/t5-3b/en-de.yaml"
+    top = yaml.safe_load(path.read_text())
+    assert "model" not in top and "tasks" not in top  # they come from the files it extends
+    resolved = load_spec(path).as_dict()
+    assert resolved["model"]["d_ff"] == 16384 and resolved["model"]["feed_forward"] == "relu"
+    assert [t["name"] for t in resolved["tasks"]] == ["en-de", "en-fr", "en-ro"]
+    assert resolved["evaluation"]["comet_model"] == "Unbabel/wmt22-comet-da"
+    assert yaml.safe_load(yaml.safe_dump(resolved)) == resolved  # plain data, as logged
+    assert "hub" in load_spec(path).key_settings()["tokenizer"]
 
 
 def test_a_missing_environment_variable_is_named(monkeypatch):

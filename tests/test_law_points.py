@@ -89,7 +89,7 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     from raysweep.answer import answer_markdown, answer_table
     from raysweep.laws import LOG_LAW
     from raysweep.laws.analysis import analyse
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
 
     spec = spec_from_dict({
         "name": "answer", "pretrain": {"mixture": [{"source": "synthetic:en", "weight": 0.5},

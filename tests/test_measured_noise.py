@@ -183,7 +183,7 @@ def test_a_trial_evaluation_logs_every_metric_with_its_se(tiny_spec_dict, tmp_pa
     from raysweep.data.tokenizer import train_tokenizer
     from raysweep.finetune import comet_scorer
     from raysweep.model import build_model
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
 
     torch.set_num_threads(1)
     tiny_spec_dict["tokenizer"]["train_documents"] = 400

@@ -24,7 +24,7 @@ OUTAGE_SECONDS = 30
 def sweep_through_an_outage(tmp_path_factory):
     import ray
 
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 

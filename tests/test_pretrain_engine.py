@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from raysweep.pretrain import deepspeed_config, memory_estimate
-from raysweep.spec import spec_from_dict
+from raysweep.spec_loader import spec_from_dict
 
 
 @pytest.mark.parametrize("workers, accumulation", [(1, 1), (2, 2), (4, 1), (4, 2)])
@@ -61,7 +61,7 @@ ENGINE_SCRIPT = textwrap.dedent("""
     from raysweep.data.tokenizer import train_tokenizer
     from raysweep.model import build_model
     from raysweep.pretrain import build_optimizer, deepspeed_config, inverse_sqrt, train_step
-    from raysweep.spec import spec_from_dict
+    from raysweep.spec_loader import spec_from_dict
 
     torch.set_num_threads(1)
     spec = spec_from_dict(json.loads(sys.argv[1]), base_dir=sys.argv[3])

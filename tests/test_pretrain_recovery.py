@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from reliability import audit_pretraining, record
 
-from raysweep.spec import spec_from_dict
+from raysweep.spec_loader import spec_from_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 

@@ -1,11 +1,13 @@
 """The cluster path, locally: a real Ray head started with `ray start --head` (token
 authentication on, the client reading the token from a file), the sweep submitted with
-`ray job submit --working-dir . -- python -m raysweep run SPEC` exactly as on the cloud, its
-results checked in MLflow, the same spec resubmitted (it resumes: nothing is rerun). Only the
-head this test started is stopped."""
+`ray job submit --working-dir . -- python -m raysweep run SPEC` exactly as on the cloud, stopped
+mid-trial with `ray job stop` (SIGTERM: no run left RUNNING, no COMET scorer left alive),
+resubmitted to its end, its results checked in MLflow, and resubmitted once more (it resumes:
+nothing is rerun). Only the head this test started is stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -27,7 +29,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head of our own (own temp dir, ports and token); yields (dashboard URL, client env)."""
+    """A Ray head of our own (own temp dir, ports and token); yields (dashboard URL, client env,
+    GCS address)."""
     # Short: Ray's unix socket paths live under the temp dir and must stay below ~107 characters.
     temp = Path(tempfile.mkdtemp(prefix="rs-head-", dir="/tmp"))
     token = temp / "auth_token"
@@ -35,11 +38,11 @@ def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
+    dashboard, gcs = free_port(), free_port()
     log = (temp / "head.log").open("w")
     # --block: this process owns the head's processes; terminating it stops exactly them.
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--dashboard-host=127.0.0.1",
+        [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", "--num-cpus=6", f"--temp-dir={temp / 'ray'}", "--block"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{dashboard}"
@@ -50,7 +53,7 @@ def ray_head():
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"ray start --head did not come up:\n{(temp / 'head.log').read_text()[-3000:]}")
             time.sleep(2)
-        yield url, env
+        yield url, env, f"127.0.0.1:{gcs}"
     finally:
         head.terminate()
         head.wait(timeout=60)
@@ -58,15 +61,46 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def submit(url: str, env: dict, spec_path: Path) -> subprocess.CompletedProcess:
+def submit(url: str, env: dict, spec_path: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".", "--",
-         "python", "-m", "raysweep", "run", str(spec_path)],
+        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".", *options,
+         "--", "python", "-m", "raysweep", "run", str(spec_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+def ray_cli(env: dict, *args: str) -> str:
+    done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -> list:
+    """Submit without waiting, `ray job stop` it while a trial runs; returns the trial keys that
+    were RUNNING at the stop."""
+    # The driver gets seconds between SIGTERM and SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, default 3),
+    # set in the job's runtime env as the README says for a remote MLflow server.
+    submitted = submit(url, env, spec_path, "--no-wait", "--submission-id", "stopped-sweep",
+                       "--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}))
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    deadline, running = time.monotonic() + 600, []
+    while not running:
+        assert time.monotonic() < deadline, "no trial started within 10 minutes"
+        time.sleep(1)
+        tracker = tracker_of()
+        running = tracker.find_runs({"raysweep.kind": "trial"}, "RUNNING") if tracker else []
+    ray_cli(env, "job", "stop", "--address", url, "stopped-sweep")
+    assert "STOPPED" in ray_cli(env, "job", "status", "--address", url, "stopped-sweep")
+    logs = ray_cli(env, "job", "logs", "--address", url, "stopped-sweep")
+    assert "[raysweep] stopped;" in logs, logs[-3000:]  # the driver's own cleanup ran to its end
+    alive = json.loads(ray_cli(env, "list", "actors", "--address", gcs, "--format", "json",
+                               "--filter", "class_name=CometScorer", "--filter", "state=ALIVE"))
+    assert alive == []
+    return [r.data.tags["raysweep.trial_key"] for r in running]
+
+
 def test_token_auth_is_on_and_a_wrong_token_is_refused(ray_head, tmp_path):
-    url, env = ray_head
+    url, env, _ = ray_head
     wrong = tmp_path / "wrong_token"
     wrong.write_text(secrets.token_hex(16))
     listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", url],
@@ -74,25 +108,31 @@ def test_token_auth_is_on_and_a_wrong_token_is_refused(ray_head, tmp_path):
     assert listed.returncode != 0 and "token" in (listed.stdout + listed.stderr).lower()
 
 
-def test_ray_job_submit_runs_the_sweep_and_a_resubmission_resumes_it(ray_head, tmp_path, tiny_spec_dict):
+def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
+        ray_head, tmp_path, tiny_spec_dict):
     from raysweep.finetune import plan_keys
-    from raysweep.spec import load_spec
+    from raysweep.spec_loader import load_spec
     from raysweep.tracking import Tracker
 
-    url, env = ray_head
+    url, env, gcs = ray_head
     tiny_spec_dict.update(name="submitted", storage=str(tmp_path / "storage"))
     tiny_spec_dict["pretrain"]["checkpoints"] = [2048, 4096]
     tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003])
     spec_path = tmp_path / "submitted.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict))
+    spec = load_spec(spec_path)
 
-    first = submit(url, env, spec_path)
+    stopped = stop_mid_trial(url, env, gcs, spec_path, lambda: Tracker.of_existing_sweep(spec))
+    tracker = Tracker.for_spec(spec)
+    runs = tracker.find_runs({"raysweep.kind": "trial"}) + tracker.find_runs({"raysweep.kind": "sweep"})
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert {r.data.tags["raysweep.trial_key"] for r in runs if r.info.status == "KILLED"} >= set(stopped)
+
+    first = submit(url, env, spec_path)  # resumes the stopped sweep, to its end
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert "Job 'raysubmit_" in first.stdout + first.stderr and "succeeded" in first.stdout + first.stderr
     assert "sweep 'submitted' finished" in first.stdout
 
-    spec = load_spec(spec_path)
-    tracker = Tracker.for_spec(spec)
     planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
     runs = tracker.find_runs({"raysweep.kind": "trial"})
     assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
@@ -106,4 +146,6 @@ def test_ray_job_submit_runs_the_sweep_and_a_resubmission_resumes_it(ray_head, t
     assert f"trials {len(planned)}/{len(planned)} done" in again.stdout
     rerun = tracker.find_runs({"raysweep.kind": "trial"})
     assert len(rerun) == len(planned)  # nothing ran twice
-    assert {r.data.tags["raysweep.attempts"] for r in rerun} == {"1"}
+    # The trials the stop interrupted ran again in their own runs; no other trial ran twice.
+    assert {r.data.tags["raysweep.trial_key"] for r in rerun
+            if r.data.tags["raysweep.attempts"] != "1"} <= set(stopped)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.spec import SpecError, load_spec, spec_from_dict
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec, spec_from_dict
 
 pytestmark = pytest.mark.fault  # run by bench/reliability.py too (docs/reliability.md lists them)
 

@@ -11,7 +11,8 @@ import pytest
 
 from raysweep.data.sources import monolingual_source, parallel_splits
 from raysweep.data.synthetic import Family
-from raysweep.spec import SpecError, TaskSpec, TokenizerSpec, load_spec
+from raysweep.spec import SpecError, TaskSpec, TokenizerSpec
+from raysweep.spec_loader import load_spec
 
 WORDS = ["river", "stone", "light", "house", "green", "small", "old", "quick", "bird", "tree",
          "water", "cold", "bright", "north", "song", "field"]
@@ -291,7 +292,7 @@ def _file_spec(tmp_path, write_spec, data: dict, en_docs: int):
 def test_pretraining_file_too_small_for_the_schedule_fails_validation(tmp_path, write_spec,
                                                                      tiny_spec_dict):
     from raysweep.data.mixture import batch_source
-    from raysweep.sweep import check
+    from raysweep.preflight import check
 
     spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=30)
     pre = spec.pretrain
@@ -308,7 +309,7 @@ def test_pretraining_file_too_small_for_the_schedule_fails_validation(tmp_path, 
 
 
 def test_pretraining_file_large_enough_passes_validation(tmp_path, write_spec, tiny_spec_dict):
-    from raysweep.sweep import check
+    from raysweep.preflight import check
 
     spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=2000)
     tokenizer, available = check(spec)
@@ -316,7 +317,7 @@ def test_pretraining_file_large_enough_passes_validation(tmp_path, write_spec, t
 
 
 def test_offline_validation_still_reads_every_row_of_a_file(tmp_path, write_spec, tiny_spec_dict):
-    from raysweep.sweep import check
+    from raysweep.preflight import check
 
     spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=50)
     rows = [{"text": sentence(i + 7000, 12)} for i in range(40)] + [{"body": "no text"}]

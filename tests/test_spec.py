@@ -9,13 +9,8 @@ import pytest
 
 from raysweep.cli import main
 from raysweep.data.mixture import alignment_score
-from raysweep.spec import (
-    MixtureComponent,
-    SpecError,
-    TaskSpec,
-    load_spec,
-    spec_from_dict,
-)
+from raysweep.spec import MixtureComponent, SpecError, TaskSpec
+from raysweep.spec_loader import load_spec, spec_from_dict
 
 
 def test_valid_spec_plans_exact_checkpoints_and_trial_count(tiny_spec_dict, write_spec):
@@ -194,7 +189,8 @@ def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsy
 
 
 @pytest.mark.parametrize("pretrain, field, words", [
-    ({"optimizer": "sgd"}, "pretrain.optimizer", "adamw or adafactor"),
+    ({"optimizer": "sgd"}, "pretrain.optimizer", "must be one of adamw, adafactor"),
+    ({"zero_stage": True}, "pretrain.zero_stage", "must be one of 0, 1, 2, 3"),
     ({"precision": "bf16"}, "pretrain.precision", "resources.use_gpu"),
     ({"gradient_accumulation": 3}, "pretrain.batch_size", "workers x pretrain.gradient_accumulation"),
     ({"optimizer": "adafactor", "zero_stage": 2}, "pretrain.zero_stage", "factored second moments"),

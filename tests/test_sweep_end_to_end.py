@@ -148,6 +148,21 @@ def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_s
     assert {"task", "d_f", "metric", "d_p", "value", "se", "seeds", "lr"} <= set(points["columns"])
 
 
+def test_the_sweep_run_holds_the_resolved_spec_and_its_key_settings(finished_sweep):
+    import yaml
+
+    from raysweep.sweep import RESOLVED_SPEC_FILE
+
+    spec, _, _, _, tracker = finished_sweep
+    (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
+    logged = yaml.safe_load(open(tracker.client.download_artifacts(
+        sweep.info.run_id, RESOLVED_SPEC_FILE)).read())
+    assert logged == spec.as_dict()
+    assert logged["model"]["d_model"] == spec.model.d_model and logged["storage"] == spec.storage
+    assert sweep.data.params["pretrain.batch"] == f"{spec.pretrain.batch_size} x {spec.pretrain.seq_len} tokens"
+    assert set(spec.key_settings()) <= set(sweep.data.params)
+
+
 def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep):
     from collections import defaultdict
 

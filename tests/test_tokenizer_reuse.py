@@ -10,7 +10,8 @@ import json
 import pytest
 
 from raysweep.cli import main
-from raysweep.spec import SpecError, load_spec, spec_from_dict
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec, spec_from_dict
 
 ALL_FOUR = [f"synthetic:{code}" for code in ("en", "de", "fr", "ro")]
 # Roomy for the synthetic languages (~550 pieces learnt for 1000), as in the demos: the setting
@@ -86,7 +87,7 @@ def test_a_sweep_reusing_a_saved_tokenizer_copies_and_loads_exactly_it(tiny_spec
         save_tokenizer,
         tokenizer_dir,
     )
-    from raysweep.sweep import check
+    from raysweep.preflight import check
 
     spec_a, source = _saved_sweep(tiny_spec_dict, tmp_path)
     # Relative to the spec file, like every path of a spec.

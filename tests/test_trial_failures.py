@@ -10,7 +10,7 @@ import copy
 import pytest
 from reliability import audit, record
 
-from raysweep.spec import spec_from_dict
+from raysweep.spec_loader import spec_from_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 

@@ -1,0 +1,114 @@
+"""Preflight: what is checked before anything is written or started, after the spec has checked
+its own fields (raysweep.spec): the plan `raysweep validate` prints, the data sources (files
+exist, task data large enough), the tokenizer (trained, fetched or loaded), and the memory a
+pretraining worker needs. `raysweep validate` and `raysweep run` both call `check`; a failed
+check is one SpecError paragraph."""
+
+from __future__ import annotations
+
+from raysweep.spec import SpecError, SweepSpec
+
+
+def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
+    """What `raysweep validate` prints: the checkpoints, sizes and trial count."""
+    from raysweep.data.mixture import alignment_score
+    from raysweep.storage import storage_uri
+
+    lines = [f"sweep {spec.name!r}: storage {storage_uri(spec)}",
+             f"  tracking: {spec.resolved_tracking_uri()}"]
+    mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
+    lines.append(f"  pretraining mixture: {mixture}")
+    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+
+    pre = spec.pretrain
+    memory = memory_estimate(spec, _vocab_size(spec, None))
+    lines.append(f"  pretraining: {pre.workers} workers, ZeRO-{pre.zero_stage}, {pre.optimizer}, "
+                 f"{pre.tokens_per_step()} tokens/step; model {memory['parameters'] / 1e6:,.1f}M "
+                 f"parameters, about {memory['total_bytes'] / 2**30:.2f} GiB per worker of "
+                 f"{worker_memory_bytes(spec) / 2**30:.0f} GiB")
+    tokens = spec.pretrain.published_tokens()
+    lines.append(f"  checkpoints (D_p, tokens): {', '.join(f'{t:,}' for t in tokens)} "
+                 f"+ the no-pretraining baseline (D_p = 0); budget {tokens[-1]:,} tokens")
+    lines.append(f"  recovery: a checkpoint every {pre.recovery_every} steps (keep "
+                 f"{pre.recovery_keep}), up to {pre.max_failures} restarts")
+    for task in spec.tasks:
+        lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
+                     f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
+        known = (available or {}).get(task.name)
+        lines.append(f"    finetune sizes (D_f, tokens): {', '.join(f'{t:,}' for t in task.finetune_tokens)}"
+                     + (f" of {known:,} available" if known is not None
+                        else " (data size checked when the run starts)"))
+        lines.append(f"    learning rates: {', '.join(f'{lr:g}' for lr in task.lrs)}; "
+                     f"{task.steps} steps of {task.batch_size} pairs")
+    lines.append(f"  trials: {spec.num_trials()} "
+                 f"({len(tokens) + 1} starting points x finetune sizes x learning rates)")
+    return "\n".join(lines)
+
+
+def needs_network(spec: SweepSpec) -> bool:
+    """Whether preparing this spec reads from the hub (a hub tokenizer, or hf: sources)."""
+    sources = [c.source for c in spec.pretrain.mixture] + [t.data for t in spec.tasks]
+    return spec.tokenizer.kind == "hub" or any(s.startswith("hf:") for s in sources)
+
+
+def check(spec: SweepSpec, offline: bool = False):
+    """Everything that can be checked before anything is written. Returns (tokenizer, available).
+
+    offline=True (`raysweep validate`): hub tokenizers and hf: datasets are not fetched, so a
+    paper-scale spec validates on a machine without network; their sizes are checked when the
+    run starts (tokenizer None, available sizes missing)."""
+    from raysweep.data import check_sources
+    from raysweep.data.tokenizer import (
+        fetch_tokenizer,
+        load_tokenizer,
+        tokenizer_dir,
+        train_tokenizer,
+    )
+
+    # Offline (validate), a bucket is not read either: the tokenizer is trained or fetched at run.
+    saved = tokenizer_dir(spec) if offline else fetch_tokenizer(spec)
+    if (saved / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(saved)
+    elif offline and needs_network(spec):
+        tokenizer = None
+    else:
+        try:
+            tokenizer = train_tokenizer(spec)
+        except OSError as err:  # a hub tokenizer that cannot be fetched
+            if spec.tokenizer.kind != "hub":
+                raise
+            raise SpecError(f"{spec.source_file}: field `tokenizer.hub_id`: "
+                            f"{spec.tokenizer.hub_id!r} could not be loaded "
+                            f"({' '.join(str(err).split())[:300]}). Check the id and the network, "
+                            f"or use tokenizer.kind unigram; nothing was written.") from None
+    available = check_sources(spec, tokenizer)
+    check_memory(spec, tokenizer)
+    return tokenizer, available
+
+
+def _vocab_size(spec: SweepSpec, tokenizer) -> int:
+    if tokenizer is not None:
+        return len(tokenizer)
+    # Offline validation of a hub tokenizer: mT5's vocabulary (the paper's) as the estimate.
+    return {"unigram": spec.tokenizer.vocab_size + spec.tokenizer.sentinels,
+            "byt5": 259 + spec.tokenizer.sentinels}.get(spec.tokenizer.kind, 250_112)
+
+
+def check_memory(spec: SweepSpec, tokenizer) -> None:
+    """Too little memory for the model is said before anything starts, from a size estimate."""
+    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+
+    need = memory_estimate(spec, _vocab_size(spec, tokenizer))
+    have = worker_memory_bytes(spec)
+    if need["total_bytes"] > have:
+        pre, gib = spec.pretrain, 2**30
+        raise SpecError(
+            f"{spec.source_file or '<spec>'}: pretraining this model needs about "
+            f"{need['total_bytes'] / gib:.1f} GiB per worker ({need['parameters'] / 1e6:,.0f}M "
+            f"parameters: weights, gradients and {pre.optimizer} states "
+            f"{need['states_bytes'] / gib:.1f} GiB with ZeRO-{pre.zero_stage} over {pre.workers} "
+            f"workers, activations {need['activation_bytes'] / gib:.1f} GiB), but each worker has "
+            f"{have / gib:.1f} GiB (resources.worker_memory_gb). Raise pretrain.workers or "
+            f"pretrain.zero_stage, set pretrain.gradient_accumulation or "
+            f"pretrain.activation_checkpointing, or choose a smaller model.preset; nothing was "
+            f"written.")
