@@ -1,8 +1,9 @@
 """Where a sweep's shared files live: a local folder, or a bucket (`s3://`, `gs://`) that every node
 of a cluster reads and writes.
 
-Shared: the published checkpoints (`checkpoints/dp_<D_p>/`), the tokenizer (`tokenizer/`) and Ray's
-own run state (`ray/`: pretraining's recovery checkpoints, the Tune experiment). Buckets are reached
+Shared: the published checkpoints (`checkpoints/dp_<D_p>/`), the tokenizer (`tokenizer/`), the
+watcher's state (`watcher_state.json`) and Ray's own run state (`ray/`: pretraining's recovery
+checkpoints, the Tune experiment). Buckets are reached
 through pyarrow's filesystems, the ones Ray Train and Tune use for their storage_path, with the
 same credentials: the standard environment variables (AWS_ACCESS_KEY_ID..., AWS_ENDPOINT_URL) or the
 node's instance role; never the spec.
@@ -120,3 +121,31 @@ class Bucket:
         except OSError:  # another trial on this node finished its copy first
             shutil.rmtree(partial, ignore_errors=True)
         return local
+
+
+def write_json(spec: SweepSpec, relative: str, data: dict) -> None:
+    """A small JSON file of the sweep's shared folder: on a bucket one PUT (whole or absent),
+    locally written beside and renamed into place; either way never read half-written."""
+    import json
+
+    text = json.dumps(data, indent=2, sort_keys=True)
+    bucket = Bucket.of(spec)
+    if bucket is not None:
+        bucket.write_bytes(relative, text.encode())
+        return
+    path = spec.root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_json(spec: SweepSpec, relative: str) -> dict | None:
+    """write_json's file, or None where there is none."""
+    import json
+
+    bucket = Bucket.of(spec)
+    if bucket is not None:
+        return json.loads(bucket.read_bytes(relative)) if bucket.size(relative) is not None else None
+    path = spec.root / relative
+    return json.loads(path.read_text()) if path.exists() else None

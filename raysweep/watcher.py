@@ -31,6 +31,7 @@ from raysweep.finetune import TrialKey, finetune_trial, plan_keys
 from raysweep.spec import SweepSpec
 
 SCAN_SECONDS = 1.0
+WATCHER_STATE = "watcher_state.json"
 
 
 class WatcherSearcher(Searcher):
@@ -81,7 +82,6 @@ class CheckpointWatcher:
         self.pretraining_over = threading.Event()
         self.final_scan_done = False
         self.resume_first: set[TrialKey] = set()  # running when the previous driver died
-        self.state_path = spec.root / "watcher_state.json"
         self.searcher = WatcherSearcher(self)
 
     # ---- fed by the driver ----------------------------------------------------------------------
@@ -154,14 +154,14 @@ class CheckpointWatcher:
                 return Searcher.FINISHED
             else:
                 return None
-        self.searcher.save(str(self.state_path))
+        self._save_state()
         return config
 
     def trial_ended(self, trial_id: str, error: bool) -> None:
         with self.lock:
             self.running.pop(trial_id, None)
             self.counts["failed" if error else "done"] += 1
-        self.searcher.save(str(self.state_path))
+        self._save_state()
 
     def state(self) -> dict:
         with self.lock:
@@ -170,6 +170,13 @@ class CheckpointWatcher:
     def restore_state(self, state: dict) -> None:
         self.resume_first = {TrialKey(**k) for k in state.get("running", [])}
 
+    def _save_state(self) -> None:
+        """On the sweep's storage (its bucket on a cluster): a watcher restarted on another node,
+        or a new head after the old one was lost, finds it there."""
+        from raysweep.storage import write_json
+
+        write_json(self.spec, WATCHER_STATE, self.state())
+
     # ---- the experiment -------------------------------------------------------------------------
     def run(self) -> dict:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
@@ -177,8 +184,11 @@ class CheckpointWatcher:
 
         from raysweep.storage import ray_storage_path
 
-        if self.state_path.exists():  # a restarted driver or watcher: resume what was running first
-            self.searcher.restore(str(self.state_path))
+        from raysweep.storage import read_json
+
+        saved = read_json(self.spec, WATCHER_STATE)
+        if saved is not None:  # a restarted driver or watcher: resume what was running first
+            self.restore_state(saved)
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
         scanner.start()
         res = self.spec.resources

@@ -68,6 +68,9 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
     assert f"{prefix}tokenizer/tokenizer_config.json" in stored
     assert any(k.startswith(f"{prefix}ray/pretrain/checkpoint_") for k in stored)  # recovery state
     assert any(k.startswith(f"{prefix}ray/finetune/") for k in stored)  # Tune's experiment state
+    # The watcher's state too (a watcher restarted on another node finds it), none on the node.
+    watcher = json.loads(s3_bucket.get_object(Bucket=BUCKET, Key=f"{prefix}watcher_state.json")["Body"].read())
+    assert watcher == {"running": []} and not (spec.root / "watcher_state.json").exists()
     # Trials loaded verified node-local copies; the pretraining node kept none of its own.
     for d_p in (2048, 4096, 8192):
         assert (checkpoints.checkpoint_dir(spec, d_p) / ".verified").exists()
