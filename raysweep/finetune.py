@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from raysweep.spec import SweepSpec
+from raysweep.tracking import COMET_SCORER, KEY_FIELD, KIND, SIGNATURE, TRIAL_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,16 @@ class TrialKey:
         return f"{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
 
     def tags(self) -> dict[str, str]:
-        return {"raysweep.kind": "trial", "raysweep.trial_key": str(self),
-                "raysweep.task": self.task, "raysweep.d_p": str(self.d_p),
-                "raysweep.d_f": str(self.d_f), "raysweep.lr": f"{self.lr:g}",
-                "raysweep.seed": str(self.seed)}
+        return {KIND: "trial", TRIAL_KEY: str(self),
+                **{KEY_FIELD.format(name): value for name, value in (
+                    ("task", self.task), ("d_p", str(self.d_p)), ("d_f", str(self.d_f)),
+                    ("lr", f"{self.lr:g}"), ("seed", str(self.seed)))}}
 
     @staticmethod
     def from_tags(tags: dict[str, str]) -> TrialKey:
-        return TrialKey(tags["raysweep.task"], int(tags["raysweep.d_p"]), int(tags["raysweep.d_f"]),
-                        float(tags["raysweep.lr"]), int(tags["raysweep.seed"]))
+        field = {name: tags[KEY_FIELD.format(name)] for name in ("task", "d_p", "d_f", "lr", "seed")}
+        return TrialKey(field["task"], int(field["d_p"]), int(field["d_f"]), float(field["lr"]),
+                        int(field["seed"]))
 
 
 def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
@@ -147,7 +149,7 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
 
         def score(sources, hypotheses, references) -> tuple[list[float], float]:
             stats = ray.get(scorer.stats.remote())
-            tracker.set_tags(run_id, {"raysweep.comet_scorer": f"node {stats['node_id'][:16]} "
+            tracker.set_tags(run_id, {COMET_SCORER: f"node {stats['node_id'][:16]} "
                                                                f"pid {stats['pid']}"})
             return ray.get(scorer.score.remote(sources, hypotheses, references, batch))
 
@@ -173,7 +175,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
 
     torch.set_num_threads(1)  # trials share the machine with pretraining
     tracker = Tracker.for_spec(spec)
-    if tracker.find_runs({"raysweep.trial_key": str(key)}, status="FINISHED"):
+    if tracker.find_runs({TRIAL_KEY: str(key)}, status="FINISHED"):
         return None
     run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False)
     tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
@@ -213,8 +215,8 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"],
                        trial_seconds=time.time() - started)
         tracker.log_metrics(run_id, numbers)
-        tracker.set_tags(run_id, {"raysweep.bleu_signature": metrics["bleu_signature"],
-                                  "raysweep.chrf_signature": metrics["chrf_signature"]})
+        tracker.set_tags(run_id, {SIGNATURE.format(name): metrics[f"{name}_signature"]
+                                  for name in ("bleu", "chrf")})
         tracker.log_dict(run_id, metrics["examples"], "examples.json")
         replicates = {name: [round(float(v), 6) for v in values]
                       for name, values in metrics["replicates"].items()}

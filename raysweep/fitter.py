@@ -24,6 +24,7 @@ import threading
 import ray
 
 from raysweep.spec import SweepSpec
+from raysweep.tracking import BEST_LR, KIND, VERDICT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def finished_results(spec: SweepSpec, known=()) -> dict[str, dict]:
 
     tracker = Tracker.for_spec(spec)
     results = {}
-    for run in tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED"):
+    for run in tracker.find_runs({KIND: "trial"}, "FINISHED"):
         key = TrialKey.from_tags(run.data.tags)
         if str(key) in known:
             continue
@@ -240,7 +241,7 @@ class LawFitter:
             self.best_runs[(task, d_f, d_p)] = chosen
             for r in results:
                 if (r["key"]["task"], r["key"]["d_f"], r["key"]["d_p"]) == (task, d_f, d_p) and "run_id" in r:
-                    self.tracker.set_tags(r["run_id"], {"raysweep.best_lr": str(r["run_id"] in chosen).lower()})
+                    self.tracker.set_tags(r["run_id"], {BEST_LR: str(r["run_id"] in chosen).lower()})
 
     def _refit(self, task: str, d_f: int) -> None:
         from raysweep.laws.points import law_points
@@ -281,7 +282,7 @@ class LawFitter:
         # The tag holds the verdict only, short enough for the UI's tag view; the reason is on
         # the sweep run's page and in laws.json.
         self.tracker.set_tags(self.run_id, {
-            f"raysweep.verdict.{task}.df_{d_f}.{metric}": short_verdict(analysis)})
+            VERDICT.format(task=task, d_f=d_f, metric=metric): short_verdict(analysis)})
         if analysis.params:
             self._log_plot(task, d_f, metric, group["points"], analysis, group["history"])
         if analysis.num_points:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from raysweep.spec import SpecError, SweepSpec
+from raysweep.tracking import KIND, KINDS, REJECTED_PREFIX, TRIAL_KEY, VERDICT_PREFIX
 
 
 def sweep_status(spec: SweepSpec) -> dict:
@@ -25,10 +26,7 @@ def sweep_status(spec: SweepSpec) -> dict:
     tracker = Tracker.of_existing_sweep(spec)
     if tracker is None:
         return {"started": False}
-    sweep = tracker.find_runs({"raysweep.kind": "sweep"})
-    pretrain = tracker.find_runs({"raysweep.kind": "pretrain"})
-    laws = tracker.find_runs({"raysweep.kind": "laws"})
-    trials = tracker.find_runs({"raysweep.kind": "trial"})
+    sweep, pretrain, laws, trials = (tracker.find_runs({KIND: kind}) for kind in KINDS)
     by_status: dict[str, int] = {}
     for run in trials:
         by_status[run.info.status] = by_status.get(run.info.status, 0) + 1
@@ -44,12 +42,12 @@ def sweep_status(spec: SweepSpec) -> dict:
         "pretrain_status": pretrain[0].info.status if pretrain else "?",
         "trials": by_status,
         "planned": spec.num_trials(),
-        "failures": {r.data.tags["raysweep.trial_key"]: r.data.tags.get(FAILURE, "?")
+        "failures": {r.data.tags[TRIAL_KEY]: r.data.tags.get(FAILURE, "?")
                      for r in trials if r.info.status == "FAILED"},
         "rejected": {k.split(".", 2)[2]: v for k, v in sweep_tags.items()
-                     if k.startswith("raysweep.rejected_checkpoint.")},
-        "verdicts": {k[len("raysweep.verdict."):]: v for k, v in (laws[0].data.tags if laws else {}).items()
-                     if k.startswith("raysweep.verdict.")},
+                     if k.startswith(REJECTED_PREFIX)},
+        "verdicts": {k[len(VERDICT_PREFIX):]: v for k, v in (laws[0].data.tags if laws else {}).items()
+                     if k.startswith(VERDICT_PREFIX)},
     }
 
 

@@ -333,6 +333,9 @@ class TaskSpec:
     can tell finetuning noise from a failing law."""
 
     def check(self, fields: Fields) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            # It names trial keys, MLflow tags and the searches that find them.
+            fields.fail("name", "must use only letters, digits, '.', '-' and '_'", self.name)
         if not self.finetune_tokens:
             fields.fail("finetune_tokens", "must list at least one D_f in tokens", [])
         for j, tokens in enumerate(self.finetune_tokens):

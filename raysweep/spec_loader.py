@@ -20,7 +20,16 @@ from typing import Any
 
 import yaml
 
-from raysweep.spec import MODEL_PRESETS, ModelSpec, PretrainSpec, SpecError, SweepSpec, fail, is_remote
+from raysweep.spec import (
+    MODEL_PRESETS,
+    ModelSpec,
+    PretrainSpec,
+    SpecError,
+    SweepSpec,
+    fail,
+    is_remote,
+)
+
 
 def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
     origin = typing.get_origin(hint)

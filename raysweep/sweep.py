@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from raysweep.spec import SweepSpec
+from raysweep.tracking import KIND, KINDS
 
 NAMESPACE = "raysweep"
 RESOLVED_SPEC_FILE = "spec.resolved.yaml"
@@ -142,10 +143,10 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
 
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
-    sweep_run = tracker.get_or_create_run({"raysweep.kind": "sweep"}, spec.name)
+    sweep_run = tracker.get_or_create_run({KIND: "sweep"}, spec.name)
     runs = {"sweep": sweep_run,
-            "pretrain": tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain", sweep_run),
-            "laws": tracker.get_or_create_run({"raysweep.kind": "laws"}, "laws", sweep_run)}
+            "pretrain": tracker.get_or_create_run({KIND: "pretrain"}, "pretrain", sweep_run),
+            "laws": tracker.get_or_create_run({KIND: "laws"}, "laws", sweep_run)}
     for run_id in runs.values():
         tracker.set_running(run_id)
     if spec.source_file and os.path.isfile(spec.source_file):
@@ -257,6 +258,6 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
 def _mark_unfinished_runs_killed(tracker) -> None:
     """Every RUNNING run of the sweep (its own, pretraining, laws, trials) ends KILLED: the
     MLflow UI then shows a stopped sweep as stopped. A rerun marks them RUNNING again."""
-    for kind in ("trial", "pretrain", "laws", "sweep"):
-        for run in tracker.find_runs({"raysweep.kind": kind}, "RUNNING"):
+    for kind in KINDS:
+        for run in tracker.find_runs({KIND: kind}, "RUNNING"):
             tracker.end_run(run.info.run_id, "KILLED")

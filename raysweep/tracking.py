@@ -1,14 +1,8 @@
 """MLflow, through MlflowClient with run identities raysweep derives itself.
 
 Layout: one experiment per sweep; a parent run (kind `sweep`); children (tag mlflow.parentRunId)
-for pretraining, each trial key and the laws. Tags are namespaced:
-
-    raysweep.kind        sweep | pretrain | trial | laws
-    raysweep.trial_key   the trial key string (trial runs only), e.g. en-de/dp=...
-    raysweep.task, raysweep.d_p, raysweep.d_f, raysweep.lr, raysweep.seed   (trial runs)
-    raysweep.failure     why a trial failed (failed trial runs)
-    raysweep.attempts    how many times the trial has started (retries reuse the run)
-    raysweep.previous_failure   why the attempt before a retry failed
+for pretraining, each trial key and the laws. Tags are namespaced `raysweep.*`, and every tag
+name is one of the constants below (the tag schema; the README's table lists what each run holds).
 
 Runs are looked up by tag before being created, so a restarted driver or a re-dispatched trial
 finds its run instead of making a duplicate. Calls retry with backoff on transient errors: SQLite
@@ -34,11 +28,32 @@ logger = logging.getLogger(__name__)
 
 MAX_DESCRIPTION = 8000
 
+# ---- the tag schema ------------------------------------------------------------------------------
 KIND = "raysweep.kind"
+"""What a run is: sweep | pretrain | laws | trial (the runs are found by it)."""
+KINDS = ("sweep", "pretrain", "laws", "trial")
 TRIAL_KEY = "raysweep.trial_key"
+"""The trial key string, e.g. en-de/dp=1024/df=4000/lr=0.001/seed=0 (trial runs)."""
+KEY_FIELD = "raysweep.{}"
+"""One field of the trial key: raysweep.task, .d_p, .d_f, .lr, .seed (trial runs)."""
 FAILURE = "raysweep.failure"
+"""Why a trial failed (failed trial runs)."""
 ATTEMPTS = "raysweep.attempts"
+"""How many times the trial has started (a retry reuses the run)."""
 PREVIOUS_FAILURE = "raysweep.previous_failure"
+"""Why the attempt before a retry failed."""
+BEST_LR = "raysweep.best_lr"
+"""true on the trial runs of the lr the laws use (chosen on the dev set), false on the others."""
+COMET_SCORER = "raysweep.comet_scorer"
+"""Which node's COMET scorer actor scored the trial."""
+SIGNATURE = "raysweep.{}_signature"
+"""sacrebleu's signature of a trial's BLEU or chrF."""
+VERDICT = "raysweep.verdict.{task}.df_{d_f}.{metric}"
+"""The verdict of one law, on the laws run."""
+VERDICT_PREFIX = "raysweep.verdict."
+REJECTED_CHECKPOINT = "raysweep.rejected_checkpoint.{}"
+"""Why a checkpoint folder was skipped as unusable, on the sweep run."""
+REJECTED_PREFIX = "raysweep.rejected_checkpoint."
 PARENT = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment without this tag on its GenAI (traces) pages; a sweep is
 # model training: its runs table is what users look for.
@@ -139,6 +154,10 @@ class Tracker:
 
     @_retry
     def find_runs(self, tags: dict[str, str], status: str | None = None) -> list:
+        """The experiment's runs with these tag values (and status), every page of them."""
+        for value in tags.values():
+            if "'" in value:  # raysweep's tag values never hold one: task names are checked
+                raise ValueError(f"a run search for the tag value {value!r}, which holds a quote")
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         if status:
             clauses.append(f"attributes.status = '{status}'")

@@ -29,6 +29,7 @@ from ray.tune.search import Searcher
 
 from raysweep.finetune import TrialKey, finetune_trial, plan_keys
 from raysweep.spec import SweepSpec
+from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY
 
 SCAN_SECONDS = 1.0
 WATCHER_STATE = "watcher_state.json"
@@ -108,12 +109,12 @@ class CheckpointWatcher:
         # retries) leaves nothing half-done and the next scan does it all again.
         finished = set()
         if new:
-            finished = {run.data.tags["raysweep.trial_key"]
-                        for run in self.tracker.find_runs({"raysweep.kind": "trial"}, "FINISHED")}
+            finished = {run.data.tags[TRIAL_KEY]
+                        for run in self.tracker.find_runs({KIND: "trial"}, "FINISHED")}
         for name, reason in unusable.items():
             if reason == checkpoints.NO_MANIFEST and not final:
                 continue
-            self.tracker.set_tags(self.parent_run_id, {f"raysweep.rejected_checkpoint.{name}": reason})
+            self.tracker.set_tags(self.parent_run_id, {REJECTED_CHECKPOINT.format(name): reason})
             with self.lock:
                 self.rejected[name] = reason
             self.inspected.add(name)
@@ -182,9 +183,7 @@ class CheckpointWatcher:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
         from ray import tune
 
-        from raysweep.storage import ray_storage_path
-
-        from raysweep.storage import read_json
+        from raysweep.storage import ray_storage_path, read_json
 
         saved = read_json(self.spec, WATCHER_STATE)
         if saved is not None:  # a restarted driver or watcher: resume what was running first

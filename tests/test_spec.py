@@ -54,6 +54,7 @@ def _error(capsys, argv) -> str:
     (lambda d: d["tasks"][0].update(test_examples=1), "`tasks[0].test_examples` must be at least 2"),
     (lambda d: d["fit"].update(min_effect={"blue": 0.5}), "`fit.min_effect.blue` must be one of"),
     (lambda d: d["fit"].update(target_score={"bleu": -3}), "`fit.target_score.bleu` must be a positive"),
+    (lambda d: d["tasks"][0].update(name="en'de"), "`tasks[0].name` must use only letters"),
 ])
 def test_bad_spec_is_one_paragraph_exit_2_and_writes_nothing(
         tiny_spec_dict, write_spec, tmp_path, capsys, command, mutate, expected):
