@@ -31,8 +31,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def prepare(spec, name: str, storage: str, **task_changes):
     """A copy of the spec under its own storage (own MLflow), tokenizer saved, runs created."""
-    from raysweep.comet_scoring import load_comet
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
+    from raysweep.evaluation.comet_model import load_comet
     from raysweep.tracking import Tracker
 
     task = dataclasses.replace(spec.tasks[0], **task_changes)

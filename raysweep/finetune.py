@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 FITTER_NAME = "raysweep-fitter-{}"
 REPLICATES_FILE = "test_bootstrap.json"
-"""Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluate): the law
+"""Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluation.metrics): the law
 analysis reads the test-set noise that checkpoints share from them."""
 
 
@@ -97,7 +97,7 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     import torch
 
     from raysweep.data.collators import seq2seq_batch
-    from raysweep.evaluate import cross_entropy
+    from raysweep.evaluation.metrics import cross_entropy
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if seed is not None:
@@ -143,7 +143,7 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
 
     batch = spec.evaluation.comet_batch_size
     if ray.is_initialized():
-        from raysweep.scorer import scorer_for_this_node
+        from raysweep.evaluation.scorer import scorer_for_this_node
 
         scorer = scorer_for_this_node(spec)
 
@@ -154,7 +154,7 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
             return ray.get(scorer.score.remote(sources, hypotheses, references, batch))
 
         return score
-    from raysweep.comet_scoring import comet_scores, load_comet
+    from raysweep.evaluation.comet_model import comet_scores, load_comet
 
     model = _cached((str(spec.root), "comet", spec.evaluation.comet_model),
                     lambda: load_comet(spec.evaluation.comet_model, spec.root))
@@ -169,7 +169,12 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
     from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-    from raysweep.evaluate import bleu_chrf, cross_entropy, evaluate_translation, translate
+    from raysweep.evaluation.metrics import (
+        bleu_chrf,
+        cross_entropy,
+        evaluate_translation,
+        translate,
+    )
     from raysweep.model import build_model
     from raysweep.tracking import FAILURE, Tracker
 

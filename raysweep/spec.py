@@ -369,7 +369,7 @@ class EvaluationSpec:
     comet_batch_size: int = 16
     """Sentences per COMET forward pass."""
     comet_gpus: float = 0
-    """GPU share of each node's shared COMET scorer actor (raysweep/scorer.py); 0 scores on CPU."""
+    """GPU share of each node's shared COMET scorer actor (raysweep/evaluation/scorer.py); 0 scores on CPU."""
     max_new_tokens: int = 48
     """Longest generated translation, in tokens."""
     num_beams: int = 1

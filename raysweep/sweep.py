@@ -98,7 +98,7 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     resumes."""
     import ray
 
-    from raysweep.scorer import stop_scorers
+    from raysweep.evaluation.scorer import stop_scorers
     from raysweep.tracking import Tracker
 
     started = time.time()
@@ -125,9 +125,9 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
     """Preflight, Ray, the tokenizer, the COMET model, the experiment and the sweep's own runs
     (sweep, pretrain, laws: MLflow run ids by name) with what the sweep runs with."""
     from raysweep.cluster import check_resources, live_node_types
-    from raysweep.comet_scoring import load_comet
     from raysweep.data.mixture import alignment_score
     from raysweep.data.tokenizer import save_tokenizer
+    from raysweep.evaluation.comet_model import load_comet
     from raysweep.preflight import check
     from raysweep.tracking import Tracker
 
@@ -216,7 +216,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
     """Pretrain, print progress until the watcher's experiment ends, then the final laws."""
     import ray
 
-    from raysweep.scorer import stop_scorers
+    from raysweep.evaluation.scorer import stop_scorers
     from raysweep.tracking import Tracker
 
     watcher, fitter = actors

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from raysweep.comet_scoring import build_tiny_comet, comet_scores, load_comet
+from raysweep.evaluation.comet_model import comet_scores, load_comet
+from raysweep.evaluation.tiny_comet import build_tiny_comet
 
 SOURCES = ["Der Hund sieht das Haus.", "Die Katze mag einen Baum.", "Le chat voit la maison."]
 REFERENCES = ["The dog sees the house.", "The cat likes a tree.", "The cat sees the house."]

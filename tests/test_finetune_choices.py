@@ -49,7 +49,7 @@ def test_early_stopping_keeps_the_weights_of_the_best_dev_check(tiny_spec_dict, 
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
     from raysweep.data.tokenizer import train_tokenizer
-    from raysweep.evaluate import cross_entropy
+    from raysweep.evaluation.metrics import cross_entropy
     from raysweep.finetune import finetune
     from raysweep.model import build_model
 

@@ -1,4 +1,4 @@
-"""Standard errors of the test metrics, measured on the test set itself (raysweep/evaluate.py):
+"""Standard errors of the test metrics, measured on the test set itself (raysweep/evaluation/metrics.py):
 real sacrebleu and rouge-score code, no mocks; one end-to-end trial evaluation on a tiny T5 with
 the tiny offline COMET model."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from raysweep.evaluate import (
+from raysweep.evaluation.metrics import (
     BOOTSTRAP_SAMPLES,
     BOOTSTRAP_SEED,
     bleu_chrf,

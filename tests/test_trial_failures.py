@@ -24,8 +24,8 @@ def finetune_only(tmp_path_factory):
     import ray
     from conftest import TINY_SPEC
 
-    from raysweep.comet_scoring import load_comet
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
+    from raysweep.evaluation.comet_model import load_comet
     from raysweep.finetune import plan_keys
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker

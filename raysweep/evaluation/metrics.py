@@ -214,7 +214,7 @@ def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, ta
     `test_sentences`. Values are floats; signatures are strings; "replicates" holds each
     metric's paired bootstrap replicates (arrays), "examples" a few translations.
     `score_comet(sources, hypotheses, references)` returns COMET's (segment scores, system score)
-    (the shared scorer actor in a sweep, raysweep/scorer.py)."""
+    (the shared scorer actor in a sweep, raysweep/evaluation/scorer.py)."""
     _require_two(len(test))
     ev = spec.evaluation
     sources = [s for s, _ in test]
