@@ -72,8 +72,7 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
     if bucket:  # the weights first, the manifest last: its appearance publishes the checkpoint
         import shutil
 
-        bucket.upload_folder(folder, shared, skip=(MANIFEST,))
-        bucket.write_bytes(f"{shared}/{MANIFEST}", (folder / MANIFEST).read_bytes())
+        bucket.commit_folder(folder, shared, MANIFEST)
         shutil.rmtree(folder)  # the pretraining node keeps no copy of every checkpoint
     return True
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from raysweep.storage import is_remote, local_root
+
 
 class SpecError(ValueError):
     """A spec that cannot be run. The message is one paragraph naming the field or file."""
@@ -28,6 +30,29 @@ def fail(where: str, path: str, expected: str, got: Any) -> typing.NoReturn:
         f"{where}: field `{path}` {expected}, but the spec has {got!r}. "
         f"Fix that field and run `raysweep validate` again; nothing was written."
     )
+
+
+@dataclass(frozen=True)
+class SourceName:
+    """A source field's value, parsed: `synthetic:LANG[-LANG]`, `file:PATH` or `hf:DATASET[:CONFIG]`
+    (raysweep.data.sources reads what it names)."""
+
+    kind: str  # synthetic | file | hf
+    location: str
+    config: str | None = None
+
+    @staticmethod
+    def parse(text: str, field: str, where: str) -> SourceName:
+        kind, _, rest = text.partition(":")
+        if kind not in ("synthetic", "file", "hf") or not rest:
+            raise SpecError(
+                f"{where}: field `{field}` is {text!r}, expected a source such as "
+                f"`synthetic:en`, `synthetic:en-de`, `file:data/train.jsonl` or `hf:wmt14:de-en`; "
+                f"nothing was written.")
+        if kind == "hf":
+            location, _, config = rest.partition(":")
+            return SourceName(kind, location, config or None)
+        return SourceName(kind, rest)
 
 
 @dataclass(frozen=True)
@@ -130,8 +155,6 @@ class TokenizerSpec:
     def check(self, fields: Fields) -> None:
         """`train_sources` and `path` belong to one kind each: with another they would be ignored,
         and the sweep would silently score in other units than the sweeps it is compared with."""
-        from raysweep.data.sources import SourceName
-
         if self.kind == "hub" and not self.hub_id:
             fields.fail("hub_id", "must name a hub tokenizer when tokenizer.kind is hub", None)
         if self.train_sources and self.kind != "unigram":
@@ -520,8 +543,6 @@ class SweepSpec:
     def root(self) -> Path:
         """This node's folder for the sweep: the storage folder itself, or for a bucket storage
         a local cache of it (raysweep.storage)."""
-        from raysweep.storage import local_root
-
         return local_root(self.storage, self.name)
 
     def resolved_tracking_uri(self) -> str:
@@ -632,6 +653,3 @@ class SweepSpec:
                             f"{wanted}")
 
 
-def is_remote(storage: str) -> bool:
-    """A bucket URI (s3://, gs://, ...) rather than a folder of this machine."""
-    return "://" in storage and not storage.startswith("file://")

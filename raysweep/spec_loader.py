@@ -27,8 +27,8 @@ from raysweep.spec import (
     SpecError,
     SweepSpec,
     fail,
-    is_remote,
 )
+from raysweep.storage import is_remote
 
 
 def _convert(value: Any, hint: Any, path: str, where: str) -> Any:

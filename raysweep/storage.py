@@ -18,10 +18,17 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from raysweep.spec import SweepSpec, is_remote
+if TYPE_CHECKING:  # storage sits below the spec: it reads a spec's fields, never imports it
+    from raysweep.spec import SweepSpec
 
 _CHUNK = 16 << 20  # bytes per read/write when copying to and from a bucket
+
+
+def is_remote(storage: str) -> bool:
+    """A bucket URI (s3://, gs://, ...) rather than a folder of this machine."""
+    return "://" in storage and not storage.startswith("file://")
 
 
 def cache_root() -> Path:
@@ -93,6 +100,11 @@ class Bucket:
                 target = self._path(f"{relative}/{path.relative_to(local).as_posix()}")
                 with open(path, "rb") as src, self.fs.open_output_stream(target) as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)  # weights are gigabytes: never all in RAM
+
+    def commit_folder(self, local: Path, relative: str, marker: str) -> None:
+        """Upload a folder with `marker` last: a reader that finds the marker finds it whole."""
+        self.upload_folder(local, relative, skip=(marker,))
+        self.write_bytes(f"{relative}/{marker}", (local / marker).read_bytes())
 
     def download_folder(self, relative: str, local: Path) -> None:
         import pyarrow.fs

@@ -39,27 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysweep.data import synthetic
-from raysweep.spec import SpecError
-
-
-@dataclass(frozen=True)
-class SourceName:
-    kind: str  # synthetic | file | hf
-    location: str
-    config: str | None = None
-
-    @staticmethod
-    def parse(text: str, field: str, where: str) -> SourceName:
-        kind, _, rest = text.partition(":")
-        if kind not in ("synthetic", "file", "hf") or not rest:
-            raise SpecError(
-                f"{where}: field `{field}` is {text!r}, expected a source such as "
-                f"`synthetic:en`, `synthetic:en-de`, `file:data/train.jsonl` or `hf:wmt14:de-en`; "
-                f"nothing was written.")
-        if kind == "hf":
-            location, _, config = rest.partition(":")
-            return SourceName(kind, location, config or None)
-        return SourceName(kind, rest)
+from raysweep.spec import SourceName, SpecError
 
 
 def _resolve(path: str, base_dir: str | None) -> Path:

@@ -149,8 +149,7 @@ def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
         tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
     bucket = Bucket.of(spec)
     if bucket is not None and not bucket.size(f"tokenizer/{COMPLETE}"):
-        bucket.upload_folder(path, "tokenizer", skip=(COMPLETE,))
-        bucket.write_bytes(f"tokenizer/{COMPLETE}", (path / COMPLETE).read_bytes())
+        bucket.commit_folder(path, "tokenizer", COMPLETE)
 
 
 def load_tokenizer(path: str | Path):

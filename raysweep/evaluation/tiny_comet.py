@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from raysweep.evaluation.comet_model import import_comet, quiet
+from raysweep.evaluation.comet_runtime import import_comet, quiet
 
 # A few common words per language (ASCII spellings), enough for a ~400-piece vocabulary.
 _WORDS = {
