@@ -124,7 +124,7 @@ def main() -> None:
     import ray
 
     from raysweep.finetune import TrialKey
-    from raysweep.pretrain import worker_env
+    from raysweep.pretrain.loop import worker_env
     from raysweep.spec_loader import load_spec
 
     base = load_spec(args.spec)

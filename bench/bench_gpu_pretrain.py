@@ -7,11 +7,11 @@
 Both loops train the same model on the same span-corrupted batches (random token ids of the
 spec's vocabulary, through raysweep's real span-corruption collator; the input pipeline has its
 own benchmark), side by side in one run:
-  1. raysweep: `raysweep.pretrain.train_step` on the DeepSpeed engine that `deepspeed_config`
+  1. raysweep: `raysweep.pretrain.engine.train_step` on the DeepSpeed engine that `deepspeed_config`
      builds from the spec (bf16, ZeRO stage, gradient clipping, the inverse-sqrt schedule);
   2. plain: torch autocast bf16, fused AdamW, the same clipping and schedule.
 Prints tokens/s (raw text tokens, the unit of D_p), model TFLOP/s and MFU against the device's peak
-(raysweep.pretrain.device_peak_flops), and the engine's peak memory beside raysweep's estimate.
+(raysweep.pretrain.throughput.device_peak_flops), and the engine's peak memory beside raysweep's estimate.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def raysweep_step_time(spec, vocab: int, data, warmup: int, device) -> tuple[flo
     import torch
 
     from raysweep.model import build_model
-    from raysweep.pretrain import build_optimizer, deepspeed_config, inverse_sqrt, train_step
+    from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step
 
     torch.manual_seed(0)
     model = build_model(spec, vocab, 0, 1)
@@ -91,7 +91,7 @@ def plain_step_time(spec, vocab: int, data, warmup: int, device) -> float:
     import torch
 
     from raysweep.model import build_model
-    from raysweep.pretrain import inverse_sqrt
+    from raysweep.pretrain.engine import inverse_sqrt
 
     torch.manual_seed(0)
     model = build_model(spec, vocab, 0, 1).to(device)
@@ -139,7 +139,8 @@ def main() -> None:
         torch.set_num_threads(1)
     import deepspeed
 
-    from raysweep.pretrain import device_peak_flops, memory_estimate, model_flops_per_token
+    from raysweep.pretrain.engine import memory_estimate
+    from raysweep.pretrain.throughput import device_peak_flops, model_flops_per_token
 
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     device = torch.device("cuda" if cuda else "cpu")

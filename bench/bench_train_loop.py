@@ -5,7 +5,7 @@
 Runs, one after the other in one invocation, on one CPU thread each (a pretraining worker's share):
   1. plain: the spec's model, torch AdamW, the inverse-sqrt schedule and gradient clipping, on
      batches built beforehand (the input pipeline's cost is left out: an upper bound);
-  2. raysweep: `raysweep.pretrain.train_loop` under Ray Train with one worker: DeepSpeed engine
+  2. raysweep: `raysweep.pretrain.loop.train_loop` under Ray Train with one worker: DeepSpeed engine
      (ZeRO from the spec), batches built inline by the real pipeline, metrics to MLflow, recovery
      checkpoints every pretrain.recovery_every steps and the published checkpoints.
 Prints tokens/s of both and their ratio (target: raysweep at least 0.85 of plain), twice for
@@ -33,7 +33,7 @@ def plain_loop(spec, tokenizer, steps: int) -> float:
 
     from raysweep.data.pretraining import rank_batches
     from raysweep.model import build_model
-    from raysweep.pretrain import inverse_sqrt
+    from raysweep.pretrain.engine import inverse_sqrt
 
     torch.set_num_threads(1)
     torch.manual_seed(spec.seed)
@@ -62,7 +62,7 @@ def raysweep_loop(spec) -> tuple[float, float, dict]:
     """(tokens/s of the training steps, tokens/s over the whole loop, last logged metrics)."""
     import ray
 
-    from raysweep.pretrain import run_pretraining, worker_env
+    from raysweep.pretrain.loop import run_pretraining, worker_env
     from raysweep.tracking import Tracker
 
     tracker = Tracker.for_spec(spec)

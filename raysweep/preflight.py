@@ -18,7 +18,7 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
              f"  tracking: {spec.resolved_tracking_uri()}"]
     mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
     lines.append(f"  pretraining mixture: {mixture}")
-    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+    from raysweep.pretrain.engine import memory_estimate, worker_memory_bytes
 
     pre = spec.pretrain
     memory = memory_estimate(spec, _vocab_size(spec, None))
@@ -96,7 +96,7 @@ def _vocab_size(spec: SweepSpec, tokenizer) -> int:
 
 def check_memory(spec: SweepSpec, tokenizer) -> None:
     """Too little memory for the model is said before anything starts, from a size estimate."""
-    from raysweep.pretrain import memory_estimate, worker_memory_bytes
+    from raysweep.pretrain.engine import memory_estimate, worker_memory_bytes
 
     need = memory_estimate(spec, _vocab_size(spec, tokenizer))
     have = worker_memory_bytes(spec)

@@ -43,7 +43,7 @@ def _connect_ray(spec: SweepSpec) -> str | None:
     when this call started Ray (Ray binds it to 127.0.0.1 unless told otherwise)."""
     import ray
 
-    from raysweep.pretrain import worker_env
+    from raysweep.pretrain.loop import worker_env
 
     if ray.is_initialized():
         return None
@@ -185,7 +185,7 @@ def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo
     """Pretraining in a driver thread (Ray Train drives its workers from here); returns the
     thread and the list its error lands in."""
     from raysweep import checkpoints
-    from raysweep.pretrain import run_pretraining
+    from raysweep.pretrain.loop import run_pretraining
     from raysweep.tracking import Tracker
 
     schedule, errors, tracker = spec.pretrain.published_tokens(), [], Tracker.for_spec(spec)

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from raysweep.pretrain import deepspeed_config, memory_estimate
+from raysweep.pretrain.engine import deepspeed_config, memory_estimate
 from raysweep.spec_loader import spec_from_dict
 
 
@@ -60,7 +60,7 @@ ENGINE_SCRIPT = textwrap.dedent("""
     from raysweep.data.pretraining import rank_batches
     from raysweep.data.tokenizer import train_tokenizer
     from raysweep.model import build_model
-    from raysweep.pretrain import build_optimizer, deepspeed_config, inverse_sqrt, train_step
+    from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step
     from raysweep.spec_loader import spec_from_dict
 
     torch.set_num_threads(1)

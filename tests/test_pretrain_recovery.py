@@ -60,7 +60,7 @@ def killed_run(tmp_path_factory):
 
     from raysweep.checkpoints import checkpoint_dir
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
-    from raysweep.pretrain import run_pretraining
+    from raysweep.pretrain.loop import run_pretraining
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker
 

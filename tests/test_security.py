@@ -62,7 +62,7 @@ def test_a_pickle_next_to_the_published_weights_is_never_read(published_model, t
 
 
 def test_a_planted_recovery_checkpoint_is_refused_without_running_code(tmp_path):
-    from raysweep.pretrain import weights_only_load
+    from raysweep.pretrain.recovery import weights_only_load
 
     marker, planted = tmp_path / "pwned", tmp_path / "deepspeed" / "mp_rank_00_model_states.pt"
     plant_pickle(planted, marker)
@@ -78,7 +78,7 @@ def test_a_recovery_checkpoint_of_deepspeed_data_loads(tmp_path):
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    from raysweep.pretrain import weights_only_load
+    from raysweep.pretrain.recovery import weights_only_load
 
     state = {"loss_scaler": LossScaler(1.0), "zero_stage": ZeroStageEnum.optimizer_states,
              "param_slice_mappings": [{"w": fragment_address(numel=4, start=0)}],
