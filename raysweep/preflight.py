@@ -39,9 +39,11 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
                      + (f" of {known:,} available" if known is not None
                         else " (data size checked when the run starts)"))
         lines.append(f"    learning rates: {', '.join(f'{lr:g}' for lr in task.lrs)}; "
-                     f"{task.steps} steps of {task.batch_size} pairs")
+                     f"{task.steps} steps of {task.batch_size} pairs; {task.seeds} finetune "
+                     f"seed(s); {task.test_examples} test sentences")
     lines.append(f"  trials: {spec.num_trials()} "
-                 f"({len(tokens) + 1} starting points x finetune sizes x learning rates)")
+                 f"({len(tokens) + 1} starting points x finetune sizes x learning rates x "
+                 f"finetune seeds)")
     return "\n".join(lines)
 
 
