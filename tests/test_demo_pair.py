@@ -2,8 +2,8 @@
 (jobs/demo.yaml, en + de) and on the misaligned one (jobs/demo-misaligned.yaml, fr + ro), each
 run as a whole sweep through the real path (Ray, DeepSpeed, Tune, MLflow), with four checkpoints
 from 51k up to 287k tokens, one finetune size, two seeds and 300 test sentences. Cross-entropy
-must read "aligned" after aligned pretraining; BLEU must never read "aligned" after misaligned
-pretraining; and, in the shared tokenizer's units, the aligned mixture must lower cross-entropy
+must read "aligned" after aligned pretraining, and BLEU rise above no pretraining beyond its
+interval; BLEU must never read "aligned" after misaligned pretraining; and, in the shared tokenizer's units, the aligned mixture must lower cross-entropy
 more than the misaligned one (Isik et al.'s central finding, offline). What the full demo pair
 prints is in the README."""
 
@@ -66,3 +66,7 @@ def test_aligned_pretraining_reads_aligned_and_misaligned_never_does(tmp_path):
     assert law(misaligned, "bleu")["verdict"] != "aligned", law(misaligned, "bleu")["reason"]
     assert law(aligned, "cross_entropy")["gain"]["value"] < law(misaligned, "cross_entropy")["gain"]["value"] - 0.1
     assert law(aligned, "bleu")["gain"]["value"] > law(misaligned, "bleu")["gain"]["value"]
+    # BLEU itself: above no pretraining beyond its interval after aligned pretraining, never
+    # above it after misaligned pretraining.
+    assert law(aligned, "bleu")["gain"]["low"] > 0, law(aligned, "bleu")["reason"]
+    assert law(misaligned, "bleu")["gain"]["value"] < 0, law(misaligned, "bleu")["reason"]
