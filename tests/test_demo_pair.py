@@ -3,9 +3,9 @@
 run as a whole sweep through the real path (Ray, DeepSpeed, Tune, MLflow), with four checkpoints
 from 51k up to 287k tokens, one finetune size, two seeds and 300 test sentences. Cross-entropy
 must read "aligned" after aligned pretraining, and BLEU rise above no pretraining beyond its
-interval; BLEU must never read "aligned" after misaligned pretraining; and, in the shared tokenizer's units, the aligned mixture must lower cross-entropy
-more than the misaligned one (Isik et al.'s central finding, offline). What the full demo pair
-prints is in the README."""
+interval; BLEU must never read "aligned" after misaligned pretraining; and, in the shared
+tokenizer's units, the aligned mixture must lower cross-entropy more than the misaligned one
+(Isik et al.'s central finding, offline). What the full demo pair prints is in the README."""
 
 from __future__ import annotations
 
