@@ -301,28 +301,19 @@ class LawFitter:
         self.tracker.set_description(self.sweep_run_id,
                                      answer_markdown(self.spec, groups, checkpoints_in))
 
-    def _log_figure(self, fig, folder: str, name: str) -> None:
-        import tempfile
-        from pathlib import Path
-
-        from raysweep.plots import save_figure
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            save_figure(path, fig)
-            self.tracker.log_artifact(self.run_id, str(path), folder)
-
     def _log_plot(self, task: str, d_f: int, metric: str, points: dict, analysis, history) -> None:
         """The law's figure, with the earlier fits faint under the latest, as artifact
         plots/<task>/df_<D_f>/<metric>.png; each update's figure is also kept, as
-        plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png."""
+        plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png. Rendered once to a file and
+        uploaded under both names, not logged twice with log_figure: rendering is most of a
+        refit's plotting time."""
         import tempfile
         from pathlib import Path
 
         from raysweep.plots import law_figure, save_figure
 
         folder = f"plots/{task}/df_{d_f}"
-        try:  # drawn once, logged under both names (drawing is most of a refit's plotting time)
+        try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{metric}.png"
                 save_figure(path, law_figure(task, d_f, metric, points, analysis, history))
@@ -344,8 +335,9 @@ class LawFitter:
             if metric == "cross_entropy" or len(set(ce) & set(values)) < 2:
                 continue
             try:
-                self._log_figure(metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
-                                 f"plots/{task}/df_{d_f}", f"{metric}_vs_cross_entropy.png")
+                self.tracker.log_figure(
+                    self.run_id, metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
+                    f"plots/{task}/df_{d_f}/{metric}_vs_cross_entropy.png")
             except Exception as err:  # as above
                 log.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
                             metric, type(err).__name__, err)

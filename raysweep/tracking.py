@@ -243,6 +243,11 @@ class Tracker:
         self.client.log_artifact(run_id, path, artifact_path)
 
     @_retry
+    def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
+        """A matplotlib figure as a PNG artifact (MLflow renders and uploads it)."""
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    @_retry
     def log_dict(self, run_id: str, dictionary, artifact_file: str) -> None:
         self.client.log_dict(run_id, dictionary, artifact_file)
 
