@@ -66,9 +66,11 @@ class Evidence:
     sign: float
     """+1 for a metric that should rise with D (task metrics), -1 for one that should fall."""
     chi2: float
+    """r' C^-1 r of the law's log residuals; C: the points' covariance plus a tolerance of half
+    min_effect on each point (raysweep.laws.analysis.analyse says why)."""
     dof: int
     p_fit: float | None
-    """p-value of the law's chi-square (None: no degrees of freedom left to test it)."""
+    """p-value of that chi-square (None: no degrees of freedom left to test it)."""
     scale: float
     """sqrt(max(1, chi2 / dof)): how much more the points scatter than their errors say."""
     trend: Change
@@ -177,10 +179,11 @@ def judge(e: Evidence) -> tuple[str, str]:
         return MISALIGNED, (f"non-monotonic: {len(e.steps)} step(s) go the wrong way beyond the "
                             f"noise (worst {worst['change']:+.3g} +- {worst['se']:.2g} from D = "
                             f"{worst['from_x']:.3g} to {worst['to_x']:.3g})")
+    tolerance = _number(e.min_effect / 2)
     if e.p_fit is not None and e.p_fit < LAW_REJECTED_P:
-        return MISALIGNED, (f"the law fails: the points scatter around it {e.scale:.1f}x more "
-                            f"than their errors (chi2 = {e.chi2:.1f} on {e.dof} dof, "
-                            f"p = {e.p_fit:.2g})")
+        return MISALIGNED, (f"the law fails: it misses the points by more than their noise and "
+                            f"+-{tolerance} (chi2 = {e.chi2:.1f} on {e.dof} dof, p = "
+                            f"{e.p_fit:.2g}; they scatter {e.scale:.1f}x more than their errors)")
     if e.backtest_misses:
         miss = e.backtest_misses[0]
         return MISALIGNED, (f"the law does not predict: fitted on the smallest checkpoints, it "
@@ -189,7 +192,8 @@ def judge(e: Evidence) -> tuple[str, str]:
                             f"{_number(miss['y'])}, interval [{_number(miss['low'])}, "
                             f"{_number(miss['high'])}])")
     if e.p_fit is not None:
-        fit_words = f"the law describes the points within their noise (chi2 = {e.chi2:.1f} on {e.dof} dof)"
+        fit_words = (f"the law describes the points within their noise and +-{tolerance} "
+                     f"(chi2 = {e.chi2:.1f} on {e.dof} dof)")
     elif e.dof < 1:
         fit_words = "the law passes through the points (none to spare for a goodness-of-fit test)"
     else:
