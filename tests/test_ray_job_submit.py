@@ -122,7 +122,12 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict))
     spec = load_spec(spec_path)
 
-    stopped = stop_mid_trial(url, env, gcs, spec_path, lambda: Tracker.of_existing_sweep(spec))
+    def tracker_once_mlflow_is_set_up():
+        # Not before the driver has created the store: opening it while the driver creates its
+        # tables races MLflow's schema setup ("table ... already exists").
+        return Tracker.of_existing_sweep(spec) if (spec.root / "mlartifacts").exists() else None
+
+    stopped = stop_mid_trial(url, env, gcs, spec_path, tracker_once_mlflow_is_set_up)
     tracker = Tracker.for_spec(spec)
     runs = tracker.find_runs({"raysweep.kind": "trial"}) + tracker.find_runs({"raysweep.kind": "sweep"})
     assert not [r for r in runs if r.info.status == "RUNNING"]
