@@ -90,7 +90,7 @@ def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -
         tracker = tracker_of()
         running = tracker.find_runs({"raysweep.kind": "trial"}, "RUNNING") if tracker else []
     ray_cli(env, "job", "stop", "--address", url, "stopped-sweep")
-    assert "STOPPED" in ray_cli(env, "job", "status", "--address", url, "stopped-sweep")
+    assert "was stopped" in ray_cli(env, "job", "status", "--address", url, "stopped-sweep")
     logs = ray_cli(env, "job", "logs", "--address", url, "stopped-sweep")
     assert "[raysweep] stopped;" in logs, logs[-3000:]  # the driver's own cleanup ran to its end
     alive = json.loads(ray_cli(env, "list", "actors", "--address", gcs, "--format", "json",
