@@ -76,10 +76,11 @@ class SweepStopped(Exception):
 @contextlib.contextmanager
 def _sigterm_stops_the_sweep():
     """SIGTERM raises SweepStopped in the driver, so that it can leave MLflow and the cluster
-    tidy. Python runs signal handlers in the main thread only: elsewhere (a test's driver
-    thread) the default stays."""
+    tidy. Yields a function that installs the handler again: `ray.init` installs Ray's own (it
+    prints a stack and ends the process), so it is called once Ray is up. Python runs signal
+    handlers in the main thread only: elsewhere (a test's driver thread) the default stays."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
 
     def stop(signum, frame):
@@ -87,7 +88,7 @@ def _sigterm_stops_the_sweep():
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        yield lambda: signal.signal(signal.SIGTERM, stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -102,10 +103,11 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     from raysweep.tracking import Tracker
 
     started = time.time()
-    with _sigterm_stops_the_sweep():
+    with _sigterm_stops_the_sweep() as stop_on_sigterm:
         actors = ()
         try:
             runs = _prepare(spec, echo)
+            stop_on_sigterm()  # again, over Ray's own handler (ray.init in _prepare)
             actors = _start_coordinators(spec, runs)
             return _follow(spec, runs, actors, echo, poll_seconds, started)
         except SweepStopped:
