@@ -1,7 +1,8 @@
 """Command line: `raysweep validate|run|status|report|fit`.
 
 Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written), 143
-stopped by SIGTERM (`ray job stop`: unfinished runs marked KILLED; a rerun resumes).
+stopped by SIGTERM (`ray job stop`) or 130 by Ctrl-C (unfinished runs marked KILLED; a rerun
+resumes).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 from raysweep.spec import SpecError
@@ -46,8 +46,8 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec)
     try:
         outcome = run_sweep(spec)
-    except SweepStopped:  # SIGTERM: the runs are marked KILLED; a rerun resumes
-        return 128 + signal.SIGTERM
+    except SweepStopped as stopped:  # the runs are marked KILLED; a rerun resumes
+        return 128 + stopped.signum
     print()
     print(answer_table(spec, outcome.groups))
     print()

@@ -11,7 +11,6 @@ A rerun of the same spec with the same storage resumes: published checkpoints ar
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -70,57 +69,69 @@ def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -
 
 
 class SweepStopped(Exception):
-    """The driver was told to stop (SIGTERM: `ray job stop`, a scheduler's or a user's kill)."""
+    """The driver was told to stop: SIGTERM (`ray job stop`, a scheduler's kill) or Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-@contextlib.contextmanager
-def _sigterm_stops_the_sweep():
-    """SIGTERM raises SweepStopped in the driver, so that it can leave MLflow and the cluster
-    tidy. Yields a function that installs the handler again: `ray.init` installs Ray's own (it
-    prints a stack and ends the process), so it is called once Ray is up. Python runs signal
-    handlers in the main thread only: elsewhere (a test's driver thread) the default stays."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
+class _StopSignals:
+    """SIGTERM interrupts the driver the way Ctrl-C does, so that both leave MLflow and the
+    cluster tidy. Raised as KeyboardInterrupt because Ray turns that, and only that, into a clean
+    interruption of a blocking ray.wait/ray.get (another exception raised there surfaces as a
+    SystemError). `arm` again once Ray is up: ray.init installs its own SIGTERM handler, which
+    prints a stack and ends the process. Python runs signal handlers in the main thread only:
+    elsewhere (a test's driver thread) nothing changes."""
 
-    def stop(signum, frame):
-        raise SweepStopped()
+    def __init__(self):
+        self.received = signal.SIGINT
+        self.main = threading.current_thread() is threading.main_thread()
+        self.previous = signal.getsignal(signal.SIGTERM) if self.main else None
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield lambda: signal.signal(signal.SIGTERM, stop)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def arm(self) -> None:
+        if self.main:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        if self.main:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOutcome:
-    """Run (or resume) the sweep to its end. SIGTERM stops it: the runs it leaves unfinished
-    are marked KILLED, its actors and COMET scorers stopped, and SweepStopped raised; a rerun
-    resumes."""
+    """Run (or resume) the sweep to its end. SIGTERM or Ctrl-C stops it: the runs it leaves
+    unfinished are marked KILLED, its actors and COMET scorers stopped, and SweepStopped raised;
+    a rerun resumes."""
     import ray
 
     from raysweep.evaluation.scorer import stop_scorers
     from raysweep.tracking import Tracker
 
-    started = time.time()
-    with _sigterm_stops_the_sweep() as stop_on_sigterm:
-        actors = ()
-        try:
-            runs = _prepare(spec, echo)
-            stop_on_sigterm()  # again, over Ray's own handler (ray.init in _prepare)
-            actors = _start_coordinators(spec, runs)
-            return _follow(spec, runs, actors, echo, poll_seconds, started)
-        except SweepStopped:
-            echo("[raysweep] stopping (SIGTERM): marking unfinished runs KILLED")
-            for handle in actors:
-                ray.kill(handle)
-            tracker = Tracker.of_existing_sweep(spec)
-            if tracker is not None:
-                _mark_unfinished_runs_killed(tracker)
-            if ray.is_initialized():
-                stop_scorers(spec, with_stats=False)
-            echo(f"[raysweep] stopped; `raysweep run {spec.source_file or 'SPEC'}` resumes")
-            raise
+    started, stops, actors = time.time(), _StopSignals(), ()
+    stops.arm()
+    try:
+        runs = _prepare(spec, echo)
+        stops.arm()  # again, over Ray's own handler (ray.init in _prepare)
+        actors = _start_coordinators(spec, runs)
+        return _follow(spec, runs, actors, echo, poll_seconds, started)
+    except KeyboardInterrupt:
+        name = signal.Signals(stops.received).name
+        echo(f"[raysweep] stopping ({name}): marking unfinished runs KILLED")
+        for handle in actors:
+            ray.kill(handle)
+        tracker = Tracker.of_existing_sweep(spec)
+        if tracker is not None:
+            _mark_unfinished_runs_killed(tracker)
+        if ray.is_initialized():
+            stop_scorers(spec, with_stats=False)
+        echo(f"[raysweep] stopped; `raysweep run {spec.source_file or 'SPEC'}` resumes")
+        raise SweepStopped(stops.received) from None
+    finally:
+        stops.disarm()
 
 
 def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
