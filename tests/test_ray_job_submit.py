@@ -83,8 +83,14 @@ def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -
     submitted = submit(url, env, spec_path, "--no-wait", "--submission-id", "stopped-sweep",
                        "--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}))
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+
+    def live_scorers() -> list:
+        listed = ray_cli(env, "list", "actors", "--address", gcs, "--format", "json",
+                         "--filter", "class_name=CometScorer", "--filter", "state=ALIVE")
+        return [] if listed.strip() == "No resource in the cluster" else json.loads(listed)
+
     deadline, running = time.monotonic() + 600, []
-    while not running:
+    while not (running and live_scorers()):  # a trial runs, and has started the COMET scorer
         assert time.monotonic() < deadline, "no trial started within 10 minutes"
         time.sleep(1)
         tracker = tracker_of()
@@ -94,10 +100,7 @@ def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -
     logs = ray_cli(env, "job", "logs", "--address", url, "stopped-sweep")
     assert "[raysweep] stopped;" in logs, logs[-3000:]  # the driver's own cleanup ran to its end
     # The job's COMET scorer (a detached actor: it would outlive the job) was stopped.
-    listed = ray_cli(env, "list", "actors", "--address", gcs, "--format", "json",
-                     "--filter", "class_name=CometScorer")
-    scorers = [] if listed.strip() == "No resource in the cluster" else json.loads(listed)
-    assert scorers and {a["state"] for a in scorers} == {"DEAD"}, scorers
+    assert live_scorers() == []
     return [r.data.tags["raysweep.trial_key"] for r in running]
 
 
