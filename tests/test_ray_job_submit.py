@@ -89,12 +89,17 @@ def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -
                          "--filter", "class_name=CometScorer", "--filter", "state=ALIVE")
         return [] if listed.strip() == "No resource in the cluster" else json.loads(listed)
 
-    deadline, running = time.monotonic() + 600, []
-    while not (running and live_scorers()):  # a trial runs, and has started the COMET scorer
-        assert time.monotonic() < deadline, "no trial started within 10 minutes"
+    deadline = time.monotonic() + 600
+    while not live_scorers():  # the first trial has started the node's COMET scorer
+        assert time.monotonic() < deadline, "no COMET scorer started within 10 minutes"
         time.sleep(1)
+    running = []
+    while not running:  # then a trial that started a moment ago: the stop lands inside it
+        assert time.monotonic() < deadline, "no trial started within 10 minutes"
+        time.sleep(0.2)
         tracker = tracker_of()
-        running = tracker.find_runs({"raysweep.kind": "trial"}, "RUNNING") if tracker else []
+        running = [r for r in (tracker.find_runs({"raysweep.kind": "trial"}, "RUNNING")
+                               if tracker else []) if time.time() - r.info.start_time / 1000 < 3]
     ray_cli(env, "job", "stop", "--address", url, "stopped-sweep")
     assert "was stopped" in ray_cli(env, "job", "status", "--address", url, "stopped-sweep")
     logs = ray_cli(env, "job", "logs", "--address", url, "stopped-sweep")
