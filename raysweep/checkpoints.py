@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from raysweep.spec import SweepSpec
+from raysweep.storage import write_json_atomic
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -37,12 +37,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool:

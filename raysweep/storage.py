@@ -135,21 +135,26 @@ class Bucket:
         return local
 
 
-def write_json(spec: SweepSpec, relative: str, data: dict) -> None:
-    """A small JSON file of the sweep's shared folder: on a bucket one PUT (whole or absent),
-    locally written beside and renamed into place; either way never read half-written."""
+def write_json_atomic(path: Path, data: dict) -> None:
+    """A local JSON file, written beside and renamed into place: never read half-written."""
     import json
 
-    text = json.dumps(data, indent=2, sort_keys=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def write_json(spec: SweepSpec, relative: str, data: dict) -> None:
+    """A small JSON file of the sweep's shared folder: on a bucket one PUT (whole or absent),
+    locally write_json_atomic; either way never read half-written."""
+    import json
+
     bucket = Bucket.of(spec)
     if bucket is not None:
-        bucket.write_bytes(relative, text.encode())
+        bucket.write_bytes(relative, json.dumps(data, indent=2, sort_keys=True).encode())
         return
-    path = spec.root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    (spec.root / relative).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(spec.root / relative, data)
 
 
 def read_json(spec: SweepSpec, relative: str) -> dict | None:

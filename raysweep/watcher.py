@@ -58,7 +58,7 @@ class WatcherSearcher(Searcher):
     # first. Tune saves the searcher with its experiment; the watcher also saves it whenever a
     # trial starts or ends.
     def save(self, checkpoint_path: str) -> None:
-        from raysweep.checkpoints import write_json_atomic
+        from raysweep.storage import write_json_atomic
 
         write_json_atomic(Path(checkpoint_path), self.watcher.state())
 

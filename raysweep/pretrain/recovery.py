@@ -20,7 +20,7 @@ def save_recovery(engine, step: int, rank: int, unwritten_metrics: list[dict] = 
 
     from ray.train import Checkpoint
 
-    from raysweep.checkpoints import write_json_atomic
+    from raysweep.storage import write_json_atomic
 
     folder = tempfile.mkdtemp(prefix=f"raysweep-recovery-{step:09d}-")
     engine.save_checkpoint(folder, tag=DEEPSPEED_TAG)  # each rank writes its own shard
