@@ -44,9 +44,7 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
 
     Idempotent: an already published checkpoint is left as it is (returns False; True when it
     was published now). A half-written folder without a manifest is written again."""
-    from raysweep.storage import Bucket
-
-    folder, bucket = checkpoint_dir(spec, tokens), Bucket.of(spec)
+    folder, bucket = checkpoint_dir(spec, tokens), spec.folder.bucket()
     shared = f"checkpoints/{folder.name}"
     if bucket.size(f"{shared}/{MANIFEST}") is not None if bucket else (folder / MANIFEST).exists():
         return False
@@ -74,9 +72,7 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
 def fetch(spec: SweepSpec, tokens: int) -> Path:
     """The local folder of published checkpoint D_p = tokens, for loading: the folder itself, or
     for bucket storage this node's copy, downloaded once and checked against the manifest."""
-    from raysweep.storage import Bucket
-
-    folder, bucket = checkpoint_dir(spec, tokens), Bucket.of(spec)
+    folder, bucket = checkpoint_dir(spec, tokens), spec.folder.bucket()
     if bucket is None:
         return folder
     if not (folder / ".verified").exists():
@@ -153,9 +149,7 @@ def scan(spec: SweepSpec, known: set[str] = frozenset(),
          verify_weights: bool = True) -> tuple[dict[int, dict], dict[str, str]]:
     """Checkpoint folders on storage, except the `known` folder names (already inspected):
     (D_p -> manifest of each sound one, folder name -> why each other one cannot be used)."""
-    from raysweep.storage import Bucket
-
-    bucket = Bucket.of(spec)
+    bucket = spec.folder.bucket()
     if bucket is not None:
         names = bucket.folders("checkpoints")
         inspected = {name: inspect_in_bucket(bucket, name) for name in names

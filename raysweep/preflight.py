@@ -12,9 +12,8 @@ from raysweep.spec import SpecError, SweepSpec
 def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     """What `raysweep validate` prints: the checkpoints, sizes and trial count."""
     from raysweep.data.mixture import alignment_score
-    from raysweep.storage import storage_uri
 
-    lines = [f"sweep {spec.name!r}: storage {storage_uri(spec)}",
+    lines = [f"sweep {spec.name!r}: storage {spec.folder.uri}",
              f"  tracking: {spec.resolved_tracking_uri()}"]
     mixture = ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture)
     lines.append(f"  pretraining mixture: {mixture}")

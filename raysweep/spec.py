@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from raysweep.storage import is_remote, local_root
+from raysweep.storage import SweepFolder, is_remote
 
 
 class SpecError(ValueError):
@@ -543,10 +543,15 @@ class SweepSpec:
 
     # ---- derived paths -----------------------------------------------------------------------
     @property
+    def folder(self) -> SweepFolder:
+        """The sweep's shared folder (raysweep.storage): what every stage reads and writes."""
+        return SweepFolder(self.storage, self.name)
+
+    @property
     def root(self) -> Path:
         """This node's folder for the sweep: the storage folder itself, or for a bucket storage
-        a local cache of it (raysweep.storage)."""
-        return local_root(self.storage, self.name)
+        a local cache of it."""
+        return self.folder.root
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

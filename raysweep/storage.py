@@ -8,7 +8,7 @@ through pyarrow's filesystems, the ones Ray Train and Tune use for their storage
 same credentials: the standard environment variables (AWS_ACCESS_KEY_ID..., AWS_ENDPOINT_URL) or the
 node's instance role; never the spec.
 
-Every node works on local copies under `spec.root`: for a local folder that is the folder itself;
+Every node works on local copies under `SweepFolder.root`: for a local folder that is the folder itself;
 for a bucket, a cache on the node (RAYSWEEP_CACHE, default ~/.cache/raysweep) filled on first use.
 """
 
@@ -17,11 +17,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # storage sits below the spec: it reads a spec's fields, never imports it
-    from raysweep.spec import SweepSpec
 
 _CHUNK = 16 << 20  # bytes per read/write when copying to and from a bucket
 
@@ -35,38 +32,72 @@ def cache_root() -> Path:
     return Path(os.environ.get("RAYSWEEP_CACHE", "~/.cache/raysweep")).expanduser()
 
 
-def local_root(storage: str, name: str) -> Path:
-    """This node's folder for a sweep (SweepSpec.root)."""
-    if is_remote(storage):
-        return cache_root() / re.sub(r"[^\w.-]+", "_", storage) / name
-    return Path(storage) / name
+@dataclass(frozen=True)
+class SweepFolder:
+    """A sweep's shared folder, named by the two spec fields that place it; the one object that
+    knows whether it is a bucket or a folder of this machine (SweepSpec.folder makes one)."""
 
+    storage: str
+    """The spec's storage: a bucket URI, or an absolute local folder (the loader resolves it)."""
+    name: str
+    """The sweep's name: its subfolder of `storage`."""
 
-def storage_uri(spec: SweepSpec) -> str:
-    """The sweep's shared folder, as the user knows it: a bucket URI or a local folder."""
-    return f"{spec.storage.rstrip('/')}/{spec.name}" if is_remote(spec.storage) else str(spec.root)
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.storage)
 
+    @property
+    def root(self) -> Path:
+        """This node's copy: the folder itself, or for a bucket a cache on the node."""
+        if self.remote:
+            return cache_root() / re.sub(r"[^\w.-]+", "_", self.storage) / self.name
+        return Path(self.storage) / self.name
 
-def ray_storage_path(spec: SweepSpec) -> str:
-    """storage_path for Ray Train and Tune: a bucket URI, or an absolute local folder."""
-    if is_remote(spec.storage):
-        return f"{spec.storage.rstrip('/')}/{spec.name}/ray"
-    return str((spec.root / "ray").resolve())
+    @property
+    def uri(self) -> str:
+        """The shared folder as the user knows it: a bucket URI or a local folder."""
+        return f"{self.storage.rstrip('/')}/{self.name}" if self.remote else str(self.root)
+
+    @property
+    def ray_path(self) -> str:
+        """storage_path for Ray Train and Tune: a bucket URI, or an absolute local folder."""
+        return f"{self.uri}/ray" if self.remote else str((self.root / "ray").resolve())
+
+    def bucket(self) -> Bucket | None:
+        """The sweep's bucket, or None when its storage is a local folder."""
+        return Bucket(self.uri) if self.remote else None
+
+    def write_json(self, relative: str, data: dict) -> None:
+        """A small JSON file of the shared folder: on a bucket one PUT (whole or absent), locally
+        write_json_atomic; either way never read half-written."""
+        import json
+
+        bucket = self.bucket()
+        if bucket is not None:
+            bucket.write_bytes(relative, json.dumps(data, indent=2, sort_keys=True).encode())
+            return
+        (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / relative, data)
+
+    def read_json(self, relative: str) -> dict | None:
+        """write_json's file, or None where there is none."""
+        import json
+
+        bucket = self.bucket()
+        if bucket is not None:
+            return json.loads(bucket.read_bytes(relative)) if bucket.size(relative) is not None else None
+        path = self.root / relative
+        return json.loads(path.read_text()) if path.exists() else None
 
 
 class Bucket:
     """A sweep's folder in a bucket, addressed by paths relative to it ("checkpoints/dp_.../x")."""
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, uri: str):
         import pyarrow.fs
 
-        self.uri = storage_uri(spec)
-        self.fs, self.base = pyarrow.fs.FileSystem.from_uri(self.uri)
-
-    @staticmethod
-    def of(spec: SweepSpec) -> Bucket | None:
-        """The sweep's bucket, or None when its storage is a local folder."""
-        return Bucket(spec) if is_remote(spec.storage) else None
+        self.uri = uri
+        self.fs, self.base = pyarrow.fs.FileSystem.from_uri(uri)
 
     def _path(self, relative: str) -> str:
         return f"{self.base}/{relative}".rstrip("/")
@@ -110,13 +141,10 @@ class Bucket:
         import pyarrow.fs
 
         local.mkdir(parents=True, exist_ok=True)
-        selector = pyarrow.fs.FileSelector(self._path(relative), recursive=True)
-        for info in self.fs.get_file_info(selector):
-            if info.type == pyarrow.fs.FileType.File:
-                target = local / info.path[len(self._path(relative)) + 1:]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with self.fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+        # Streams in chunks (weights are gigabytes: never all in RAM), several files at a time.
+        pyarrow.fs.copy_files(self._path(relative), str(local.resolve()), source_filesystem=self.fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem(),
+                              chunk_size=_CHUNK)
 
     def fetch_folder(self, relative: str, local: Path, complete: str) -> Path:
         """A local copy of a folder of the bucket, downloaded once per node: into a temporary
@@ -142,27 +170,3 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
-
-
-def write_json(spec: SweepSpec, relative: str, data: dict) -> None:
-    """A small JSON file of the sweep's shared folder: on a bucket one PUT (whole or absent),
-    locally write_json_atomic; either way never read half-written."""
-    import json
-
-    bucket = Bucket.of(spec)
-    if bucket is not None:
-        bucket.write_bytes(relative, json.dumps(data, indent=2, sort_keys=True).encode())
-        return
-    (spec.root / relative).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(spec.root / relative, data)
-
-
-def read_json(spec: SweepSpec, relative: str) -> dict | None:
-    """write_json's file, or None where there is none."""
-    import json
-
-    bucket = Bucket.of(spec)
-    if bucket is not None:
-        return json.loads(bucket.read_bytes(relative)) if bucket.size(relative) is not None else None
-    path = spec.root / relative
-    return json.loads(path.read_text()) if path.exists() else None

@@ -174,18 +174,14 @@ class CheckpointWatcher:
     def _save_state(self) -> None:
         """On the sweep's storage (its bucket on a cluster): a watcher restarted on another node,
         or a new head after the old one was lost, finds it there."""
-        from raysweep.storage import write_json
-
-        write_json(self.spec, WATCHER_STATE, self.state())
+        self.spec.folder.write_json(WATCHER_STATE, self.state())
 
     # ---- the experiment -------------------------------------------------------------------------
     def run(self) -> dict:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
         from ray import tune
 
-        from raysweep.storage import ray_storage_path, read_json
-
-        saved = read_json(self.spec, WATCHER_STATE)
+        saved = self.spec.folder.read_json(WATCHER_STATE)
         if saved is not None:  # a restarted driver or watcher: resume what was running first
             self.restore_state(saved)
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
@@ -199,7 +195,7 @@ class CheckpointWatcher:
             tune_config=tune.TuneConfig(search_alg=self.searcher, num_samples=-1,
                                         max_concurrent_trials=res.max_concurrent_trials,
                                         reuse_actors=True),  # imports and caches stay warm
-            run_config=tune.RunConfig(name="finetune", storage_path=ray_storage_path(self.spec),
+            run_config=tune.RunConfig(name="finetune", storage_path=self.spec.folder.ray_path,
                                       verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=res.trial_retries)),
         )

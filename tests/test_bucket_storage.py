@@ -84,12 +84,10 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
 def test_a_corrupt_or_partial_checkpoint_in_the_bucket_is_refused(s3_bucket, tiny_spec_dict, write_spec):
     from raysweep import checkpoints
     from raysweep.spec_loader import load_spec
-    from raysweep.storage import Bucket
-
     tiny_spec_dict.update(name="damaged", storage=f"s3://{BUCKET}/sweeps",
                           tracking_uri="http://127.0.0.1:1")
     spec = load_spec(write_spec(tiny_spec_dict))
-    bucket = Bucket(spec)
+    bucket = spec.folder.bucket()
     weights = b"\0" * 64
     for d_p, stored in ((2048, weights), (4096, b"\1" * 64), (8192, None)):
         folder = f"checkpoints/dp_{d_p:015d}"

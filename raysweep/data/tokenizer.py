@@ -130,9 +130,7 @@ def tokenizer_dir(spec: SweepSpec) -> Path:
 def fetch_tokenizer(spec: SweepSpec) -> Path:
     """tokenizer_dir, after copying the saved tokenizer from the sweep's bucket if this node has
     none yet (bucket storage); what every stage loads."""
-    from raysweep.storage import Bucket
-
-    path, bucket = tokenizer_dir(spec), Bucket.of(spec)
+    path, bucket = tokenizer_dir(spec), spec.folder.bucket()
     if bucket is not None and not (path / COMPLETE).exists() and bucket.size(f"tokenizer/{COMPLETE}"):
         bucket.fetch_folder("tokenizer", path, complete=COMPLETE)
     return path
@@ -140,14 +138,12 @@ def fetch_tokenizer(spec: SweepSpec) -> Path:
 
 def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
     """Save the sweep's tokenizer once; every later stage loads this copy."""
-    from raysweep.storage import Bucket
-
     path = tokenizer_dir(spec)
     if not (path / COMPLETE).exists():
         tmp = path.with_name(path.name + ".tmp")
         tokenizer.save_pretrained(str(tmp))
         tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
-    bucket = Bucket.of(spec)
+    bucket = spec.folder.bucket()
     if bucket is not None and not bucket.size(f"tokenizer/{COMPLETE}"):
         bucket.commit_folder(path, "tokenizer", COMPLETE)
 

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.special
 from scipy.optimize import minimize
 
 from raysweep.laws.forms import LOG_LAW, POWER_LAW, REGISTERED_LAWS, Law
@@ -67,9 +68,9 @@ def law_for_metric(metric: str) -> Law:
 
 
 def huber(r, delta: float) -> np.ndarray:
-    """Elementwise Huber: r^2 / 2 for |r| <= delta, delta * (|r| - delta / 2) beyond."""
-    a = np.abs(np.asarray(r, dtype=float))
-    return np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+    """Elementwise Huber: r^2 / 2 for |r| <= delta, delta * (|r| - delta / 2) beyond (scipy's,
+    which takes delta first)."""
+    return scipy.special.huber(delta, np.asarray(r, dtype=float))
 
 
 def objective(law: Law, theta, x, y, delta: float, weights=None) -> float:

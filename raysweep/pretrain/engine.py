@@ -102,7 +102,10 @@ def worker_memory_bytes(spec: SweepSpec) -> int:
 
 
 def inverse_sqrt(warmup_steps: int):
-    """Linear warm-up, then the paper's inverse-square-root decay (relative to the peak lr)."""
+    """Linear warm-up, then the paper's inverse-square-root decay (relative to the peak lr).
+
+    Hand-written rather than transformers' get_inverse_sqrt_schedule: that one gives lr 0 to the
+    first step (step / warmup at step 0), a wasted step; here step k uses (k + 1) / warmup."""
 
     def factor(step: int) -> float:
         step = step + 1

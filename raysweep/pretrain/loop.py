@@ -177,8 +177,6 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.storage import ray_storage_path
-
     res = spec.resources
     trainer = TorchTrainer(
         train_loop,
@@ -186,7 +184,7 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
         scaling_config=ScalingConfig(num_workers=spec.pretrain.workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.pretrain_worker_cpus,
                                                            **res.pretrain_resources}),
-        run_config=RunConfig(name="pretrain", storage_path=ray_storage_path(spec),
+        run_config=RunConfig(name="pretrain", storage_path=spec.folder.ray_path,
                              checkpoint_config=CheckpointConfig(num_to_keep=spec.pretrain.recovery_keep),
                              failure_config=FailureConfig(max_failures=spec.pretrain.max_failures)),
     )
