@@ -1,0 +1,33 @@
+"""The tag schema: every `raysweep.*` tag name a run carries, one constant each, with what it holds
+(the README's table lists what each run holds). Runs are found by these tags, so a name written
+anywhere else would be a run nobody finds."""
+
+KIND = "raysweep.kind"
+"""What a run is: sweep | pretrain | laws | trial (the runs are found by it)."""
+KINDS = ("sweep", "pretrain", "laws", "trial")
+TRIAL_KEY = "raysweep.trial_key"
+"""The trial key string, e.g. en-de/dp=1024/df=4000/lr=0.001/seed=0 (trial runs)."""
+KEY_FIELD = "raysweep.{}"
+"""One field of the trial key: raysweep.task, .d_p, .d_f, .lr, .seed (trial runs)."""
+FAILURE = "raysweep.failure"
+"""Why a trial failed (failed trial runs)."""
+ATTEMPTS = "raysweep.attempts"
+"""How many times the trial has started (a retry reuses the run)."""
+PREVIOUS_FAILURE = "raysweep.previous_failure"
+"""Why the attempt before a retry failed."""
+BEST_LR = "raysweep.best_lr"
+"""true on the trial runs of the lr the laws use (chosen on the dev set), false on the others."""
+COMET_SCORER = "raysweep.comet_scorer"
+"""Which node's COMET scorer actor scored the trial."""
+SIGNATURE = "raysweep.{}_signature"
+"""sacrebleu's signature of a trial's BLEU or chrF."""
+VERDICT = "raysweep.verdict.{task}.df_{d_f}.{metric}"
+"""The verdict of one law, on the laws run."""
+VERDICT_PREFIX = "raysweep.verdict."
+REJECTED_CHECKPOINT = "raysweep.rejected_checkpoint.{}"
+"""Why a checkpoint folder was skipped as unusable, on the sweep run."""
+REJECTED_PREFIX = "raysweep.rejected_checkpoint."
+PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) pages; a sweep is
+# model training: its runs table is what users look for.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
