@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the issue asks
 import numpy as np
 
 from raysweep.laws import LOG_LAW, POWER_LAW, fit_law
-from raysweep.laws.analysis import bootstrap
+from raysweep.laws.intervals import bootstrap
 
 
 def log_law(d):

@@ -161,6 +161,21 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
     return lambda src, hyp, ref: comet_scores(model, src, hyp, ref, batch)
 
 
+def _dev_scores(spec: SweepSpec, task, model, tokenizer, dev_pairs) -> dict[str, float]:
+    """What the lr is chosen on: dev cross-entropy, and dev BLEU and chrF where the spec chooses
+    on translations (fit.lr_choice)."""
+    from raysweep.evaluation.metrics import bleu_chrf, cross_entropy, translate
+
+    dev = {"dev_cross_entropy": cross_entropy(model, dev_pairs, tokenizer, task.max_length)}
+    if spec.fit.lr_choice in ("dev_bleu", "dev_chrf"):
+        ev = spec.evaluation
+        hypotheses = translate(model, [s for s, _ in dev_pairs], tokenizer, task.max_length,
+                               ev.max_new_tokens, ev.num_beams)
+        scores = bleu_chrf(hypotheses, [t for _, t in dev_pairs], ev.bleu_tokenize)
+        dev.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"])
+    return dev
+
+
 def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:
     import torch
 
@@ -169,12 +184,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     from raysweep.data.sources import parallel_splits
     from raysweep.data.synthetic import Family
     from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-    from raysweep.evaluation.metrics import (
-        bleu_chrf,
-        cross_entropy,
-        evaluate_translation,
-        translate,
-    )
+    from raysweep.evaluation.metrics import evaluate_translation
     from raysweep.model import build_model
     from raysweep.tracking import FAILURE, Tracker
 
@@ -208,13 +218,7 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         trained = finetune(model, train, task, key.lr, tokenizer, splits.dev, key.seed)
         for step, value in trained["dev_checks"]:
             tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
-        dev = {"dev_cross_entropy": cross_entropy(model, splits.dev, tokenizer, task.max_length)}
-        if spec.fit.lr_choice in ("dev_bleu", "dev_chrf"):  # the lr is chosen on dev translations
-            ev = spec.evaluation
-            hypotheses = translate(model, [s for s, _ in splits.dev], tokenizer, task.max_length,
-                                   ev.max_new_tokens, ev.num_beams)
-            scores = bleu_chrf(hypotheses, [t for _, t in splits.dev], ev.bleu_tokenize)
-            dev.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"])
+        dev = _dev_scores(spec, task, model, tokenizer, splits.dev)
         metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, score_comet)
         numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
         numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"],

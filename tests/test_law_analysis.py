@@ -17,8 +17,8 @@ from raysweep.laws.analysis import (
     NO_EFFECT,
     Noise,
     analyse,
-    bootstrap,
 )
+from raysweep.laws.intervals import bootstrap
 
 D = np.logspace(5, 9, 8)
 

@@ -19,14 +19,11 @@ from raysweep.laws.fit import (
     law_for_metric,
     objective,
 )
-from raysweep.laws.forms import (
+from raysweep.laws.forms import LAWS, LOG_LAW, POWER_LAW, Law
+from raysweep.laws.registry import (
     CHINCHILLA_LAW,
     GORDON_LAW,
-    LAWS,
-    LOG_LAW,
-    POWER_LAW,
     REGISTERED_LAWS,
-    Law,
     declare_law,
     register_law,
 )

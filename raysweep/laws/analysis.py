@@ -14,7 +14,7 @@ against the noise the sweep measured.
   error (conservative: they can only miss less).
 - Fit: the paper's Huber fit on log values, each point weighted by its relative error, with the
   log-law held to the expected direction (raysweep.laws.forms.directed).
-- Intervals: a parametric bootstrap: new points drawn around the fitted law with each point's own
+- Intervals (raysweep.laws.intervals): a parametric bootstrap: new points drawn around the fitted law with each point's own
   error (scaled up when the points scatter more than their errors say), refitted; percentile
   intervals of the parameters and of predictions. Nothing is clipped.
 - Backtest, the paper's check: fit on the k smallest-D points, and ask whether each held-out
@@ -29,30 +29,28 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from raysweep.laws import evidence
 from raysweep.laws.evidence import ALIGNED, INCONCLUSIVE, MISALIGNED, NO_EFFECT, VERDICTS
 from raysweep.laws.fit import FitResult, fit_law, one_blas_thread
 from raysweep.laws.forms import Law, directed
+from raysweep.laws.intervals import (
+    RELATIVE_ERROR_FLOOR,
+    backtest,
+    bootstrap,
+    clean_points,
+    required_x,
+)
 
 __all__ = ["ALIGNED", "INCONCLUSIVE", "MISALIGNED", "NO_EFFECT", "VERDICTS", "Analysis", "Noise",
-           "analyse", "backtest", "bootstrap", "describe", "noise_level", "required_x"]
+           "analyse", "describe", "noise_level"]
 
-# A point is never taken as measured better than this, relative to its value: an error of 0
-# (a constant metric, a perfect score) would make every difference "significant".
-_RELATIVE_ERROR_FLOOR = 1e-4
 HUBER_SIGMAS = 1.345
 """With measured errors, the Huber delta is at least this many (mean relative) standard errors:
 Huber's classic tuning constant, so a residual within the noise counts quadratically. WHY: the
 paper's delta (1e-3 for cross-entropy) assumes residuals far below 0.1%; with the demo's 4% test
 noise every point sat in the linear, non-smooth part, the fit was an L1 fit, and L-BFGS-B took
 ~100 iterations per bootstrap refit (up to 700) instead of ~10."""
-BACKTEST_MISS_RATE = 0.02
-"""Chance that an aligned law misses a held-out checkpoint by noise alone, over all held-out
-points together: each gets a predictive interval at level 1 - 0.02 / (points held out)."""
-
-
 @dataclass
 class Noise:
     """Where the points' errors come from, so an inconclusive verdict can say what would resolve
@@ -71,17 +69,6 @@ class Noise:
     the points' errors are taken as independent."""
 
 
-def _clean(x, y, se=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    se = np.full(x.shape, np.nan) if se is None else np.asarray(se, dtype=float).ravel()
-    if not x.shape == y.shape == se.shape:
-        raise ValueError(f"x, y and se must have the same length, got {x.size}, {y.size}, {se.size}")
-    usable = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    order = np.lexsort((y[usable], x[usable]))
-    return x[usable][order], y[usable][order], se[usable][order], int((~usable).sum())
-
-
 def noise_level(y) -> float:
     """Noise standard deviation from second differences (robust: median absolute value)."""
     y = np.asarray(y, dtype=float)
@@ -89,135 +76,6 @@ def noise_level(y) -> float:
         return 0.0
     second = y[:-2] - 2 * y[1:-1] + y[2:]
     return float(np.median(np.abs(second)) / 0.6745 / math.sqrt(6))
-
-
-def _residual_sigma(fit: FitResult, x, y, level: float = 0.9) -> np.ndarray:
-    """Log-space noise estimated from a fit's residuals (for callers with no measured errors),
-    widened by Student's t over the normal quantile at `level`: an error estimated from a handful
-    of residuals is itself uncertain, and a bootstrap that took it as exact under-covered (72%
-    for 90% intervals on 8 points)."""
-    residuals = np.log(y) - np.log(fit.predict(x))
-    dof = max(1, y.size - len(fit.theta))
-    widen = stats.t.ppf(0.5 + level / 2, dof) / stats.norm.ppf(0.5 + level / 2)
-    return np.full(y.size, max(math.sqrt(float(np.sum(residuals ** 2)) / dof) * widen,
-                               _RELATIVE_ERROR_FLOOR))
-
-
-@dataclass
-class Bootstrap:
-    level: float
-    resamples: int
-    failed: int
-    params: dict[str, tuple[float, float]]
-    predictions: dict[float, tuple[float, float]]
-    draws: np.ndarray | None = field(default=None, repr=False)
-    """Predictions of every resample at `at` (resamples x len(at)), for predictive intervals."""
-
-
-def _percentiles(values, level: float) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (math.nan, math.nan)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return (float(low), float(high))
-
-
-@one_blas_thread
-def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: float = 0.9,
-              at=(), seed: int = 0, full: FitResult | None = None, log_sigma=None,
-              scale: float = 1.0, weights=None, log_cov=None) -> Bootstrap:
-    """Percentile intervals of the parameters and of predictions at each D in `at`, from a
-    parametric bootstrap: y* = law(x) * exp(scale * log_sigma * N(0, 1)), refitted.
-
-    log_sigma: each point's relative error (default: estimated from the full fit's residuals).
-    log_cov: the points' relative covariance, where their errors are correlated (shared test
-    set): the draws are correlated alike (y* = law(x) * exp(scale * L N(0, 1)), L L' = log_cov).
-    full: the fit of all points, when the caller has it already (the resamples start from it)."""
-    x, y, _, _ = _clean(x, y)
-    full = full or fit_law(law, x, y, huber_delta, weights=weights)
-    log_sigma = (_residual_sigma(full, x, y, level) if log_sigma is None
-                 else np.asarray(log_sigma, float))
-    rng = np.random.default_rng(seed)
-    root = (np.diag(log_sigma) if log_cov is None
-            else np.linalg.cholesky(np.asarray(log_cov, dtype=float)))
-    centre = full.predict(x)
-    at = np.asarray(list(at), dtype=float)
-    params: list[dict] = []
-    draws: list[np.ndarray] = []
-    failed = 0
-    for _ in range(resamples):
-        y_star = centre * np.exp(scale * (root @ rng.standard_normal(x.size)))
-        try:  # warm start from the full data's optimum, in the same anchoring
-            fit = fit_law(full.law_form or law, x, y_star, huber_delta, start_points=[full.theta],
-                          log_x_ref=full.log_x_ref, weights=weights)
-        except ValueError:
-            failed += 1
-            continue
-        params.append(fit.params)
-        if at.size:
-            draws.append(fit.predict(at))
-    names = params[0].keys() if params else ()
-    table = np.asarray(draws) if draws else np.full((0, at.size), np.nan)
-    return Bootstrap(level, resamples, failed,
-                     {n: _percentiles([p[n] for p in params], level) for n in names},
-                     {float(d): _percentiles(table[:, i], level) for i, d in enumerate(at)},
-                     table)
-
-
-def backtest(law: Law, x, y, huber_delta: float, k: int = 4, log_sigma=None,
-             resamples: int = 200, seed: int = 0) -> dict | None:
-    """Fit on the k smallest-D points and predict the others, each with its predictive interval
-    (the k-point fit's bootstrap plus the held-out point's own error; see BACKTEST_MISS_RATE).
-    None if there is nothing to hold out."""
-    x, y, _, _ = _clean(x, y)
-    if x.size <= k or k < 2:
-        return None
-    log_sigma = (np.full(x.size, math.nan) if log_sigma is None
-                 else np.asarray(log_sigma, dtype=float))
-    weights = None if np.isnan(log_sigma).any() else np.mean(log_sigma[:k]) / log_sigma[:k]
-    fit = fit_law(law, x[:k], y[:k], huber_delta, weights=weights)
-    fitted_sigma = None if weights is None else log_sigma[:k]
-    own = fitted_sigma if fitted_sigma is not None else _residual_sigma(fit, x[:k], y[:k])
-    chi2, dof, _, scale = evidence.log_chi2(np.log(y[:k]) - np.log(fit.predict(x[:k])), own,
-                                            len(fit.theta))
-    level = 1 - BACKTEST_MISS_RATE / (x.size - k)
-    boot = bootstrap(law, x[:k], y[:k], huber_delta, resamples, level, x[k:], seed,
-                     full=fit, log_sigma=own, scale=scale, weights=weights)
-    held_sigma = log_sigma[k:] if weights is not None else np.full(x.size - k, own[0])
-    noise = np.random.default_rng(seed + 1).standard_normal(boot.draws.shape)
-    predictive = boot.draws * np.exp(scale * held_sigma * noise)
-    rows = []
-    for i, (d, v, p) in enumerate(zip(x[k:], y[k:], fit.predict(x[k:]))):
-        low, high = _percentiles(predictive[:, i], level)
-        rows.append({"x": float(d), "y": float(v), "predicted": float(p),
-                     "relative_error": float(abs(p - v) / abs(v)), "low": low, "high": high,
-                     "inside": bool(low <= v <= high)})
-    return {"fitted_on": k, "held_out": rows, "level": level,
-            "max_relative_error": max(r["relative_error"] for r in rows)}
-
-
-def required_x(fit: FitResult, target: float, x_min: float, x_max: float = 1e16) -> float | None:
-    """The smallest D in [x_min, x_max] where the fitted law reaches `target`, or None."""
-    grid = np.logspace(math.log10(x_min), math.log10(x_max), 400)
-    values = fit.predict(grid)
-    increasing = values[-1] >= values[0]
-    reached = values >= target if increasing else values <= target
-    if not reached.any():
-        return None
-    i = int(np.argmax(reached))
-    if i == 0:
-        return float(grid[0])
-    low, high = math.log(grid[i - 1]), math.log(grid[i])  # bisection in log D
-    for _ in range(60):
-        mid = (low + high) / 2
-        value = float(fit.predict([math.exp(mid)])[0])
-        if (value >= target) == increasing:
-            high = mid
-        else:
-            low = mid
-    return math.exp(high)
 
 
 @dataclass
@@ -275,7 +133,7 @@ def _errors(ys, se, noise: Noise | None, scatter: float | None) -> tuple[np.ndar
     error estimated from the scatter around the law would judge the law by itself).
     scatter: relative noise estimated from the points (_scatter), used where nothing was
     measured, and where the measured errors miss a source (one finetune seed) and it is larger."""
-    floor = _RELATIVE_ERROR_FLOOR * np.abs(ys)
+    floor = RELATIVE_ERROR_FLOOR * np.abs(ys)
     if not np.all(np.isfinite(se) & (se >= 0)):
         estimate = scatter * ys if scatter is not None else np.full(ys.size, noise_level(ys))
         return np.maximum(estimate, floor), "estimated from the scatter of the points", False
@@ -378,7 +236,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         # The verdict's ingredients (distinct D, backtest on the smallest D, trend, the D needed
         # for a target) are defined along one axis; fit_law fits laws of several variables.
         raise ValueError(f"analyse judges laws of one variable; {law.name} takes {law.num_inputs}")
-    xs, ys, ses, dropped = _clean(x, y, se)
+    xs, ys, ses, dropped = clean_points(x, y, se)
     increasing = law.name == "log_law" if increasing is None else increasing
     sign = 1.0 if increasing else -1.0
     base = {"law": law.name, "num_points": int(xs.size), "dropped": dropped, "level": level,
@@ -410,14 +268,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
     boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
                      full=fit, log_sigma=log_sigma, scale=scale, weights=weights, log_cov=log_cov)
     trend = evidence.trend_change(xs, ys, sigma, sign, scale, cov=cov, test_cov=test_cov)
-    gain = None
-    if baseline is not None and math.isfinite(baseline):
-        base_se = baseline_se if baseline_se is not None and math.isfinite(baseline_se) else sigma[0]
-        last = float(xs[-1])
-        gain = evidence.gain_over_baseline(
-            ys[-1], sigma[-1], baseline, base_se, sign, _shared(noise, 0.0, last),
-            None if test_cov is None else (_shared(noise, last, last) + _shared(noise, 0.0, 0.0)
-                                           - 2 * _shared(noise, 0.0, last)))
+    gain = _gain(xs, ys, sigma, baseline, baseline_se, sign, noise, test_cov is not None)
     reference = abs(baseline) if gain is not None and baseline else abs(ys[0])
     effect = 0.02 * reference if min_effect is None else min_effect
     if p_fit is not None:
@@ -427,9 +278,9 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         # tiny model's learning curve is never exactly the law's shape; a misfit no prediction
         # would notice read "the law fails" (the demo's cross-entropy at D_f = 16k: 0.01 nats).
         # The scatter factor `scale` (the intervals' inflation) stays the untolerated one.
-        chi2, dof, p_fit, _ = evidence.log_chi2(
-            np.log(ys) - np.log(fit.predict(xs)),
-            log_cov + np.diag(np.square(0.5 * effect / ys)), len(law.param_names))
+        tolerance = np.diag(np.square(0.5 * effect / ys))
+        chi2, dof, p_fit, _ = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)),
+                                                log_cov + tolerance, len(law.param_names))
     e = evidence.Evidence(
         sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
         steps=evidence.wrong_way_steps(xs, ys, cov, sign), backtest_misses=[],
@@ -454,6 +305,21 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         drops=e.steps, converged=fit.converged,
         required_x=required_x(fit, target_y, float(xs[0])) if target_y is not None else None,
         message=fit.message)
+
+
+def _gain(xs, ys, sigma, baseline, baseline_se, sign: float, noise: Noise | None,
+          paired: bool) -> evidence.Change | None:
+    """The last checkpoint's change over no pretraining (None without a baseline); with paired
+    test sets, the noise the two share cancels from the difference."""
+    if baseline is None or not math.isfinite(baseline):
+        return None
+    base_se = baseline_se if baseline_se is not None and math.isfinite(baseline_se) else sigma[0]
+    last = float(xs[-1])
+    shared = _shared(noise, 0.0, last)
+    difference_var = (_shared(noise, last, last) + _shared(noise, 0.0, 0.0) - 2 * shared
+                      if paired else None)
+    return evidence.gain_over_baseline(ys[-1], sigma[-1], baseline, base_se, sign, shared,
+                                       difference_var)
 
 
 def _judge(e: evidence.Evidence, run_backtest, noise: Noise | None) -> tuple[str, str, dict | None]:

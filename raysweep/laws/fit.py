@@ -17,7 +17,8 @@ import numpy as np
 import scipy.special
 from scipy.optimize import minimize
 
-from raysweep.laws.forms import LOG_LAW, POWER_LAW, REGISTERED_LAWS, Law
+from raysweep.laws.forms import LOG_LAW, POWER_LAW, Law
+from raysweep.laws.registry import REGISTERED_LAWS
 
 # Paper defaults: 0.1 for the task metrics (stated for BLEU/COMET; used for chrF and ROUGE-L too),
 # 1e-3 for cross-entropy (the paper's text; a table caption says 1e-5, so it is configurable).
@@ -176,63 +177,15 @@ def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
     weights average 1, so huber_delta keeps the paper's meaning (a residual in log units)."""
     if not huber_delta > 0:
         raise ValueError(f"huber_delta must be positive, got {huber_delta!r}")
-    x, y = _as_rows(law, x, y)
-    weights = np.ones(y.size) if weights is None else np.asarray(weights, dtype=float).ravel()
-    if weights.shape != y.shape or not np.all(np.isfinite(weights) & (weights > 0)):
-        raise ValueError(f"weights must be {y.size} positive finite numbers, got {weights!r}")
-
-    # Every law is fitted on log y, and the built-in ones evaluate log x, so only rows whose
-    # values are all positive and finite count (a row with one bad column is dropped whole).
-    usable = np.isfinite(y) & (y > 0) & np.all(np.isfinite(x) & (x > 0), axis=1)
-    dropped = int(y.size - usable.sum())
-    x, y, weights = x[usable], y[usable], weights[usable]
-    if y.size < 2:
-        raise ValueError(
-            f"cannot fit {law.name}: {y.size} usable point(s) after dropping {dropped} with "
-            f"x <= 0, y <= 0 or non-finite values; at least 2 are needed")
-
-    # Canonical order so the result does not depend on the order the points arrived in (float
-    # sums are order-sensitive, and a last-bit difference could change which start wins a tie):
-    # by the first column, then the next ones, then y (lexsort's LAST key is the primary one).
-    order = np.lexsort((y,) + tuple(x[:, j] for j in reversed(range(x.shape[1]))))
-    x, y, weights = x[order], y[order], weights[order]
-    if law.num_inputs == 1:
-        x = x[:, 0]  # 1-D laws (and user formulas declared with one input) see shape (n,)
-    log_y = np.log(y)
+    x, y, weights, dropped = _usable_points(law, x, y, weights)
     if law.uses_anchor:
         # Anchor the parameterisation at the centre of the data (see forms.py for why). Computed
         # on the sorted points, so it too is independent of the input order.
         law = law.anchored(float(np.mean(np.log(x))) if log_x_ref is None else log_x_ref)
-
-    # The optimiser minimises sum huber(r, delta) / delta^2 = sum huber(r / delta, 1): the same
-    # minimiser, but O(1) per point. WHY: L-BFGS-B's stopping tests are absolute for objectives
-    # below 1 (ftol is relative to max(|f|, 1)) and its gradient test is absolute, so an objective
-    # of ~1e-7 (cross-entropy residuals ~1e-3 with delta 1e-3) would "converge" at the first step.
-    # That is the same failure as taking a mean instead of a sum; scaling fixes both for any delta.
-    scale = 1.0 / (huber_delta * huber_delta)
-
-    def scaled(theta: np.ndarray) -> float:
-        value = scale * np.sum(huber(weights * (log_y - law.log_predict(theta, x)), huber_delta))
-        # Inside the bounds box the laws are finite by construction; this guards against a
-        # user-defined Law that is not, so one bad start cannot poison the search.
-        return float(value) if np.isfinite(value) else _NON_FINITE
-
-    def scaled_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        log_pred, jac = law.log_predict_grad(theta, x)
-        residual = weights * (log_y - log_pred)
-        value = scale * np.sum(huber(residual, huber_delta))
-        # d huber(r) / d r = clip(r, -delta, delta); r = w (log y - log_predict), hence -w.
-        grad = -scale * ((weights * np.clip(residual, -huber_delta, huber_delta)) @ jac)
-        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
-            return _NON_FINITE, np.zeros_like(theta)
-        return float(value), grad
-
-    fun, jac = (scaled_and_grad, True) if law.has_analytic_grad else (scaled, None)
-
+    fun, jac = _scaled_objective(law, x, np.log(y), weights, huber_delta)
+    starts = list(itertools.product(*law.init_grid) if start_points is None else start_points)
     best = None
-    starts = 0
-    for start in (itertools.product(*law.init_grid) if start_points is None else start_points):
-        starts += 1
+    for start in starts:
         # Tight ftol/gtol: near-flat directions (e.g. the curvature w of a nearly straight
         # log-law) are otherwise left part-way; the cost is a few more iterations per start.
         result = minimize(fun, np.array(start, dtype=float), jac=jac, method="L-BFGS-B",
@@ -260,8 +213,7 @@ def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
                if law.uses_anchor else "")  # the floor is the built-in log-law's; see forms.py
         notes.append(f"law undefined at {outside} of {y.size} points{why}: not a valid fit")
     optimiser_message = best.message if isinstance(best.message, str) else best.message.decode()
-    notes.append(f"best of {starts} L-BFGS-B starts on {y.size} points: {optimiser_message}")
-    message = "; ".join(notes)
+    notes.append(f"best of {len(starts)} L-BFGS-B starts on {y.size} points: {optimiser_message}")
     return FitResult(
         law=law.name,
         params=law.to_public(theta),
@@ -270,6 +222,63 @@ def fit_law(law: Law, x, y, huber_delta: float, start_points=None,
         log_x_ref=law.log_x_ref,
         converged=_converged(best, law.bounds) and not outside,
         num_points=int(y.size),
-        message=message,
+        message="; ".join(notes),
         law_form=law,
     )
+
+
+def _usable_points(law: Law, x, y, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The points a fit uses, in a canonical order, with their weights and how many were dropped."""
+    x, y = _as_rows(law, x, y)
+    weights = np.ones(y.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if weights.shape != y.shape or not np.all(np.isfinite(weights) & (weights > 0)):
+        raise ValueError(f"weights must be {y.size} positive finite numbers, got {weights!r}")
+
+    # Every law is fitted on log y, and the built-in ones evaluate log x, so only rows whose
+    # values are all positive and finite count (a row with one bad column is dropped whole).
+    usable = np.isfinite(y) & (y > 0) & np.all(np.isfinite(x) & (x > 0), axis=1)
+    dropped = int(y.size - usable.sum())
+    x, y, weights = x[usable], y[usable], weights[usable]
+    if y.size < 2:
+        raise ValueError(
+            f"cannot fit {law.name}: {y.size} usable point(s) after dropping {dropped} with "
+            f"x <= 0, y <= 0 or non-finite values; at least 2 are needed")
+
+    # Canonical order so the result does not depend on the order the points arrived in (float
+    # sums are order-sensitive, and a last-bit difference could change which start wins a tie):
+    # by the first column, then the next ones, then y (lexsort's LAST key is the primary one).
+    order = np.lexsort((y,) + tuple(x[:, j] for j in reversed(range(x.shape[1]))))
+    x, y, weights = x[order], y[order], weights[order]
+    if law.num_inputs == 1:
+        x = x[:, 0]  # 1-D laws (and user formulas declared with one input) see shape (n,)
+    return x, y, weights, dropped
+
+
+def _scaled_objective(law: Law, x, log_y, weights, huber_delta: float):
+    """(fun, jac) for scipy's minimize: the Huber loss scaled to O(1) per point, with its analytic
+    gradient where the law has one (jac=True), else numeric (jac=None).
+
+    The optimiser minimises sum huber(r, delta) / delta^2 = sum huber(r / delta, 1): the same
+    minimiser, but O(1) per point. WHY: L-BFGS-B's stopping tests are absolute for objectives
+    below 1 (ftol is relative to max(|f|, 1)) and its gradient test is absolute, so an objective
+    of ~1e-7 (cross-entropy residuals ~1e-3 with delta 1e-3) would "converge" at the first step.
+    That is the same failure as taking a mean instead of a sum; scaling fixes both for any delta."""
+    scale = 1.0 / (huber_delta * huber_delta)
+
+    def scaled(theta: np.ndarray) -> float:
+        value = scale * np.sum(huber(weights * (log_y - law.log_predict(theta, x)), huber_delta))
+        # Inside the bounds box the laws are finite by construction; this guards against a
+        # user-defined Law that is not, so one bad start cannot poison the search.
+        return float(value) if np.isfinite(value) else _NON_FINITE
+
+    def scaled_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        log_pred, jac = law.log_predict_grad(theta, x)
+        residual = weights * (log_y - log_pred)
+        value = scale * np.sum(huber(residual, huber_delta))
+        # d huber(r) / d r = clip(r, -delta, delta); r = w (log y - log_predict), hence -w.
+        grad = -scale * ((weights * np.clip(residual, -huber_delta, huber_delta)) @ jac)
+        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            return _NON_FINITE, np.zeros_like(theta)
+        return float(value), grad
+
+    return (scaled_and_grad, True) if law.has_analytic_grad else (scaled, None)
