@@ -84,6 +84,12 @@ def stop_process_group(process, timeout: float = 30, graceful: bool = True) -> N
         process.wait()
     except ProcessLookupError:
         pass
+    # The leader has exited, but a child of the group may still drain (an MLflow server's
+    # uvicorn waits on open connections): the group goes too, never outliving the test.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture

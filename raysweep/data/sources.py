@@ -79,7 +79,7 @@ class SyntheticMonolingual(MonolingualSource):
 
     def documents(self, shard: int, num_shards: int) -> Iterator[str]:
         for index in itertools.count(shard, num_shards):
-            yield synthetic.monolingualdocument_text(self.language, index, self.family)
+            yield synthetic.monolingual_document(self.language, index, self.family)
 
 
 class DatasetMonolingual(MonolingualSource):
@@ -189,7 +189,7 @@ def parallel_splits(task, family: synthetic.Family, where: str, field: str,
         if (src, tgt) != (task.source_lang, task.target_lang):
             raise SpecError(f"{where}: field `{field}` is {task.data!r} but the task translates "
                             f"{task.source_lang} -> {task.target_lang}; nothing was written.")
-        pairs = [synthetic.paralleltranslation_pair(src, tgt, i, family) for i in range(n_test + n_dev + n_train)]
+        pairs = [synthetic.parallel_pair(src, tgt, i, family) for i in range(n_test + n_dev + n_train)]
     else:
         file = LocalFile(_resolve(name.location, base_dir), "parallel", field, where,
                           check_row=lambda row: translation_pair(row, task.source_lang, task.target_lang))
