@@ -18,6 +18,7 @@ their own MLflow runs).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from ray.tune.search import Searcher
 from raysweep.finetune import TrialKey, finetune_trial, plan_keys
 from raysweep.spec import SweepSpec
 from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY
+
+logger = logging.getLogger(__name__)
 
 SCAN_SECONDS = 1.0
 WATCHER_STATE = "watcher_state.json"
@@ -136,7 +139,8 @@ class CheckpointWatcher:
             try:
                 self.scan(final=over)
             except Exception as err:  # storage or MLflow down past their retries: scan again later
-                print(f"[raysweep] watcher scan failed, retrying: {type(err).__name__}: {err}")
+                logger.warning("watcher scan failed, retrying in %ss: %s: %s", SCAN_SECONDS,
+                               type(err).__name__, err)
                 time.sleep(SCAN_SECONDS)
                 continue  # a dead scan thread would leave the experiment waiting forever
             if over:
