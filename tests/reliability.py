@@ -2,8 +2,10 @@
 
 `audit` compares what landed in storage and MLflow with what the spec planned: a result is lost
 when a planned trial key has no finished run holding every metric, or a scheduled checkpoint is
-not published (or its publication is missing from the pretraining run); it is duplicated when a
-key has more than one run, or a checkpoint was published more than once. `record` appends one
+not published (or its publication is missing from the pretraining run). A result is duplicated
+when a key has more than one run of any lifecycle (a deleted twin counts), when one of its runs
+logged a result metric more than once (computed twice, even into the same run), or when a
+checkpoint was published more than once. `record` appends one
 row per fault to the file named by RAYSWEEP_RELIABILITY_LOG (set by bench/reliability.py, which
 writes the table); without it, recording does nothing and the tests only assert.
 """
@@ -27,24 +29,48 @@ def audit(spec, tracker, expected_failures: set[str] = frozenset(),
 
     points = spec.checkpoint_tokens() if starting_points is None else starting_points
     planned = {str(k) for d_p in points for k in plan_keys(spec, d_p)}
-    runs = [r for r in tracker.find_runs({"raysweep.kind": "trial"})
-            if r.data.tags["raysweep.trial_key"] in planned]
-    runs_per_key = Counter(r.data.tags["raysweep.trial_key"] for r in runs)
-    complete = {r.data.tags["raysweep.trial_key"] for r in runs
+    runs = [r for r in every_trial_run(tracker) if r.data.tags["raysweep.trial_key"] in planned]
+    active = [r for r in runs if r.info.lifecycle_stage == "active"]
+    complete = {r.data.tags["raysweep.trial_key"] for r in active
                 if r.info.status == "FINISHED" and all(m in r.data.metrics for m in RESULT_METRICS)}
-    failed_as_recorded = {r.data.tags["raysweep.trial_key"] for r in runs
+    failed_as_recorded = {r.data.tags["raysweep.trial_key"] for r in active
                           if r.info.status == "FAILED" and r.data.tags.get("raysweep.failure")}
     missing_keys = sorted(planned - complete - (set(expected_failures) & failed_as_recorded))
-    duplicated_keys = sorted(k for k, n in runs_per_key.items() if n > 1)
+    # Each result beyond the first of a key: an extra run, or an extra logging of its results.
+    extra = Counter({key: n - 1 for key, n in
+                     Counter(r.data.tags["raysweep.trial_key"] for r in runs).items() if n > 1})
+    for run in runs:
+        extra[run.data.tags["raysweep.trial_key"]] += max(results_logged(tracker, run) - 1, 0)
+    duplicated_keys = sorted(key for key, n in extra.items() if n > 0)
     checkpoints = {"lost": 0, "duplicated": 0}
     if starting_points is None:
         (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
         checkpoints = audit_pretraining(spec, tracker, pretrain.info.run_id)
-    return {"planned": len(planned), "missing_keys": missing_keys,
+    return {"planned": len(planned), "runs": len(runs), "missing_keys": missing_keys,
             "duplicated_keys": duplicated_keys, "checkpoints": checkpoints,
             "lost": len(missing_keys) + checkpoints["lost"],
-            "duplicated": sum(runs_per_key[k] - 1 for k in duplicated_keys)
-            + checkpoints["duplicated"]}
+            "duplicated": sum(extra.values()) + checkpoints["duplicated"]}
+
+
+def every_trial_run(tracker) -> list:
+    """The sweep's trial runs, deleted ones included (Tracker.find_runs sees active runs only)."""
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = tracker.client.search_runs([tracker.experiment_id], "tags.`raysweep.kind` = 'trial'",
+                                          run_view_type=ViewType.ALL, max_results=1000,
+                                          page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def results_logged(tracker, run) -> int:
+    """How many times the run logged its results: the most points any result metric holds."""
+    return max((len(tracker.client.get_metric_history(run.info.run_id, name))
+                for name in RESULT_METRICS if name in run.data.metrics), default=0)
 
 
 def audit_pretraining(spec, tracker, run_id: str) -> dict:

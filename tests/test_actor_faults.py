@@ -13,6 +13,7 @@ import math
 import os
 import random
 import signal
+import socket
 import threading
 import time
 
@@ -94,36 +95,54 @@ def chaos_sweep(tmp_path_factory):
     rng = random.Random(20261122)
     kills = {target: [] for target in TARGETS}
     interrupted: list[set] = []  # the keys running at each watcher kill
+    interrupted_trials: list[str | None] = []  # the key each trial kill interrupted (None: none)
     # The fitter's laws before a kill and after, and the trial keys finished at the kill.
     fitter_checks: list[tuple[list, list, set]] = []
     finished_at_last_kill = 0
+    def trials_by_pid() -> dict[int, str]:
+        """pid -> key of each RUNNING trial on this machine (its run's raysweep.worker tag)."""
+        found = {}
+        for run in trial_runs("RUNNING"):
+            host, _, pid = run.data.tags.get("raysweep.worker", "").rpartition(":")
+            if host == socket.gethostname():
+                found[int(pid)] = run.data.tags["raysweep.trial_key"]
+        return found
+
+    def candidates(target: str, title: str) -> list:
+        alive = processes(title)
+        if target == "trial":  # only a process whose trial is running now: the kill interrupts it
+            running = trials_by_pid()
+            alive = [p for p in alive if p.pid in running]
+        return alive
+
     try:
         for _ in range(ROUNDS):
             for target, title in TARGETS.items():
                 while True:  # a new result has landed since the last kill, a trial is running
                     wait_for(lambda: len(trial_runs("FINISHED")) > finished_at_last_kill
-                             and trial_runs("RUNNING") and processes(title)
+                             and trial_runs("RUNNING") and candidates(target, title)
                              and (target != "fitter" or fitted_laws()),
                              timeout=300, what=f"a moment to kill the {target}")
                     time.sleep(rng.uniform(0, 1.0))
                     running = {r.data.tags["raysweep.trial_key"] for r in trial_runs("RUNNING")}
-                    if running and processes(title):  # still, after the random wait
+                    if running and candidates(target, title):  # still, after the random wait
                         break
-                victim = rng.choice(sorted(processes(title), key=lambda p: p.pid))
+                victim = rng.choice(sorted(candidates(target, title), key=lambda p: p.pid))
                 if target == "fitter":
                     fitter = ray.get_actor(FITTER_NAME.format(spec.name))
                     before = ray.get(fitter.summary.remote())
                     finished_before = {r.data.tags["raysweep.trial_key"]
                                        for r in trial_runs("FINISHED")}
+                victim_key = trials_by_pid().get(victim.pid) if target == "trial" else None
                 os.kill(victim.pid, signal.SIGKILL)
                 kills[target].append(victim.pid)
                 time.sleep(0.5)  # a run that finished just before the kill was not interrupted
-                running -= {r.data.tags["raysweep.trial_key"] for r in trial_runs("FINISHED")}
+                finished = {r.data.tags["raysweep.trial_key"] for r in trial_runs("FINISHED")}
+                running -= finished
                 if target == "watcher":  # its death takes every trial of its experiment with it
                     interrupted.append(running)
-                # (A trial worker may die after its run finished, while it hands the result to
-                # the fitter: Tune retries it and the retry finds the key done. So which key a
-                # trial kill interrupted is not known; the audit shows none was lost or doubled.)
+                if target == "trial":  # the trial this process ran, unless it finished first
+                    interrupted_trials.append(None if victim_key in finished else victim_key)
                 assert driver.is_alive(), "the sweep ended before every kill: make it longer"
                 if target == "fitter":  # the call waits for the restarted fitter
                     fitter_checks.append((before, ray.get(fitter.summary.remote(), timeout=300),
@@ -141,7 +160,7 @@ def chaos_sweep(tmp_path_factory):
     for target, pids in kills.items():
         record(f"{target} process killed (SIGKILL)", len(pids), result.ok, counts["lost"],
                counts["duplicated"], "one sweep, all three kinds of kill")
-    return spec, tracker, result, kills, interrupted, fitter_checks, counts
+    return spec, tracker, result, kills, (interrupted, interrupted_trials), fitter_checks, counts
 
 
 def test_the_sweep_finishes_after_its_actors_are_killed(chaos_sweep):
@@ -151,15 +170,18 @@ def test_the_sweep_finishes_after_its_actors_are_killed(chaos_sweep):
 
 
 def test_no_key_is_lost_or_run_twice(chaos_sweep):
-    spec, tracker, _, _, interrupted, _, counts = chaos_sweep
-    assert counts["planned"] == spec.num_trials()
+    spec, tracker, _, _, (interrupted, interrupted_trials), _, counts = chaos_sweep
+    assert counts["planned"] == spec.num_trials() and counts["runs"] >= counts["planned"]
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
-    # The trials a watcher's death interrupted were run again in their own runs: a second attempt.
+    # The trials a kill interrupted (a watcher's death takes every trial of its experiment; a
+    # trial process's death, the trial it ran) were run again in their own runs: a second attempt.
     runs = {r.data.tags["raysweep.trial_key"]: r for r in tracker.find_runs({"raysweep.kind": "trial"})}
     retried = {key for key, run in runs.items() if int(run.data.tags["raysweep.attempts"]) >= 2}
-    assert len(interrupted) == ROUNDS
+    assert len(interrupted) == ROUNDS and len(interrupted_trials) == ROUNDS
     for keys in interrupted:
         assert keys and keys <= retried, (keys, retried)
+    assert None not in interrupted_trials, f"a trial kill came after its trial finished: {interrupted_trials}"
+    assert set(interrupted_trials) <= retried, (interrupted_trials, retried)
 
 
 def same_laws(a: dict, b: dict) -> bool:

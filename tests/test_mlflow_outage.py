@@ -1,6 +1,10 @@
 """The tracking server goes down for 30 s in the middle of a sweep and comes back: the sweep does
 not fail and nothing is lost. Pretraining keeps training while its metrics wait in a buffer;
-trials, the watcher and the fitter retry their writes until the server answers again. Real parts:
+trials, the watcher and the fitter retry their writes until the server answers again. MLflow's
+own HTTP client would retry a refused connection for minutes by itself, outlasting the outage;
+the sweep runs with those retries off (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0, as once they are spent),
+so the outage reaches raysweep's retry path, and the test reads in Ray's logs which actors took
+it. Real parts:
 a real `mlflow server` (SQLite behind it, artifacts proxied) on 127.0.0.1, killed (SIGKILL, as
 when its machine is lost) and started again 30 s later on the same port and store; a local Ray,
 DeepSpeed, Tune."""
@@ -8,8 +12,11 @@ DeepSpeed, Tune."""
 from __future__ import annotations
 
 import copy
+import os
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SPEC, free_port, start_mlflow, stop_process_group
@@ -18,6 +25,18 @@ from reliability import audit, record
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 OUTAGE_SECONDS = 30
+MLFLOW_RETRIES_OFF = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def actors_that_retried(logs: Path) -> set[str]:
+    """The classes of the Ray actors whose log shows raysweep's MLflow retry path running (the
+    warning its first retry writes). Ray heads each worker's log with `:actor_name:<class>`."""
+    names = set()
+    for path in logs.glob("worker-*.err"):
+        text = path.read_text(errors="replace")
+        if "MLflow unavailable" in text:
+            names.update(re.findall(r"^:actor_name:(\w+)", text, re.M))
+    return names
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +63,9 @@ def sweep_through_an_outage(tmp_path_factory):
     spec = spec_from_dict(data, base_dir=str(base))
     mlflow = server()
     outcome: dict = {}
+    # Set before the sweep starts Ray: its workers inherit the driver's environment.
+    saved_env = {name: os.environ.get(name) for name in MLFLOW_RETRIES_OFF}
+    os.environ.update(MLFLOW_RETRIES_OFF)
     driver = threading.Thread(target=lambda: outcome.update(
         result=run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)), daemon=True)
     try:
@@ -70,13 +92,20 @@ def sweep_through_an_outage(tmp_path_factory):
         driver.join(timeout=900)
         assert not driver.is_alive(), "the sweep did not finish after the outage"
         result = outcome["result"]
+        retried = actors_that_retried(Path("/tmp/ray/session_latest/logs"))
         counts = audit(spec, tracker)
         record(f"MLflow server down {OUTAGE_SECONDS} s mid-sweep", 1, result.ok, counts["lost"],
-               counts["duplicated"], "real `mlflow server` SIGKILLed, restarted 30 s later")
-        yield spec, tracker, result, counts, down_at, up_at
+               counts["duplicated"], "real `mlflow server` SIGKILLed, restarted 30 s later; MLflow's own HTTP "
+               "retries off, so raysweep's retries ride it out")
+        yield spec, tracker, result, counts, down_at, up_at, retried
     finally:
         ray.shutdown()
         stop_process_group(mlflow)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_the_sweep_does_not_fail(sweep_through_an_outage):
@@ -93,7 +122,7 @@ def test_no_result_is_lost_or_duplicated(sweep_through_an_outage):
 
 
 def test_pretraining_metrics_logged_during_the_outage_arrived_with_their_times(sweep_through_an_outage):
-    spec, tracker, _, _, down_at, up_at = sweep_through_an_outage
+    spec, tracker, _, _, down_at, up_at, _ = sweep_through_an_outage
     pre = spec.pretrain
     (pretrain,) = tracker.find_runs({"raysweep.kind": "pretrain"})
     history = tracker.client.get_metric_history(pretrain.info.run_id, "tokens_seen")
@@ -116,3 +145,10 @@ def test_the_laws_were_fitted_on_every_result(sweep_through_an_outage):
         points = refit[(law["task"], law["d_f"], law["metric"])]
         assert law["points"] == {str(d_p): v for d_p, v in points.items()}
         assert len(points) == len(spec.checkpoint_tokens())  # one per starting point
+
+
+def test_the_outage_reached_raysweeps_own_retries(sweep_through_an_outage):
+    """Pretraining (its buffered metrics), the watcher, a trial and the fitter each met the outage
+    and rode it out on raysweep's retries, not MLflow's."""
+    *_, retried = sweep_through_an_outage
+    assert {"RayTrainWorker", "CheckpointWatcher", "ImplicitFunc", "LawFitter"} <= retried, retried

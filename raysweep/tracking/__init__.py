@@ -23,9 +23,10 @@ from raysweep.tracking.schema import (
     TRIAL_KEY,
     VERDICT,
     VERDICT_PREFIX,
+    WORKER,
 )
 
 __all__ = ["ATTEMPTS", "BEST_LR", "COMET_SCORER", "EXPERIMENT_KIND", "FAILURE", "KEY_FIELD", "KIND",
            "KINDS", "MAX_DESCRIPTION", "PARENT", "PREVIOUS_FAILURE", "REJECTED_CHECKPOINT",
-           "REJECTED_PREFIX", "SIGNATURE", "TRIAL_KEY", "VERDICT", "VERDICT_PREFIX",
+           "REJECTED_PREFIX", "SIGNATURE", "TRIAL_KEY", "VERDICT", "VERDICT_PREFIX", "WORKER",
            "BufferedMetrics", "Tracker", "is_transient", "outage_seconds"]

@@ -82,6 +82,10 @@ class BufferedMetrics:
                 if not is_transient(err) or time.monotonic() - failing_since > outage_seconds():
                     self.error = err
                 else:  # the server may have stored part of the batch before it died: check first
+                    if failures == 1:
+                        logger.warning("MLflow unavailable (metrics); buffering them and retrying "
+                                       "for up to %.0fs: %s", outage_seconds(),
+                                       " ".join(str(err).split())[:200])
                     with self.changed:
                         self.to_check = self.writing + self.to_check
                     time.sleep(min(0.2 * 2 ** min(failures, 8), 30.0) * (0.5 + random.random()))

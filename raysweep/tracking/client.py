@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 
 from raysweep.spec import SweepSpec
-from raysweep.tracking.schema import ATTEMPTS, EXPERIMENT_KIND, FAILURE, PARENT, PREVIOUS_FAILURE
+from raysweep.tracking.schema import (
+    ATTEMPTS,
+    EXPERIMENT_KIND,
+    FAILURE,
+    PARENT,
+    PREVIOUS_FAILURE,
+    WORKER,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +172,14 @@ class Tracker:
 
     @_retry
     def start_attempt(self, run_id: str) -> int:
-        """Mark a (re)started trial run RUNNING and count the attempt; a retry moves the failure
-        of the attempt before it to raysweep.previous_failure. Returns the attempt number."""
+        """Mark a (re)started trial run RUNNING, count the attempt and name the process running
+        it (host:pid); a retry moves the failure of the attempt before it to
+        raysweep.previous_failure. Returns the attempt number."""
+        import socket
+
         tags = self.client.get_run(run_id).data.tags
         attempt = int(tags.get(ATTEMPTS, "0")) + 1
-        new = {ATTEMPTS: str(attempt)}
+        new = {ATTEMPTS: str(attempt), WORKER: f"{socket.gethostname()}:{os.getpid()}"}
         if FAILURE in tags:
             new[PREVIOUS_FAILURE] = tags[FAILURE]
             self.client.delete_tag(run_id, FAILURE)
