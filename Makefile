@@ -1,6 +1,11 @@
 # `make demo` and `make test` create .venv on first use (torch first, then everything else in ONE
 # pip call, so pip cannot break comet's protobuf pin), then run.
-PYTHON ?= python3.11
+# The first supported Python on PATH that runs: 3.11 (what CI runs), then 3.12, then 3.13
+# (README: Dependencies says what each costs). Override with PYTHON=...
+SUPPORTED := python3.11 python3.12 python3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(SUPPORTED),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))))
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: demo test test-fast validate lock clean
 
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; raysweep needs Python 3.11 (set PYTHON=...)"; exit 2; }
+	@test -n "$(PYTHON)" && command -v $(PYTHON) >/dev/null || { echo "error: no supported Python found ($(SUPPORTED)); install one, or set PYTHON=..."; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
