@@ -3,8 +3,10 @@
     .venv/bin/python bench/bench_laws.py [--seeds 200]
 
 Prints: the time of one full-grid fit of 30 points (log-law and power law), of a 1,000-resample
-bootstrap, and the coverage of 90% bootstrap intervals of the prediction at 10x the largest D over
-many noisy data sets with known truth (target: about 0.9).
+bootstrap, the coverage of 90% bootstrap intervals of the prediction at 10x the largest D over
+many noisy data sets with known truth (target: about 0.9), and, at the 1-30% noise sweeps
+measure, the coverage and width of the 90% intervals of the prediction at the largest D and of
+the log-law's parameters (coverage_study; tests/test_law_analysis.py asserts it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the issue asks
+if __name__ == "__main__":  # not when a test imports coverage_study
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the issue asks
 
 import numpy as np
 
@@ -27,6 +30,25 @@ def log_law(d):
 
 def power_law(d):
     return 2.0 + 50.0 / d ** 0.3
+
+
+def coverage_study(noise: float, studies: int, level: float = 0.9, resamples: int = 100):
+    """(share of studies whose interval holds the truth, median width relative to the truth) of
+    the prediction at the largest D and of each log-law parameter, over noisy 8-point studies."""
+    d = np.logspace(5, 9, 8)
+    truths = {"prediction": float(log_law(d[-1])), "A": 2.0, "alpha": 0.5, "beta": 1.5}
+    covered, widths = dict.fromkeys(truths, 0), {name: [] for name in truths}
+    for seed in range(studies):
+        y = log_law(d) * np.exp(noise * np.random.default_rng(seed).standard_normal(d.size))
+        boot = bootstrap(LOG_LAW, d, y, max(0.1, 1.345 * noise), resamples=resamples, level=level,
+                         at=[d[-1]], seed=seed, log_sigma=np.full(d.size, noise))
+        intervals = {"prediction": boot.predictions[d[-1]], **boot.params}
+        for name, truth in truths.items():
+            low, high = intervals[name]
+            covered[name] += low <= truth <= high
+            widths[name].append((high - low) / truth)
+    return ({name: n / studies for name, n in covered.items()},
+            {name: float(np.median(w)) for name, w in widths.items()})
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -60,6 +82,15 @@ def main() -> None:
             covered += low <= truth <= high
         print(f"{law.name:10} coverage of 90% prediction intervals at 10x the largest D "
               f"(8 points, {noise:.1%} noise, {args.seeds} data sets): {covered / args.seeds:.2f}")
+
+    # At the noise sweeps measure (5-30%), with the errors known as a sweep measures them.
+    studies = max(args.seeds // 5, 2)
+    print(f"log_law at realistic noise, 8 points, errors measured, 200 resamples, {studies} "
+          f"data sets: coverage of 90% intervals (width / truth)")
+    for noise in (0.01, 0.05, 0.15, 0.30):
+        coverage, width = coverage_study(noise, studies, resamples=200)
+        print(f"  {noise:4.0%} noise: " + ", ".join(
+            f"{name} {coverage[name]:.2f} ({width[name]:.2f})" for name in coverage))
 
 
 if __name__ == "__main__":

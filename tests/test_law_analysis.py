@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from raysweep.laws.analysis import (
     analyse,
 )
 from raysweep.laws.intervals import bootstrap
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_laws import coverage_study  # noqa: E402
 
 D = np.logspace(5, 9, 8)
 
@@ -307,3 +312,30 @@ def test_with_shared_noise_measured_the_trend_and_gain_z_are_calibrated():
                                                   noise.test_cov[(0.0, float(DP[-1]))]).z)
     assert 0.93 < np.std(z_trend) < 1.07 and 0.93 < np.std(z_gain) < 1.07
     assert np.std(z_naive) < 0.2
+
+
+# Realistic noise (issue 20): sweeps measure their points with 5-30% relative error, not 0.1-1%.
+# The parametric bootstrap draws from each point's measured error (log_sigma), as analyse does;
+# bench/bench_laws.py's coverage_study, which prints the same figures over more studies.
+
+@pytest.mark.parametrize("noise", [0.05, 0.15, 0.30])
+def test_at_realistic_noise_prediction_intervals_hold_the_truth_near_their_level(noise):
+    """90% intervals of the prediction at the largest checkpoint, over 30 studies per noise level.
+    Two-sided: below 75% they are too narrow to trust, at 100% of 30 studies (a 4% chance for a
+    true 90% interval) too wide to be of use. Measured with 200 resamples over 40 studies
+    (bench/bench_laws.py): 82%, 82% and 90% at 5%, 15% and 30% noise, a percentile bootstrap's
+    known under-coverage on 8 points, said in the README."""
+    coverage, width = coverage_study(noise, studies=30)
+    assert 0.75 <= coverage["prediction"] < 1.0, (coverage, width)
+    # The interval is as wide as the noise says: about 2 x 1.645 x the prediction's own error
+    # (~0.8 x the per-point noise, for 8 points pooled by the law), never far off it.
+    assert 1.5 * noise < width["prediction"] < 5.0 * noise, width
+
+
+def test_at_low_noise_the_log_laws_parameters_are_recovered():
+    """Where they are identifiable (1% noise over 4 decades), the 90% intervals of A, alpha and
+    beta hold the true values in most studies. At 30% noise A and beta are not identifiable
+    (their intervals held the truth in 17% of studies, bench/bench_laws.py), so not asserted."""
+    coverage, width = coverage_study(0.01, studies=30)
+    for name in ("A", "alpha", "beta"):
+        assert 0.65 <= coverage[name] < 1.0, (name, coverage, width)
