@@ -61,6 +61,8 @@ def timed(fn, repeat: int = 1) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--resamples", type=int, default=200,
+                        help="bootstrap resamples of each calibration study (a sweep uses 200)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     d30 = np.logspace(5, 10, 30)
@@ -85,10 +87,10 @@ def main() -> None:
 
     # At the noise sweeps measure (5-30%), with the errors known as a sweep measures them.
     studies = max(args.seeds // 5, 2)
-    print(f"log_law at realistic noise, 8 points, errors measured, 200 resamples, {studies} "
+    print(f"log_law at realistic noise, 8 points, errors measured, {args.resamples} resamples, {studies} "
           f"data sets: coverage of 90% intervals (width / truth)")
     for noise in (0.01, 0.05, 0.15, 0.30):
-        coverage, width = coverage_study(noise, studies, resamples=200)
+        coverage, width = coverage_study(noise, studies, resamples=args.resamples)
         print(f"  {noise:4.0%} noise: " + ", ".join(
             f"{name} {coverage[name]:.2f} ({width[name]:.2f})" for name in coverage))
 

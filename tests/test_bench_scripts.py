@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +35,64 @@ def test_verdict_benchmark_prints_its_confusion_matrix():
     bands = re.findall(r"^all \((\d+)\)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%$", done.stdout, re.M)
     assert bands and sum(int(count) for count, *_ in bands) == 60, done.stdout
     assert all(abs(sum(map(float, shares)) - 100) < 0.5 for _, *shares in bands)
+
+
+def bench(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_train_loop_benchmark_refuses_a_spec_its_plain_arm_cannot_mirror(tiny_spec_dict, write_spec):
+    tiny_spec_dict["resources"]["use_gpu"] = True
+    done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)))
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "cannot be compared like with like" in line and "resources.use_gpu" in line
+
+
+def test_train_loop_benchmark_refuses_an_unknown_preset(tiny_spec_dict, write_spec):
+    tiny_spec_dict["model"] = {"preset": "t5-enormous"}
+    done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)))
+    assert done.returncode == 2 and "t5-enormous" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_train_loop_benchmark_runs_a_pair(tiny_spec_dict, write_spec):
+    tiny_spec_dict["pretrain"]["log_every"] = 5
+    done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)), "--steps", "15",
+                 "--pairs", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"^pair 1 \(plain then raysweep\): plain [\d,]+, raysweep [\d,]+ tokens/s -> "
+                     r"\d+\.\d\d$", done.stdout, re.M), done.stdout
+    assert re.search(r"^raysweep / plain:\s+\d+\.\d\d \[\d+\.\d\d-\d+\.\d\d\]", done.stdout, re.M)
+
+
+def test_input_pipeline_benchmark_runs(tiny_spec_dict, write_spec):
+    done = bench("bench_input_pipeline.py", "--spec", str(write_spec(tiny_spec_dict)), "--steps",
+                 "10", "--documents", "2000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tokens/s" in done.stdout, done.stdout
+
+
+def test_law_benchmark_prints_timings_and_coverage():
+    done = bench("bench_laws.py", "--seeds", "5", "--resamples", "20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"bootstrap, 1000 resamples:\s+\d+\.\d\d s", done.stdout), done.stdout
+    rows = re.findall(r"^\s+(\d+)% noise: prediction (\d\.\d\d) \(", done.stdout, re.M)
+    assert [noise for noise, _ in rows] == ["1", "5", "15", "30"], done.stdout
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_runs(tiny_spec_dict, write_spec):
+    done = bench("bench_finetune.py", "--spec", str(write_spec(tiny_spec_dict)), "--trials", "2",
+                 "--steps", "10", "--publications", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"\d+\.\d\d", done.stdout) and "trial" in done.stdout, done.stdout
+
+
+def test_reliability_runner_runs_a_selection_without_writing_the_table(tmp_path):
+    page = ROOT / "docs" / "reliability.md"
+    before = page.read_text()
+    done = bench("reliability.py", "-k", "test_fuzz_specs")
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    assert page.read_text() == before  # a selection is not the whole table
