@@ -8,8 +8,9 @@ through pyarrow's filesystems, the ones Ray Train and Tune use for their storage
 same credentials: the standard environment variables (AWS_ACCESS_KEY_ID..., AWS_ENDPOINT_URL) or the
 node's instance role; never the spec.
 
-Every node works on local copies under `SweepFolder.root`: for a local folder that is the folder itself;
-for a bucket, a cache on the node (RAYSWEEP_CACHE, default ~/.cache/raysweep) filled on first use.
+Every node works on local copies under `SweepFolder.root`: for a local folder that is the folder
+itself; for a bucket, a cache on the node (RAYSWEEP_CACHE, default ~/.cache/raysweep) filled on
+first use.
 """
 
 from __future__ import annotations
