@@ -99,6 +99,7 @@ def chaos_sweep(tmp_path_factory):
     # The fitter's laws before a kill and after, and the trial keys finished at the kill.
     fitter_checks: list[tuple[list, list, set]] = []
     finished_at_last_kill = 0
+
     def trials_by_pid() -> dict[int, str]:
         """pid -> key of each RUNNING trial on this machine (its run's raysweep.worker tag)."""
         found = {}
