@@ -89,7 +89,9 @@ def write_page(rows: list[dict], outcomes: dict, status: int, minutes: float) ->
         "processes). After each fault the test audits what landed in storage and MLflow against the",
         "plan: a result is *lost* when a planned trial key has no finished run holding every metric",
         "or a scheduled checkpoint was not published; *duplicated* when a key has more than one run",
-        "or a checkpoint was published twice. Target: every fault survived, 0 lost, 0 duplicated.",
+        "of any lifecycle (a deleted twin counts), when a run logged its results more than once, or",
+        "when a checkpoint was published twice. A trial kill counts only if it interrupted a",
+        "running trial, which then ran again. Target: every fault survived, 0 lost, 0 duplicated.",
         "",
         f"Regenerate with `{COMMAND}` (about {minutes:.0f} minutes on this machine). Generated "
         f"{datetime.date.today().isoformat()} on {platform.system()} {platform.machine()}, "
