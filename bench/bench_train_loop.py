@@ -119,9 +119,9 @@ def main() -> None:
         spec = load_spec(args.spec)
     except SpecError as err:
         refuse(str(err))
-    if unmirrored(spec):
+    if reasons := unmirrored(spec):
         refuse(f"{args.spec} cannot be compared like with like: the plain arm cannot mirror "
-               f"{'; '.join(unmirrored(spec))}")
+               f"{'; '.join(reasons)}")
     if args.steps < 3 * spec.pretrain.log_every or args.pairs < 1:
         refuse(f"--steps must be at least 3 x pretrain.log_every ({3 * spec.pretrain.log_every}: "
                f"each arm needs windows after its first) and --pairs at least 1")

@@ -90,7 +90,7 @@ def test_finetune_benchmark_runs(tiny_spec_dict, write_spec):
     assert re.search(r"\d+\.\d\d", done.stdout) and "trial" in done.stdout, done.stdout
 
 
-def test_reliability_runner_runs_a_selection_without_writing_the_table(tmp_path):
+def test_reliability_runner_runs_a_selection_without_writing_the_table():
     page = ROOT / "docs" / "reliability.md"
     before = page.read_text()
     done = bench("reliability.py", "-k", "test_fuzz_specs")
