@@ -76,9 +76,13 @@ def raysweep_step_time(spec, vocab: int, data, warmup: int, device) -> tuple[flo
 
     torch.manual_seed(0)
     model = build_model(spec, vocab, 0, 1)
+    config = deepspeed_config(spec, 1, device.type == "cuda")
+    # A one-worker sweep runs stage 0 (nothing to partition); measured here is the stage that each
+    # GPU of a multi-GPU node runs, as asked (--zero).
+    config["zero_optimization"]["stage"] = spec.pretrain.zero_stage
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), optimizer=build_optimizer(spec, model),
-        config=deepspeed_config(spec, 1, device.type == "cuda"),
+        config=config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
             opt, inverse_sqrt(spec.pretrain.warmup_steps)))
     if device.type == "cuda":

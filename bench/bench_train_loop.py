@@ -9,8 +9,9 @@ so a drift in the machine's load falls on both alike:
      engine builds it), the inverse-sqrt schedule and gradient clipping, on batches drawn from the
      real input pipeline inside the loop, one CPU thread;
   raysweep: `raysweep.pretrain.loop.train_loop` under Ray Train with one worker and one thread:
-     DeepSpeed engine (ZeRO from the spec), metrics to MLflow, recovery checkpoints every
-     pretrain.recovery_every steps and the published checkpoints.
+     DeepSpeed engine (stage 0: one worker has nothing for ZeRO to partition), metrics to
+     MLflow, recovery checkpoints every pretrain.recovery_every steps and the published
+     checkpoints.
 Both are timed by raysweep's own Throughput meter over windows of pretrain.log_every steps, with
 checkpoint saves left out (what a sweep logs as tokens_per_second); an arm's figure is the median
 of its windows after the first. Prints each pair, then each arm's median tokens/s and the median
@@ -145,7 +146,7 @@ def run_pairs(spec, steps: int, pairs: int) -> None:
     spec = dataclasses.replace(spec, pretrain=pre, tracking_uri=None)
     tokenizer = train_tokenizer(spec)
     print(f"model {spec.model.preset or 'custom'}, {pre.batch_size} x {pre.seq_len} tokens per step, "
-          f"{steps} steps, {pre.optimizer}, ZeRO-{pre.zero_stage}, 1 thread, windows of "
+          f"{steps} steps, {pre.optimizer}, one worker (ZeRO off), 1 thread, windows of "
           f"{pre.log_every} steps, recovery checkpoint every {pre.recovery_every} steps; {pairs} pairs")
     plain, ours, ratios, metrics = [], [], [], {}
     ray.init(num_cpus=2, runtime_env={"env_vars": worker_env()}, log_to_driver=False)

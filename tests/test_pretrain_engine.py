@@ -26,6 +26,13 @@ def test_tokens_per_step_do_not_depend_on_the_worker_count(tiny_spec_dict, worke
     assert config["bf16"]["enabled"] is False  # CPU: fp32
 
 
+def test_a_single_worker_runs_without_zero_which_has_nothing_to_partition(tiny_spec_dict):
+    tiny_spec_dict["pretrain"].update(zero_stage=2, batch_size=16)
+    spec = spec_from_dict(tiny_spec_dict)
+    assert deepspeed_config(spec, world_size=1)["zero_optimization"]["stage"] == 0
+    assert deepspeed_config(spec, world_size=2)["zero_optimization"]["stage"] == 2
+
+
 def test_bf16_adafactor_runs_under_autocast_so_its_moments_stay_factored(tiny_spec_dict):
     tiny_spec_dict["resources"]["use_gpu"] = True
     tiny_spec_dict["pretrain"].update(precision="bf16", zero_stage=2)
