@@ -23,12 +23,16 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _common import load_bench_spec, refuse  # noqa: E402
+
 
 def make_spec(args):
     from raysweep.spec import MODEL_PRESETS
-    from raysweep.spec_loader import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_bench_spec(args.spec)
+    if args.preset not in MODEL_PRESETS:
+        refuse(f"--preset {args.preset!r} is not a model preset; expected one of "
+               f"{', '.join(sorted(MODEL_PRESETS))}")
     import torch
 
     cuda = torch.cuda.is_available()

@@ -26,13 +26,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import dataclasses  # noqa: E402
 
 import torch  # noqa: E402
+from _common import load_bench_spec  # noqa: E402
 
 from raysweep.data import synthetic  # noqa: E402
 from raysweep.data.pretraining import rank_batches  # noqa: E402
 from raysweep.data.tokenizer import train_tokenizer  # noqa: E402
 from raysweep.model import build_model  # noqa: E402
-from raysweep.spec import MixtureComponent
-from raysweep.spec_loader import load_spec  # noqa: E402
+from raysweep.spec import MixtureComponent  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    spec = load_spec(args.spec)
+    spec = load_bench_spec(args.spec)
     tokenizer = train_tokenizer(spec)
     pipeline = pipeline_rate(spec, tokenizer, args.steps)
     train = step_rate(spec, tokenizer, min(args.steps, 50))

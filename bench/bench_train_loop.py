@@ -28,14 +28,14 @@ import argparse
 import dataclasses
 import os
 import statistics
-import sys
 import tempfile
 import threading
-import typing
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from _common import load_bench_spec, refuse  # noqa: E402
 
 
 def unmirrored(spec) -> list[str]:
@@ -113,13 +113,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
 
-    from raysweep.spec import SpecError
-    from raysweep.spec_loader import load_spec
-
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as err:
-        refuse(str(err))
+    spec = load_bench_spec(args.spec)
     if reasons := unmirrored(spec):
         refuse(f"{args.spec} cannot be compared like with like: the plain arm cannot mirror "
                f"{'; '.join(reasons)}")
@@ -127,11 +121,6 @@ def main() -> None:
         refuse(f"--steps must be at least 3 x pretrain.log_every ({3 * spec.pretrain.log_every}: "
                f"each arm needs windows after its first) and --pairs at least 1")
     run_pairs(spec, args.steps, args.pairs)
-
-
-def refuse(why: str) -> typing.NoReturn:
-    print(f"bench_train_loop: {why}", file=sys.stderr)
-    sys.exit(2)
 
 
 def run_pairs(spec, steps: int, pairs: int) -> None:

@@ -21,6 +21,9 @@ from raysweep.tracking import COMET_SCORER, KEY_FIELD, KIND, SIGNATURE, TRIAL_KE
 logger = logging.getLogger(__name__)
 
 FITTER_NAME = "raysweep-fitter-{}"
+WATCHER_NAME = "raysweep-watcher-{}"
+"""The coordinators' Ray names (by sweep name): trials hand results to the fitter, pretraining
+tells the watcher a checkpoint is out."""
 REPLICATES_FILE = "test_bootstrap.json"
 """Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluation.metrics): the law
 analysis reads the test-set noise that checkpoints share from them."""

@@ -183,14 +183,15 @@ def _start_coordinators(spec: SweepSpec, runs: dict[str, str]) -> tuple:
     """The fitter and the watcher actors. They come back if their process dies (a lost node, an
     OOM kill): Ray restarts them from the spec, their __init__ rebuilds their state from storage
     and MLflow, and the calls in flight (the watcher's `run` included) are retried."""
-    from raysweep.finetune import FITTER_NAME
+    from raysweep.finetune import FITTER_NAME, WATCHER_NAME
     from raysweep.fitter import LawFitter
     from raysweep.watcher import CheckpointWatcher
 
     coordinators = {"resources": spec.resources.coordinator_resources,
                     "max_restarts": -1, "max_task_retries": -1}
     fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, runs["laws"])
-    watcher = CheckpointWatcher.options(**coordinators).remote(spec, runs["sweep"])
+    watcher = CheckpointWatcher.options(name=WATCHER_NAME.format(spec.name),
+                                        **coordinators).remote(spec, runs["sweep"])
     return watcher, fitter
 
 

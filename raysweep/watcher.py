@@ -35,6 +35,11 @@ from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY
 logger = logging.getLogger(__name__)
 
 SCAN_SECONDS = 1.0
+"""The rescan period: storage is the source of truth, and a publication's wake-up call
+(checkpoint_published) only makes the next scan come sooner."""
+IDLE_WAIT_SECONDS = 0.9
+"""How long a suggestion waits for a key while no trial runs: Tune would otherwise sleep a whole
+second before asking again, after a scan had queued the key."""
 WATCHER_STATE = "watcher_state.json"
 
 
@@ -77,6 +82,8 @@ class CheckpointWatcher:
         self.spec, self.parent_run_id = spec, parent_run_id
         self.tracker = Tracker.for_spec(spec)
         self.lock = threading.Lock()
+        self.keys_queued = threading.Condition(self.lock)  # a scan queued keys, or was the last
+        self.scan_soon = threading.Event()  # a checkpoint was published: scan now
         self.queue: deque[TrialKey] = deque()
         self.seen_checkpoints: set[int] = set()
         self.inspected: set[str] = set()  # checkpoint folders already checked, sound or not
@@ -91,6 +98,10 @@ class CheckpointWatcher:
     # ---- fed by the driver ----------------------------------------------------------------------
     def pretraining_finished(self) -> None:
         self.pretraining_over.set()
+        self.scan_soon.set()
+
+    def checkpoint_published(self) -> None:
+        self.scan_soon.set()
 
     def progress(self) -> dict:
         with self.lock:
@@ -131,11 +142,13 @@ class CheckpointWatcher:
                         self.queue.appendleft(key)
                     else:
                         self.queue.append(key)
+            self.keys_queued.notify_all()
         self.inspected.update(checkpoints.checkpoint_dir(self.spec, d_p).name for d_p in sound)
 
     def _scan_loop(self) -> None:
         while True:
             over = self.pretraining_over.is_set()  # read before scanning: no checkpoint is missed
+            self.scan_soon.clear()  # a publication from here on brings the next scan at once
             try:
                 self.scan(final=over)
             except Exception as err:  # storage or MLflow down past their retries: scan again later
@@ -144,13 +157,17 @@ class CheckpointWatcher:
                 time.sleep(SCAN_SECONDS)
                 continue  # a dead scan thread would leave the experiment waiting forever
             if over:
-                self.final_scan_done = True
+                with self.lock:
+                    self.final_scan_done = True
+                    self.keys_queued.notify_all()
                 return
-            time.sleep(SCAN_SECONDS)
+            self.scan_soon.wait(SCAN_SECONDS)
 
     # ---- called by the searcher (inside Tune's loop, in this actor's process) --------------------
     def next_config(self, trial_id: str):
         with self.lock:
+            if not (self.queue or self.running or self.final_scan_done):
+                self.keys_queued.wait(IDLE_WAIT_SECONDS)  # releases the lock while it waits
             if self.queue:
                 key = self.queue.popleft()
                 self.running[trial_id] = key

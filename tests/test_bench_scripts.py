@@ -43,17 +43,37 @@ def bench(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedPr
 
 
 def test_train_loop_benchmark_refuses_a_spec_its_plain_arm_cannot_mirror(tiny_spec_dict, write_spec):
-    tiny_spec_dict["resources"]["use_gpu"] = True
+    tiny_spec_dict["pretrain"]["gradient_accumulation"] = 2
     done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)))
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = done.stderr.strip().splitlines()
-    assert "cannot be compared like with like" in line and "resources.use_gpu" in line
+    assert "cannot be compared like with like" in line and "gradient_accumulation" in line
 
 
-def test_train_loop_benchmark_refuses_an_unknown_preset(tiny_spec_dict, write_spec):
+@pytest.mark.parametrize("script", ["bench_train_loop.py", "bench_finetune.py",
+                                    "bench_input_pipeline.py", "bench_resume.py"])
+def test_benchmarks_refuse_an_unknown_preset_in_one_line(tiny_spec_dict, write_spec, script):
     tiny_spec_dict["model"] = {"preset": "t5-enormous"}
-    done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)))
-    assert done.returncode == 2 and "t5-enormous" in done.stderr, done.stderr[-3000:]
+    done = bench(script, "--spec", str(write_spec(tiny_spec_dict)))
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(script.removesuffix(".py") + ": ") and "t5-enormous" in line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has a GPU")
+def test_benchmarks_refuse_a_gpu_spec_on_a_machine_without_one(tiny_spec_dict, write_spec):
+    tiny_spec_dict["resources"]["use_gpu"] = True
+    done = bench("bench_finetune.py", "--spec", str(write_spec(tiny_spec_dict)))
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "resources.use_gpu" in line and "has none" in line
+
+
+def test_gpu_benchmark_refuses_an_unknown_preset():
+    done = bench("bench_gpu_pretrain.py", "--preset", "t5-enormous")
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "t5-enormous" in line and "t5-base" in line
 
 
 @pytest.mark.slow
@@ -72,6 +92,20 @@ def test_input_pipeline_benchmark_runs(tiny_spec_dict, write_spec):
                  "10", "--documents", "2000")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tokens/s" in done.stdout, done.stdout
+
+
+def test_resume_benchmark_times_an_early_and_a_late_restart(tiny_spec_dict, write_spec):
+    done = bench("bench_resume.py", "--spec", str(write_spec(tiny_spec_dict)), "--late", "40",
+                 "--repeats", "1", "--file-mb", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratios = re.findall(r"^  late / early: (\d+\.\d\d) \[", done.stdout, re.M)
+    assert len(ratios) == 2, done.stdout  # the synthetic mixture and the local file
+    assert len(re.findall(r"without a position \(re-read\), at step 40: \d+\.\d+ s", done.stdout)) == 2
+
+
+def test_resume_benchmark_refuses_a_step_it_cannot_resume_at(tiny_spec_dict, write_spec):
+    done = bench("bench_resume.py", "--spec", str(write_spec(tiny_spec_dict)), "--late", "1")
+    assert done.returncode == 2 and "--late must be at least 3" in done.stderr, done.stderr[-3000:]
 
 
 def test_law_benchmark_prints_timings_and_coverage():

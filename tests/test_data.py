@@ -194,6 +194,56 @@ def test_resumed_stream_continues_where_it_stopped(tiny_spec_dict, tmp_path, tin
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
 
 
+class CountingTokenizer:
+    """The real tokenizer, counting the documents it encodes."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.encoded = tokenizer, 0
+
+    def __call__(self, texts):
+        self.encoded += len(texts)
+        return self.tokenizer(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("mixture", ["synthetic", "file"])
+def test_a_stream_resumed_from_its_position_continues_exactly_and_reads_nothing_again(
+        tiny_spec_dict, tmp_path, tiny_tokenizer, mixture):
+    import json
+
+    from raysweep.data import synthetic
+    from raysweep.data.pretraining import rank_batches
+
+    if mixture == "file":  # a local file (blank lines skipped) beside a synthetic source
+        lines = [json.dumps({"text": synthetic.monolingual_document("de", i)}) for i in range(3000)]
+        (tmp_path / "de.jsonl").write_text("\n".join(line + ("\n" if i % 7 else "\n\n")
+                                                     for i, line in enumerate(lines)))
+        tiny_spec_dict["pretrain"]["mixture"] = [
+            {"source": "synthetic:en", "weight": 0.5},
+            {"source": "file:de.jsonl", "language": "de", "weight": 0.5}]
+    tiny_spec_dict["pretrain"]["checkpoints"] = [2048, 32768]  # 128 steps: many chunks read
+    spec = _spec(tiny_spec_dict, tmp_path)
+    whole = rank_batches(spec, tiny_tokenizer, rank=1, world=2)
+    full = list(whole)
+    first = rank_batches(spec, tiny_tokenizer, rank=1, world=2)
+    for step, _, _ in first:
+        if step == 4:
+            break
+    position = json.loads(json.dumps(first.position()))  # saved as JSON in a recovery checkpoint
+    assert position["step"] == 4 and position["world"] == 2
+    counting = CountingTokenizer(tiny_tokenizer)
+    resumed = list(rank_batches(spec, counting, rank=1, world=2, start_step=5, position=position))
+    assert [s for s, _, _ in resumed] == [s for s, _, _ in full[4:]]
+    for (_, source_a, a), (_, source_b, b) in zip(full[4:], resumed):
+        assert source_a == source_b
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    # Tokenized on resuming: only the documents read after the position, none before it.
+    documents_read = [sum(s["documents"] for s in p["sources"]) for p in (position, whole.position())]
+    assert counting.encoded == documents_read[1] - documents_read[0] > 0
+
+
 def test_byt5_tokenizer_needs_no_training_and_corrupts_bytes(tiny_spec_dict, tmp_path):
     from raysweep.data.pretraining import rank_batches
     from raysweep.data.tokenizer import (

@@ -323,9 +323,9 @@ def test_at_realistic_noise_prediction_intervals_hold_the_truth_near_their_level
     """90% intervals of the prediction at the largest checkpoint, over 30 studies per noise level
     (60 resamples each, for time; a sweep uses 200).
     Two-sided: below 75% they are too narrow to trust, at 100% of 30 studies (a 4% chance for a
-    true 90% interval) too wide to be of use. Measured with 200 resamples over 40 studies
-    (bench/bench_laws.py): 82%, 82% and 90% at 5%, 15% and 30% noise, a percentile bootstrap's
-    known under-coverage on 8 points, said in the README."""
+    true 90% interval) too wide to be of use. Measured with 100 resamples (bench/bench_laws.py's
+    coverage_study): 86% and 86.5% of 200 studies at 5% and 15% noise, 90% of 40 at 30%, a
+    percentile bootstrap's known under-coverage on 8 points, said in the README."""
     coverage, width = coverage_study(noise, studies=30, resamples=60)
     assert 0.75 <= coverage["prediction"] < 1.0, (coverage, width)
     # The interval is as wide as the noise says: about 2 x 1.645 x the prediction's own error

@@ -82,9 +82,20 @@ ENGINE_SCRIPT = textwrap.dedent("""
         config=deepspeed_config(spec, 1),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, inverse_sqrt(5)))
     losses, first = [], None
-    for step, _, batch in rank_batches(spec, tokenizer, 0, 1):
+    batches = rank_batches(spec, tokenizer, 0, 1)
+    for step, _, batch in batches:
         losses.append(train_step(engine, batch, spec.pretrain.gradient_accumulation).item())
         first = first or batch
+    # A recovery checkpoint round trip: the stream position comes back for the same worker count,
+    # not for another one, nor from a checkpoint written before positions were saved.
+    from raysweep.pretrain.recovery import load_recovery, save_recovery, stream_file
+    saved = save_recovery(engine, step, 0, batches.position(), [{"loss": 1.0}]).path
+    recovered = load_recovery(engine, saved, 0, 1)
+    recovery = {"same": recovered.stream_position == batches.position(),
+                "step": recovered.step, "unwritten": recovered.unwritten_metrics,
+                "other_world": load_recovery(engine, saved, 0, 2).stream_position}
+    os.remove(os.path.join(saved, stream_file(0)))
+    recovery["older"] = load_recovery(engine, saved, 0, 1).stream_position
     assert checkpoints.publish(spec, engine.module, 8192, step, {})
     folder = checkpoints.checkpoint_dir(spec, 8192)
     engine.module.eval()
@@ -95,11 +106,12 @@ ENGINE_SCRIPT = textwrap.dedent("""
     inner = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO wraps the client one
     factored = any("exp_avg_sq_row" in state for state in inner.state.values())
     print(json.dumps({"losses": losses, "optimizer": type(inner).__name__, "factored": factored,
+                      "recovery": recovery,
                       "global_steps": engine.global_steps, "max_logit_diff": (got - expected).abs().max().item()}))
 """)
 
 
-def test_adafactor_accumulation_checkpointing_engine_and_export_round_trip(tiny_spec_dict, tmp_path):
+def test_adafactor_accumulation_checkpointing_engine_export_and_recovery_round_trip(tiny_spec_dict, tmp_path):
     tiny_spec_dict["pretrain"].update(optimizer="adafactor", gradient_accumulation=2, workers=1,
                                       lr=0.01, zero_stage=0)
     script = tmp_path / "engine.py"
@@ -113,3 +125,5 @@ def test_adafactor_accumulation_checkpointing_engine_and_export_round_trip(tiny_
     assert result["global_steps"] == len(result["losses"]) == 8192 // (8 * 32)  # one per step, not per micro-batch
     assert sum(result["losses"][-4:]) < sum(result["losses"][:4])  # it learns
     assert result["max_logit_diff"] < 1e-4  # the exported weights are the engine's
+    assert result["recovery"] == {"same": True, "step": 32, "unwritten": [{"loss": 1.0}],
+                                  "other_world": None, "older": None}

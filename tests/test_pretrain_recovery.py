@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from reliability import audit_pretraining, record
@@ -163,6 +164,20 @@ def test_recovery_checkpoints_are_rotated(killed_run):
     names = {p.name for p in kept[-1].rglob("*")}
     assert "raysweep_recovery.json" in names and "mp_rank_00_model_states.pt" in names
     assert sum("optim_states" in n for n in names) == spec.pretrain.workers
+
+
+def test_restarted_workers_resume_their_data_streams_from_the_saved_positions(killed_run):
+    spec, *_ = killed_run
+    newest = recovery_folders(spec)[-1]
+    step = json.loads((newest / "raysweep_recovery.json").read_text())["step"]
+    for rank in range(spec.pretrain.workers):  # each rank's stream position, at the same step
+        position = json.loads((newest / f"raysweep_stream_rank{rank}.json").read_text())
+        assert (position["step"], position["rank"], position["world"]) == (step, rank, 2)
+        assert all(source["documents"] > 0 for source in position["sources"])
+    # No restart fell back to re-reading the stream (the warning a position-less resume logs).
+    logs = "".join(path.read_text(errors="replace")
+                   for path in Path("/tmp/ray/session_latest/logs").glob("worker-*.err"))
+    assert "has no data-stream position" not in logs
 
 
 def test_pretraining_logs_throughput_and_mfu(killed_run):

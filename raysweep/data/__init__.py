@@ -56,18 +56,21 @@ def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: st
     The schedule is exact: step s (1..total) draws all its sequences from mixture component
     `batch_source(spec, s)`, each rank `batch_size // workers` packed sequences of seq_len tokens.
     The laws assume no data is repeated, so running out would stop pretraining part way. With no
-    tokenizer, the rows are only read (and so checked), not counted."""
+    tokenizer, the rows are only read (and so checked), not counted.
+
+    Every row is read once, untokenized (a bad row is reported before anything starts); each
+    rank's shard is then tokenized only until it holds what the schedule needs."""
     from raysweep.data.pretraining import steps_by_source, total_steps
 
-    if tokenizer is None:  # offline: nothing to count with, but every row is still read once
-        source.token_count(0, 1, None)
+    source.token_count(0, 1, None)
+    if tokenizer is None:  # offline: nothing to count with
         return
     pre = spec.pretrain
     steps = steps_by_source(spec, total_steps(spec))[index]
     per_rank = pre.batch_size // pre.workers
     needed = steps * per_rank * pre.seq_len
     for rank in range(pre.workers):
-        available = source.token_count(rank, pre.workers, tokenizer)
+        available = source.token_count(rank, pre.workers, tokenizer, enough=needed)
         if available < needed:
             raise SpecError(
                 f"{where}: field `{field}`: {source.name} gives pretraining worker {rank} (of "

@@ -10,7 +10,7 @@ tokens seen = steps x batch x seq_len exactly.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -59,16 +59,35 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinels: list[int], eos: int
     return keep_with_sentinels(~mask), keep_with_sentinels(mask)
 
 
-def packed_sequences(documents: Iterator[str], tokenizer, seq_len: int) -> Iterator[np.ndarray]:
-    """Raw token sequences of exactly `seq_len`, documents concatenated (each ending in </s>)."""
-    buffer: list[int] = []
-    documents = iter(documents)
-    while chunk := list(itertools.islice(documents, 64)):  # the fast tokenizer encodes lists at once
-        for ids in tokenizer(chunk)["input_ids"]:
-            buffer.extend(ids)
-        while len(buffer) >= seq_len:
-            yield np.asarray(buffer[:seq_len])
-            del buffer[:seq_len]
+class PackedSequences:
+    """Raw token sequences of exactly `seq_len`, documents concatenated (each ending in </s>), and
+    where the packing stands: `position()` (documents read, tokens read but not yet yielded) is
+    what a restart needs to go on with the next sequence without tokenizing anything again.
+
+    documents(skip) must give the source's documents from the `skip`-th on."""
+
+    def __init__(self, documents: Callable[[int], Iterator[str]], tokenizer, seq_len: int,
+                 position: dict | None = None):
+        self.tokenizer, self.seq_len = tokenizer, seq_len
+        self.documents_read = position["documents"] if position else 0
+        self.buffer: list[int] = list(position["buffer"]) if position else []
+        self._documents = documents(self.documents_read)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            while len(self.buffer) >= self.seq_len:  # cut before yielding: position() is exact
+                sequence = np.asarray(self.buffer[:self.seq_len])
+                del self.buffer[:self.seq_len]
+                yield sequence
+            # The fast tokenizer encodes lists at once.
+            if not (chunk := list(itertools.islice(self._documents, 64))):
+                return
+            self.documents_read += len(chunk)
+            for ids in self.tokenizer(chunk)["input_ids"]:
+                self.buffer.extend(ids)
+
+    def position(self) -> dict:
+        return {"documents": self.documents_read, "buffer": list(self.buffer)}
 
 
 def span_corruption_batch(sequences: list[np.ndarray], rng: np.random.Generator, sentinels: list[int],

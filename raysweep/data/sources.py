@@ -68,8 +68,9 @@ class MonolingualSource:
 
     language: str | None
 
-    def documents(self, shard: int, num_shards: int) -> Iterator[str]:
-        """Document i of the source goes to shard i mod num_shards."""
+    def documents(self, shard: int, num_shards: int, skip: int = 0) -> Iterator[str]:
+        """Document i of the source goes to shard i mod num_shards; the shard's documents from
+        its `skip`-th on (a resumed run skips what it has read)."""
         raise NotImplementedError
 
 
@@ -77,8 +78,8 @@ class SyntheticMonolingual(MonolingualSource):
     def __init__(self, language: str, family: synthetic.Family):
         self.language, self.family = language, family
 
-    def documents(self, shard: int, num_shards: int) -> Iterator[str]:
-        for index in itertools.count(shard, num_shards):
+    def documents(self, shard: int, num_shards: int, skip: int = 0) -> Iterator[str]:
+        for index in itertools.count(shard + skip * num_shards, num_shards):  # skip: no cost
             yield synthetic.monolingual_document(self.language, index, self.family)
 
 
@@ -88,9 +89,13 @@ class DatasetMonolingual(MonolingualSource):
     def __init__(self, dataset, language: str | None, name: str, file: LocalFile | None = None):
         self.dataset, self.language, self.name, self.file = dataset, language, name, file
 
-    def documents(self, shard: int, num_shards: int) -> Iterator[str]:
+    def documents(self, shard: int, num_shards: int, skip: int = 0) -> Iterator[str]:
         """The documents of one shard, each once, then the end (the pretraining pipeline reports
-        a source that runs out before the schedule ends)."""
+        a source that runs out before the schedule ends). Skipping reads the rows skipped (a
+        streamed file or hub dataset has no index to seek by), but tokenizes none of them."""
+        return itertools.islice(self._documents(shard, num_shards), skip, None)
+
+    def _documents(self, shard: int, num_shards: int) -> Iterator[str]:
         from datasets.distributed import split_dataset_by_node
 
         # Works for in-memory and streamed datasets alike: each rank reads disjoint rows.
@@ -104,13 +109,17 @@ class DatasetMonolingual(MonolingualSource):
             if text is not None:
                 yield text
 
-    def token_count(self, shard: int, num_shards: int, tokenizer) -> int:
-        """Tokens one shard gives `packed_sequences` (</s> included). Reads every row of the shard,
-        so a bad row is found here too; with no tokenizer, it only does that and returns 0."""
+    def token_count(self, shard: int, num_shards: int, tokenizer, enough: int | None = None) -> int:
+        """Tokens one shard gives the packing (</s> included), counted until `enough` (then a
+        count >= enough, so checking a large corpus costs what the schedule needs of it, not its
+        size). Without `enough` it reads every row of the shard, so a bad row is found here too;
+        with no tokenizer, it only does that and returns 0."""
         total, docs = 0, self.documents(shard, num_shards)
         while batch := list(itertools.islice(docs, 1000)):  # batched: the fast tokenizer is parallel
             if tokenizer is not None:
                 total += sum(len(ids) for ids in tokenizer(batch)["input_ids"])
+                if enough is not None and total >= enough:
+                    break
         return total
 
     def _bad_row_error(self, bad: BadRow) -> Exception:

@@ -9,6 +9,7 @@ scheduled D_p; its manifest records the tokens seen per mixture source.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 
@@ -16,6 +17,8 @@ from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_
 from raysweep.pretrain.recovery import load_recovery, remove_unregistered_recoveries, save_recovery
 from raysweep.pretrain.throughput import Throughput, device_peak_flops, model_flops_per_token
 from raysweep.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -37,13 +40,14 @@ class Publisher:
         return (step % self.spec.pretrain.recovery_every == 0 or self.publishes(step)) \
             and step < self.last_step
 
-    def after_step(self, engine, step: int, metrics: dict) -> None:
-        """Publish and save what this step calls for; log how long that took."""
+    def after_step(self, engine, step: int, metrics: dict, stream_position) -> None:
+        """Publish and save what this step calls for; log how long that took.
+        stream_position() gives where the data stream stands (saved with a recovery)."""
         started = time.time()
         if self.publishes(step):
             self._publish(engine, step)
         if self.saves_recovery(step):
-            self._save_recovery(engine, step, metrics)
+            self._save_recovery(engine, step, metrics, stream_position())
         if self.mlflow_log and (self.publishes(step) or self.saves_recovery(step)):
             self.mlflow_log.log({"checkpoint_seconds": time.time() - started}, step=step)
 
@@ -64,11 +68,12 @@ class Publisher:
         with gathered:  # a replay after a restart finds it published and leaves it be
             if self.rank == 0:
                 checkpoints.publish(self.spec, engine.module, tokens_seen, step, manifest_extra)
+                tell_watcher(self.spec)
         if self.mlflow_log:  # on a replay too: written only if MLflow has no such point yet
             self.mlflow_log.log({"published_tokens": tokens_seen}, step=step, unless_present=True)
         dist.barrier()
 
-    def _save_recovery(self, engine, step: int, metrics: dict) -> None:
+    def _save_recovery(self, engine, step: int, metrics: dict, stream_position: dict) -> None:
         import ray.train
         from ray.train import CheckpointUploadMode
 
@@ -76,8 +81,22 @@ class Publisher:
         unwritten = self.mlflow_log.unwritten() if self.mlflow_log else []
         tokens_seen = step * self.spec.pretrain.tokens_per_step()
         ray.train.report({**metrics, "step": step, "tokens_seen": tokens_seen},
-                         checkpoint=save_recovery(engine, step, self.rank, unwritten),
+                         checkpoint=save_recovery(engine, step, self.rank, stream_position,
+                                                  unwritten),
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+
+
+def tell_watcher(spec: SweepSpec) -> None:
+    """Wake the sweep's watcher to scan now for the checkpoint just published, so its trials
+    start at once; only a shortcut: the watcher's periodic rescan finds it anyway."""
+    import ray
+
+    from raysweep.finetune import WATCHER_NAME
+
+    try:
+        ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
+    except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)
+        pass
 
 
 def _engine(spec: SweepSpec, world: int):
@@ -101,20 +120,27 @@ def _engine(spec: SweepSpec, world: int):
     return engine, tokenizer
 
 
-def _resume(engine, mlflow_log) -> int:
+def _resume(engine, mlflow_log, rank: int, world: int) -> tuple[int, dict | None]:
     """Restore the latest recovery checkpoint Ray Train hands back, if any; returns the step it
-    was saved at (0 for a fresh start). Rank 0 writes the metrics MLflow did not have then."""
+    was saved at (0 for a fresh start) and where this rank's data stream stood then. Rank 0
+    writes the metrics MLflow did not have then."""
     import ray.train
 
     recovery = ray.train.get_checkpoint()
     if not recovery:
-        return 0
+        return 0, None
     with recovery.as_directory() as folder:
-        resumed_from, unwritten = load_recovery(engine, folder)
+        recovered = load_recovery(engine, folder, rank, world)
+    if recovered.stream_position is None:
+        logger.warning(
+            "recovery checkpoint at step %d has no data-stream position for rank %d of %d (saved "
+            "by an older raysweep or another worker count): re-reading and tokenizing the %d "
+            "steps of data before it, which takes as long as reading them did the first time",
+            recovered.step, rank, world, recovered.step)
     if mlflow_log:
-        mlflow_log.write_unless_present(unwritten)
-        mlflow_log.log({"resumed_from_step": resumed_from}, step=resumed_from)
-    return resumed_from
+        mlflow_log.write_unless_present(recovered.unwritten_metrics)
+        mlflow_log.log({"resumed_from_step": recovered.step}, step=recovered.step)
+    return recovered.step, recovered.stream_position
 
 
 def _step_metrics(engine, loss, step: int, world: int, tokens_per_step: int, meter) -> dict:
@@ -130,7 +156,7 @@ def _step_metrics(engine, loss, step: int, world: int, tokens_per_step: int, met
 
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker. Started again after a failure: it then resumes from the
-    latest recovery checkpoint, and the data stream from the step after it."""
+    latest recovery checkpoint, and the data stream from the position saved in it."""
     import ray.train
     import torch
 
@@ -147,7 +173,7 @@ def train_loop(config: dict) -> None:
     engine, tokenizer = _engine(spec, world)
     # Rank 0 logs; through a buffer, so training goes on while MLflow is slow or down.
     mlflow_log = BufferedMetrics(Tracker.for_spec(spec), config["run_id"]) if rank == 0 else None
-    start_step = _resume(engine, mlflow_log) + 1
+    resumed_from, stream_position = _resume(engine, mlflow_log, rank, world)
     if rank == 0:
         remove_unregistered_recoveries()
 
@@ -155,7 +181,8 @@ def train_loop(config: dict) -> None:
     publisher = Publisher(spec, rank, mlflow_log, last_step)
     meter = Throughput(model_flops_per_token(spec, len(tokenizer)), device_peak_flops(spec)[0], world)
     started = time.time()
-    for step, _, batch in rank_batches(spec, tokenizer, rank, world, start_step):
+    batches = rank_batches(spec, tokenizer, rank, world, resumed_from + 1, stream_position)
+    for step, _, batch in batches:
         loss = train_step(engine, batch, pre.gradient_accumulation)
         meter.add(pre.tokens_per_step())
         metrics = {}
@@ -164,7 +191,7 @@ def train_loop(config: dict) -> None:
             if mlflow_log:
                 mlflow_log.log(metrics, step=step)
         with meter.paused():  # tokens/s measures training; saving is logged on its own
-            publisher.after_step(engine, step, metrics)
+            publisher.after_step(engine, step, metrics, batches.position)
     if mlflow_log:
         mlflow_log.log({"wall_seconds": time.time() - started}, step=last_step)
         mlflow_log.flush()

@@ -5,17 +5,24 @@ unpickles code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 RECOVERY_STATE = "raysweep_recovery.json"
 DEEPSPEED_TAG = "deepspeed"
 
 
-def save_recovery(engine, step: int, rank: int, unwritten_metrics: list[dict] = ()):
+def stream_file(rank: int) -> str:
+    return f"raysweep_stream_rank{rank}.json"
+
+
+def save_recovery(engine, step: int, rank: int, stream_position: dict,
+                  unwritten_metrics: list[dict] = ()):
     """A recovery checkpoint of this rank: DeepSpeed's full state (weights, optimizer shards, lr
-    schedule) in a fresh local folder, which Ray Train uploads and merges with the other ranks'.
-    The data stream needs only the step (rank_batches resumes from it exactly); rank 0 adds the
-    metrics it has logged but not yet written to MLflow (the tracking server may be down)."""
+    schedule) and where this rank's data stream stands (RankBatches.position: a restart goes on
+    from it without reading the data again), in a fresh local folder, which Ray Train uploads
+    and merges with the other ranks'. Rank 0 adds the metrics it has logged but not yet written
+    to MLflow (the tracking server may be down)."""
     import tempfile
 
     from ray.train import Checkpoint
@@ -24,22 +31,37 @@ def save_recovery(engine, step: int, rank: int, unwritten_metrics: list[dict] = 
 
     folder = tempfile.mkdtemp(prefix=f"raysweep-recovery-{step:09d}-")
     engine.save_checkpoint(folder, tag=DEEPSPEED_TAG)  # each rank writes its own shard
+    write_json_atomic(Path(folder) / stream_file(rank), stream_position)
     if rank == 0:
         write_json_atomic(Path(folder) / RECOVERY_STATE,
                           {"step": step, "unwritten_metrics": list(unwritten_metrics)})
     return Checkpoint.from_directory(folder)
 
 
-def load_recovery(engine, folder: str) -> tuple[int, list[dict]]:
-    """Restore the engine from a recovery checkpoint; returns the step it was saved at and the
-    metrics that were not yet written to MLflow then."""
+@dataclass
+class Recovered:
+    step: int
+    """The step the checkpoint was saved after."""
+    unwritten_metrics: list[dict]
+    """Metrics rank 0 had logged but MLflow did not have yet."""
+    stream_position: dict | None
+    """Where this rank's data stream stood; None from a checkpoint that has none for it (written
+    before streams were saved, or by another worker count): the stream then re-reads its way."""
+
+
+def load_recovery(engine, folder: str, rank: int, world: int) -> Recovered:
+    """Restore the engine from a recovery checkpoint; returns what else it holds."""
     import json
 
     # DeepSpeed unpickles its state files with weights_only=False; ours unpickles only data.
     engine.checkpoint_engine.load = weights_only_load
     engine.load_checkpoint(folder, tag=DEEPSPEED_TAG)
     state = json.loads((Path(folder) / RECOVERY_STATE).read_text())
-    return state["step"], state.get("unwritten_metrics", [])
+    stream = Path(folder) / stream_file(rank)
+    position = json.loads(stream.read_text()) if stream.is_file() else None
+    if position is not None and (position.get("step"), position.get("world")) != (state["step"], world):
+        position = None
+    return Recovered(state["step"], state.get("unwritten_metrics", []), position)
 
 
 def weights_only_load(path: str, map_location=None):
