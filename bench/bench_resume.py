@@ -65,11 +65,13 @@ def measure(label: str, spec, tokenizer, late: int, repeats: int) -> None:
         reread.append(seconds_to_first_batch(spec, tokenizer, late, None))
     ratios = [b / a for a, b in zip(early, later)]
     print(f"{label}: to the first batch after a restart, {repeats} repeats, median [min-max]")
-    print(f"  from the saved position, at step 2:         {spread(early)}")
-    print(f"  from the saved position, at step {late:,}: {spread(later)}")
+    rows = [("from the saved position, at step 2", spread(early)),
+            (f"from the saved position, at step {late:,}", spread(later)),
+            (f"without a position (re-read), at step {late:,}", spread(reread))]
+    for what, figure in rows:
+        print(f"  {what + ':':48} {figure}")
     print(f"  late / early: {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
           f" (target <= 1.2)")
-    print(f"  without a position (re-read), at step {late:,}: {spread(reread)}")
 
 
 def file_spec(spec, folder: Path, megabytes: int):

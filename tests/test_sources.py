@@ -176,6 +176,19 @@ def test_bad_monolingual_file_names_field_file_and_line(tmp_path, name, content,
     with pytest.raises(SpecError) as err:
         read_mono(path)  # errors may come when opening or, streamed, when reading
     assert_one_paragraph(str(err.value), MONO_FIELD, name, expected)
+    # Validation's check of every row (in Arrow batches) finds the same row, the same way.
+    with pytest.raises(SpecError) as checked:
+        monolingual_source(f"file:{path}", "en", Family(), MONO_FIELD, "spec.yaml").check_rows()
+    assert str(checked.value) == str(err.value)
+
+
+def test_the_check_of_every_row_passes_good_files_whole(tmp_path):
+    for name, content in (("blank_lines.txt", "a b\n\n  \nc d\n"),
+                          ("docs.jsonl", "".join(f'{{"text": "{d}"}}\n' for d in DOCS))):
+        (tmp_path / name).write_text(content)
+        source = monolingual_source(f"file:{tmp_path / name}", "en", Family(), MONO_FIELD, "spec.yaml")
+        source.check_rows()  # a .txt may have blank lines; nothing to report in either
+        assert list(source.documents(0, 1))
 
 
 def test_bad_row_in_a_later_shard_is_located_in_the_file(tmp_path):

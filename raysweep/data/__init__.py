@@ -62,7 +62,7 @@ def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: st
     rank's shard is then tokenized only until it holds what the schedule needs."""
     from raysweep.data.pretraining import steps_by_source, total_steps
 
-    source.token_count(0, 1, None)
+    source.check_rows()
     if tokenizer is None:  # offline: nothing to count with
         return
     pre = spec.pretrain

@@ -109,6 +109,26 @@ class DatasetMonolingual(MonolingualSource):
             if text is not None:
                 yield text
 
+    def check_rows(self) -> None:
+        """Read every row once; a bad one raises the error that names it. In Arrow batches: a
+        batch whose `text` column holds strings only (non-blank, where blanks are not allowed)
+        needs no look at its rows one by one, which would take minutes for a large corpus."""
+        import pyarrow as pa
+
+        blank_ok = self.file is None or self.file.suffix == ".txt"
+        batches = self.dataset.with_format("arrow").iter(batch_size=10_000)
+        for table in self.file.rows(batches) if self.file else batches:
+            text = table.column("text") if "text" in table.column_names else None
+            strings = text is not None and (pa.types.is_string(text.type)
+                                            or pa.types.is_large_string(text.type))
+            if strings and text.null_count == 0 and (blank_ok or not _has_blank(text)):
+                continue
+            for row in table.to_pylist():  # find the bad row, to name it
+                try:
+                    document_text(row, blank_ok)
+                except BadRow as bad:
+                    raise self._bad_row_error(bad) from None
+
     def token_count(self, shard: int, num_shards: int, tokenizer, enough: int | None = None) -> int:
         """Tokens one shard gives the packing (</s> included), counted until `enough` (then a
         count >= enough, so checking a large corpus costs what the schedule needs of it, not its
@@ -133,6 +153,13 @@ class DatasetMonolingual(MonolingualSource):
             except BadRow as first:
                 return self.file.row_error(index, first)
         return self.file.error(str(bad))
+
+
+def _has_blank(text) -> bool:
+    """Whether an Arrow column of strings holds one that is empty or only whitespace."""
+    import pyarrow.compute as pc
+
+    return len(text) > 0 and pc.min(pc.utf8_length(pc.utf8_trim_whitespace(text))).as_py() == 0
 
 
 def monolingual_source(text: str, language: str | None, family: synthetic.Family, field: str, where: str,
