@@ -108,6 +108,14 @@ def test_resume_benchmark_refuses_a_step_it_cannot_resume_at(tiny_spec_dict, wri
     assert done.returncode == 2 and "--late must be at least 3" in done.stderr, done.stderr[-3000:]
 
 
+def test_big_corpus_benchmark_times_the_validation_of_a_generated_corpus(tiny_spec_dict, write_spec):
+    done = bench("bench_big_corpus.py", "--spec", str(write_spec(tiny_spec_dict)), "--gb", "0.004",
+                 "--validate-only")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^(synthetic|local JSONL, [\d.]+ GB)\s+validate\s+\d+\.\d s$", done.stdout, re.M)
+    assert rows == ["synthetic", "local JSONL, 0.00 GB"], done.stdout
+
+
 def test_law_benchmark_prints_timings_and_coverage():
     done = bench("bench_laws.py", "--seeds", "5", "--resamples", "20")
     assert done.returncode == 0, done.stderr[-3000:]
