@@ -113,7 +113,7 @@ def test_big_corpus_benchmark_times_the_validation_of_a_generated_corpus(tiny_sp
                  "--validate-only")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = re.findall(r"^(synthetic|local JSONL, [\d.]+ GB)\s+validate\s+\d+\.\d s$", done.stdout, re.M)
-    assert rows == ["synthetic", "local JSONL, 0.00 GB"], done.stdout
+    assert [row.split(",")[0] for row in rows] == ["synthetic", "local JSONL"], done.stdout
 
 
 def test_law_benchmark_prints_timings_and_coverage():
