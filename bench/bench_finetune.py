@@ -9,7 +9,7 @@ Measured side by side in one run, on the demo model and task:
      inside the watcher's Tune experiment on a local Ray (Ray already started; Tune's trial actor
      start, the shared COMET scorer and reporting included). Both timed as the wall seconds each
      trial adds; prints each arm's median with its min-max and the ratio of the medians (target:
-     at most 1.1 for a demo trial of ~80 s), and the first Tune trial apart (it starts the actor).
+     at most 1.1 for a demo trial of 70-85 s), and the first Tune trial apart (it starts the actor).
   2. latency: with the watcher's experiment running and idle (the trials of every earlier
      checkpoint finished), checkpoints are published one by one as pretraining publishes them (a
      real export of the model, manifest last, then the watcher told); for each, the delay from
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5,
                         help="trials per arm of the overhead test (at least 2)")
     parser.add_argument("--steps", type=int, default=1200,
-                        help="finetune steps (a trial: about 80 s on the demo model and task)")
+                        help="finetune steps (a trial: 70-85 s on the demo model and task)")
     parser.add_argument("--publications", type=int, default=5)
     args = parser.parse_args()
 

@@ -97,6 +97,9 @@ def tell_watcher(spec: SweepSpec) -> None:
         ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
     except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)
         pass
+    except Exception as err:  # noqa: BLE001 (a shortcut must never fail a publication)
+        logger.warning("could not tell the watcher about a publication (its rescan will find "
+                       "it): %s: %s", type(err).__name__, err)
 
 
 def _engine(spec: SweepSpec, world: int):
