@@ -100,14 +100,21 @@ class DatasetMonolingual(MonolingualSource):
 
         # Works for in-memory and streamed datasets alike: each rank reads disjoint rows.
         rows = split_dataset_by_node(self.dataset, rank=shard, world_size=num_shards)
-        blank_ok = self.file is None or self.file.suffix == ".txt"
         for row in self.file.rows(rows) if self.file else rows:
-            try:
-                text = document_text(row, blank_ok)
-            except BadRow as bad:
-                raise self._bad_row_error(bad) from None
-            if text is not None:
+            if (text := self._text(row)) is not None:
                 yield text
+
+    @property
+    def _blank_ok(self) -> bool:
+        """Blank rows are skipped in a .txt file and on the hub, and an error elsewhere."""
+        return self.file is None or self.file.suffix == ".txt"
+
+    def _text(self, row: dict) -> str | None:
+        """A row's document (None: a blank row where allowed); a bad row raises its error."""
+        try:
+            return document_text(row, self._blank_ok)
+        except BadRow as bad:
+            raise self._bad_row_error(bad) from None
 
     def check_rows(self) -> None:
         """Read every row once; a bad one raises the error that names it. In Arrow batches: a
@@ -115,31 +122,25 @@ class DatasetMonolingual(MonolingualSource):
         needs no look at its rows one by one, which would take minutes for a large corpus."""
         import pyarrow as pa
 
-        blank_ok = self.file is None or self.file.suffix == ".txt"
         batches = self.dataset.with_format("arrow").iter(batch_size=10_000)
         for table in self.file.rows(batches) if self.file else batches:
             text = table.column("text") if "text" in table.column_names else None
             strings = text is not None and (pa.types.is_string(text.type)
                                             or pa.types.is_large_string(text.type))
-            if strings and text.null_count == 0 and (blank_ok or not _has_blank(text)):
+            if strings and text.null_count == 0 and (self._blank_ok or not _has_blank(text)):
                 continue
             for row in table.to_pylist():  # find the bad row, to name it
-                try:
-                    document_text(row, blank_ok)
-                except BadRow as bad:
-                    raise self._bad_row_error(bad) from None
+                self._text(row)
 
     def token_count(self, shard: int, num_shards: int, tokenizer, enough: int | None = None) -> int:
         """Tokens one shard gives the packing (</s> included), counted until `enough` (then a
         count >= enough, so checking a large corpus costs what the schedule needs of it, not its
-        size). Without `enough` it reads every row of the shard, so a bad row is found here too;
-        with no tokenizer, it only does that and returns 0."""
+        size)."""
         total, docs = 0, self.documents(shard, num_shards)
         while batch := list(itertools.islice(docs, 1000)):  # batched: the fast tokenizer is parallel
-            if tokenizer is not None:
-                total += sum(len(ids) for ids in tokenizer(batch)["input_ids"])
-                if enough is not None and total >= enough:
-                    break
+            total += sum(len(ids) for ids in tokenizer(batch)["input_ids"])
+            if enough is not None and total >= enough:
+                break
         return total
 
     def _bad_row_error(self, bad: BadRow) -> Exception:
