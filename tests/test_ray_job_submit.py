@@ -127,7 +127,9 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
     url, env, gcs = ray_head
     tiny_spec_dict.update(name="submitted", storage=str(tmp_path / "storage"))
     tiny_spec_dict["pretrain"]["checkpoints"] = [2048, 4096]
-    tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003])
+    # 60 steps (about 11 s a trial): longer than `ray job stop` takes to land (10 steps, 3.5 s,
+    # lost that race on CI: the trial had finished).
+    tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003], steps=60)
     spec_path = tmp_path / "submitted.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict))
     spec = load_spec(spec_path)
