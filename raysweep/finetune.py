@@ -60,13 +60,14 @@ def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
             for replicate in range(task.seeds)]
 
 
-def finetune_trial(config: dict, spec: SweepSpec) -> None:
-    """The Tune trainable (function API). `config["key"]` is a TrialKey as a dict."""
+def finetune_trial(config: dict, spec: SweepSpec, measure=None) -> None:
+    """The Tune trainable (function API). `config["key"]` is a TrialKey as a dict; `measure`:
+    see run_trial."""
     import ray
     from ray import tune
 
     key = TrialKey(**config["key"])
-    result = run_trial(spec, key, config.get("parent_run_id"))
+    result = run_trial(spec, key, config.get("parent_run_id"), measure)
     if result is not None:  # None: this key already had a finished run (exactly-once)
         try:
             fitter = ray.get_actor(FITTER_NAME.format(spec.name))
@@ -179,16 +180,14 @@ def _dev_scores(spec: SweepSpec, task, model, tokenizer, dev_pairs) -> dict[str,
     return dev
 
 
-def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict | None:
+def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
+              measure=None) -> dict | None:
+    """One trial key's MLflow run, exactly once: None if the key already has a finished run.
+    `measure(spec, key, tracker, run_id)` does the work and returns the trial's Measurement
+    (default: finetune_and_score; bench/bench_control_plane.py passes one that returns simulated
+    metrics at once, to load the coordinators with a paper-sized sweep)."""
     import torch
 
-    from raysweep import checkpoints
-    from raysweep.data.collators import finetune_prefix
-    from raysweep.data.sources import parallel_splits
-    from raysweep.data.synthetic import Family
-    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-    from raysweep.evaluation.metrics import evaluate_translation
-    from raysweep.model import build_model
     from raysweep.tracking import FAILURE, Tracker
 
     torch.set_num_threads(1)  # trials share the machine with pretraining
@@ -199,39 +198,13 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
     tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
     started = time.time()
     try:
-        task = next(t for t in spec.tasks if t.name == key.task)
-        root = str(spec.root)
-        tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(fetch_tokenizer(spec)))
-        splits = _cached((root, "splits", task), lambda: parallel_splits(
-            task, Family.of(spec), spec.source_file, f"task {task.name} data", spec.base_dir))
-        train, d_f_exact = _cached((root, "prefix", task, key.d_f), lambda: finetune_prefix(
-            splits.train, tokenizer, task.max_length, key.d_f))
-
-        torch.manual_seed(key.seed)
-        if key.d_p == 0:
-            model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-        else:
-            model = checkpoints.load_model(spec, key.d_p)
-        tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
-                                    "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
-                                    "steps": task.steps, "batch_size": task.batch_size,
-                                    "train_pairs": len(train)})
-
-        score_comet = comet_scorer(spec, tracker, run_id)
-        trained = finetune(model, train, task, key.lr, tokenizer, splits.dev, key.seed)
-        for step, value in trained["dev_checks"]:
-            tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
-        dev = _dev_scores(spec, task, model, tokenizer, splits.dev)
-        metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, score_comet)
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"],
-                       trial_seconds=time.time() - started)
+        measured = (measure or finetune_and_score)(spec, key, tracker, run_id)
+        numbers = {**measured.metrics, "trial_seconds": time.time() - started}
         tracker.log_metrics(run_id, numbers)
-        tracker.set_tags(run_id, {SIGNATURE.format(name): metrics[f"{name}_signature"]
-                                  for name in ("bleu", "chrf")})
-        tracker.log_dict(run_id, metrics["examples"], "examples.json")
+        tracker.set_tags(run_id, measured.tags)
+        tracker.log_dict(run_id, measured.examples, "examples.json")
         replicates = {name: [round(float(v), 6) for v in values]
-                      for name, values in metrics["replicates"].items()}
+                      for name, values in measured.replicates.items()}
         tracker.log_dict(run_id, replicates, REPLICATES_FILE)
         tracker.end_run(run_id, "FINISHED")
     except BaseException as err:
@@ -239,3 +212,61 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None) -> dict
         tracker.end_run(run_id, "FAILED")
         raise
     return {"key": asdict(key), "metrics": numbers, "run_id": run_id, "replicates": replicates}
+
+
+@dataclass
+class Measurement:
+    """What a trial measured, for its MLflow run and the fitter."""
+
+    metrics: dict[str, float]
+    """Test metrics, dev metrics (the lr choice), train_loss, steps_run."""
+    tags: dict[str, str]
+    """The metrics' signatures (sacrebleu's), as run tags."""
+    examples: list
+    """Some test translations with their references (examples.json)."""
+    replicates: dict[str, list]
+    """Paired bootstrap replicates of each test metric (REPLICATES_FILE)."""
+
+
+def finetune_and_score(spec: SweepSpec, key: TrialKey, tracker, run_id: str) -> Measurement:
+    """Load the starting point (fresh weights for D_p = 0), finetune on the first D_f tokens,
+    score the dev set (the lr choice) and the test set (the laws)."""
+    import torch
+
+    from raysweep import checkpoints
+    from raysweep.data.collators import finetune_prefix
+    from raysweep.data.sources import parallel_splits
+    from raysweep.data.synthetic import Family
+    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
+    from raysweep.evaluation.metrics import evaluate_translation
+    from raysweep.model import build_model
+
+    task = next(t for t in spec.tasks if t.name == key.task)
+    root = str(spec.root)
+    tokenizer = _cached((root, "tokenizer"), lambda: load_tokenizer(fetch_tokenizer(spec)))
+    splits = _cached((root, "splits", task), lambda: parallel_splits(
+        task, Family.of(spec), spec.source_file, f"task {task.name} data", spec.base_dir))
+    train, d_f_exact = _cached((root, "prefix", task, key.d_f), lambda: finetune_prefix(
+        splits.train, tokenizer, task.max_length, key.d_f))
+
+    torch.manual_seed(key.seed)
+    if key.d_p == 0:
+        model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    else:
+        model = checkpoints.load_model(spec, key.d_p)
+    tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
+                                "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
+                                "steps": task.steps, "batch_size": task.batch_size,
+                                "train_pairs": len(train)})
+
+    score_comet = comet_scorer(spec, tracker, run_id)
+    trained = finetune(model, train, task, key.lr, tokenizer, splits.dev, key.seed)
+    for step, value in trained["dev_checks"]:
+        tracker.log_metrics(run_id, {"dev_cross_entropy_during": value}, step=step)
+    dev = _dev_scores(spec, task, model, tokenizer, splits.dev)
+    metrics = evaluate_translation(model, tokenizer, splits.test, spec, task, score_comet)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    numbers.update(dev, train_loss=trained["train_loss"], steps_run=trained["steps_run"])
+    return Measurement(numbers, {SIGNATURE.format(name): metrics[f"{name}_signature"]
+                                 for name in ("bleu", "chrf")},
+                       metrics["examples"], metrics["replicates"])

@@ -102,10 +102,13 @@ class _StopSignals:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOutcome:
+def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0, *, pretrain=None,
+              measure=None) -> SweepOutcome:
     """Run (or resume) the sweep to its end. SIGTERM or Ctrl-C stops it: the runs it leaves
     unfinished are marked KILLED, its actors and COMET scorers stopped, and SweepStopped raised;
-    a rerun resumes."""
+    a rerun resumes. `pretrain(spec, run_id)` (default: Ray Train, run_pretraining) and
+    `measure` (what a trial does: raysweep.finetune.run_trial) are for benchmarks of the
+    coordinators alone (bench/bench_control_plane.py)."""
     import ray
 
     from raysweep.evaluation.scorer import stop_scorers
@@ -116,8 +119,8 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0) -> SweepOu
     try:
         runs = _prepare(spec, echo)
         stops.arm()  # again, over Ray's own handler (ray.init in _prepare)
-        actors = _start_coordinators(spec, runs)
-        return _follow(spec, runs, actors, echo, poll_seconds, started)
+        actors = _start_coordinators(spec, runs, measure)
+        return _follow(spec, runs, actors, echo, poll_seconds, started, pretrain)
     except KeyboardInterrupt:
         name = signal.Signals(stops.received).name
         echo(f"[raysweep] stopping ({name}): marking unfinished runs KILLED")
@@ -179,7 +182,7 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
     return runs
 
 
-def _start_coordinators(spec: SweepSpec, runs: dict[str, str]) -> tuple:
+def _start_coordinators(spec: SweepSpec, runs: dict[str, str], measure=None) -> tuple:
     """The fitter and the watcher actors. They come back if their process dies (a lost node, an
     OOM kill): Ray restarts them from the spec, their __init__ rebuilds their state from storage
     and MLflow, and the calls in flight (the watcher's `run` included) are retried."""
@@ -191,11 +194,12 @@ def _start_coordinators(spec: SweepSpec, runs: dict[str, str]) -> tuple:
                     "max_restarts": -1, "max_task_retries": -1}
     fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, runs["laws"])
     watcher = CheckpointWatcher.options(name=WATCHER_NAME.format(spec.name),
-                                        **coordinators).remote(spec, runs["sweep"])
+                                        **coordinators).remote(spec, runs["sweep"], measure)
     return watcher, fitter
 
 
-def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo) -> tuple:
+def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo,
+                            pretrain=None) -> tuple:
     """Pretraining in a driver thread (Ray Train drives its workers from here); returns the
     thread and the list its error lands in."""
     from raysweep import checkpoints
@@ -204,7 +208,7 @@ def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo
 
     schedule, errors, tracker = spec.pretrain.published_tokens(), [], Tracker.for_spec(spec)
 
-    def pretrain() -> None:
+    def in_thread() -> None:
         try:
             # The watcher verifies each checkpoint's weights; here a manifest is enough.
             if set(schedule) <= set(checkpoints.published(spec, verify_weights=False)):
@@ -212,7 +216,7 @@ def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo
             else:
                 echo(f"[raysweep] pretraining: {spec.pretrain.workers} workers, up to "
                      f"{schedule[-1]:,} tokens")
-                run_pretraining(spec, runs["pretrain"])
+                (pretrain or run_pretraining)(spec, runs["pretrain"])
             tracker.end_run(runs["pretrain"], "FINISHED")
         except Exception as err:  # reported by the driver; the watcher still finishes what exists
             errors.append(f"pretraining failed: {type(err).__name__}: {err}")
@@ -220,13 +224,13 @@ def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo
         finally:
             watcher.pretraining_finished.remote()
 
-    thread = threading.Thread(target=pretrain, name="pretraining", daemon=True)
+    thread = threading.Thread(target=in_thread, name="pretraining", daemon=True)
     thread.start()
     return thread, errors
 
 
 def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_seconds: float,
-            started: float) -> SweepOutcome:
+            started: float, pretrain=None) -> SweepOutcome:
     """Pretrain, print progress until the watcher's experiment ends, then the final laws."""
     import ray
 
@@ -235,7 +239,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
 
     watcher, fitter = actors
     experiment = watcher.run.remote()
-    thread, pretrain_errors = _pretrain_in_background(spec, runs, watcher, echo)
+    thread, pretrain_errors = _pretrain_in_background(spec, runs, watcher, echo, pretrain)
     total_checkpoints, last = len(spec.pretrain.published_tokens()), None
     while True:
         done, _ = ray.wait([experiment], timeout=poll_seconds)

@@ -76,10 +76,11 @@ class WatcherSearcher(Searcher):
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class CheckpointWatcher:
-    def __init__(self, spec: SweepSpec, parent_run_id: str):
+    def __init__(self, spec: SweepSpec, parent_run_id: str, measure=None):
+        """`measure`: what a trial does (raysweep.finetune.run_trial; None: finetune and score)."""
         from raysweep.tracking import Tracker
 
-        self.spec, self.parent_run_id = spec, parent_run_id
+        self.spec, self.parent_run_id, self.measure = spec, parent_run_id, measure
         self.tracker = Tracker.for_spec(spec)
         self.lock = threading.Lock()
         self.keys_queued = threading.Condition(self.lock)  # a scan queued keys, or was the last
@@ -208,7 +209,8 @@ class CheckpointWatcher:
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
         scanner.start()
         res = self.spec.resources
-        trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec),
+        trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec,
+                                                              measure=self.measure),
                                         {"CPU": res.trial_cpus, "GPU": 1 if res.use_gpu else 0,
                                          **res.trial_resources})
         tuner = tune.Tuner(

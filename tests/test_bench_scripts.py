@@ -132,6 +132,25 @@ def test_finetune_benchmark_runs(tiny_spec_dict, write_spec):
     assert re.search(r"\d+\.\d\d", done.stdout) and "trial" in done.stdout, done.stdout
 
 
+@pytest.mark.slow
+def test_control_plane_benchmark_runs_a_small_grid(tiny_spec_dict, write_spec):
+    done = bench("bench_control_plane.py", "--spec", str(write_spec(tiny_spec_dict)), "--tasks", "2",
+                 "--checkpoints", "3", "--sizes", "1", "--lrs", "2", "--seeds", "1",
+                 "--concurrency", "2", "--publish-every", "0.1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "16 trial keys" in done.stdout and "ok=True" in done.stdout, done.stdout
+    assert "16 trials finished" in done.stdout, done.stdout
+    assert re.search(r"coordinator overhead per trial: \d+\.\d\d slot-seconds", done.stdout)
+    assert re.search(r"fitter lag at the end: -?\d+\.\d s", done.stdout)
+    assert re.search(r"^\s+\d+ trials: fitter [\d,]+, watcher [\d,]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"MLflow: runs \d+", done.stdout)
+
+
+def test_control_plane_benchmark_refuses_a_grid_without_a_law():
+    done = bench("bench_control_plane.py", "--checkpoints", "2")
+    assert done.returncode == 2 and "--checkpoints must be at least 3" in done.stderr, done.stderr
+
+
 def test_reliability_runner_runs_a_selection_without_writing_the_table():
     page = ROOT / "docs" / "reliability.md"
     before = page.read_text()

@@ -174,7 +174,7 @@ def test_fewer_than_two_test_sentences_is_a_clear_error(estimate):
 
 def test_a_trial_evaluation_logs_every_metric_with_its_se(tiny_spec_dict, tmp_path):
     """evaluate_translation on a tiny T5 with COMET through finetune.comet_scorer (the path
-    outside Ray): every new key is a float, so run_trial logs it as an MLflow metric."""
+    outside Ray): every new key is a float, so a trial logs it as an MLflow metric."""
     import torch
 
     from raysweep.data.collators import seq2seq_batch

@@ -235,7 +235,7 @@ def evaluate_translation(model, tokenizer, test: list[tuple[str, str]], spec, ta
         result.update(comet=float(system), comet_se=mean_se(segments))
         # The system score is the mean of the segment scores (COMET's own definition).
         replicates["comet"] = mean_replicates(segments)
-    result["test_sentences"] = float(len(test))  # a float: run_trial logs the float values
+    result["test_sentences"] = float(len(test))  # a float: kept as a metric
     for name in ("bleu", "chrf", "rougeL", "cross_entropy", "comet"):
         for key in (name, f"{name}_se"):
             if key in result and not math.isfinite(result[key]):
