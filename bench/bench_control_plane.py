@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import zlib
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -115,8 +116,8 @@ def simulated_measure(spec, key, tracker, run_id: str):
 
 
 class Sampler:
-    """Samples, once a second while the sweep runs, the RSS of the watcher's and the fitter's
-    processes against the trials finished so far."""
+    """Samples, once a second while the sweep runs, the trials finished so far and the RSS of the
+    watcher's and the fitter's processes."""
 
     TITLES = {"watcher": "ray::CheckpointWatcher", "fitter": "ray::LawFitter"}
 
@@ -147,15 +148,22 @@ class Sampler:
                                    .progress.remote(), timeout=10)
             except Exception:  # not started yet, or ended
                 continue
-            self.samples.append((progress["done"] + progress["skipped"], self._rss()))
+            self.samples.append((time.time(), progress["done"] + progress["skipped"], self._rss()))
 
-    def at_quarters(self, total: int) -> list[tuple[int, dict]]:
+    def at_quarters(self, total: int) -> list[tuple[int, float, dict]]:
+        """At each quarter of the trials: (trials finished, trials/s over that quarter, RSS)."""
         self.stop.set()
         self.thread.join()
-        rows = []
+        rows, previous = [], None
         for quarter in (0.25, 0.5, 0.75, 1.0):
-            reached = [s for s in self.samples if s[0] >= quarter * total] or self.samples[-1:]
-            rows.extend(reached[:1])
+            reached = [s for s in self.samples if s[1] >= quarter * total] or self.samples[-1:]
+            if not reached:
+                break
+            at, done, rss = reached[0]
+            start = previous or next(s for s in self.samples if s[1] > 0)
+            rate = (done - start[1]) / (at - start[0]) if at > start[0] else float("nan")
+            rows.append((done, rate, rss))
+            previous = reached[0]
         return rows
 
 
@@ -170,7 +178,10 @@ def mlflow_rows(spec) -> dict[str, int]:
 
 
 def trial_phase(spec) -> dict:
-    """From MLflow: the trial runs' start and end times, and the fitter's last write."""
+    """From MLflow: the trial runs' start and end times, the fitter's last write of a law's
+    numbers, and of a figure (the newest file among the laws run's artifacts)."""
+    from urllib.parse import urlparse
+
     from raysweep.tracking import Tracker
 
     tracker = Tracker.for_spec(spec)
@@ -178,10 +189,12 @@ def trial_phase(spec) -> dict:
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     last_law_write = max(m.timestamp for name in laws.data.metrics
                          for m in tracker.client.get_metric_history(laws.info.run_id, name))
+    artifacts = Path(urlparse(laws.info.artifact_uri).path)
     return {"trials": len(trials), "first_start": min(r.info.start_time for r in trials) / 1000,
             "last_end": max(r.info.end_time for r in trials) / 1000,
             "run_seconds": [(r.info.end_time - r.info.start_time) / 1000 for r in trials],
-            "last_law_write": last_law_write / 1000}
+            "last_law_write": last_law_write / 1000,
+            "last_figure": max(p.stat().st_mtime for p in artifacts.rglob("*.png"))}
 
 
 def main() -> None:
@@ -235,10 +248,13 @@ def main() -> None:
           f"{statistics.median(phase['run_seconds']):.2f} s "
           f"[{min(phase['run_seconds']):.2f}-{max(phase['run_seconds']):.2f}]")
     print(f"fitter lag at the end: {phase['last_law_write'] - phase['last_end']:.1f} s from the "
-          f"last trial's end to the last write of the laws (target < 10)")
-    print("memory (RSS, MiB) by trials finished:")
-    for done, rss in memory:
-        print(f"  {done:>6,} trials: " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rss.items())))
+          f"last trial's end to the last write of the laws (target < 10); the figures "
+          f"{phase['last_figure'] - phase['last_end']:.1f} s")
+    print("by quarter of the trials: trials/s over the quarter (flat: no slowdown as the sweep "
+          "grows), memory (RSS, MiB)")
+    for done, rate, rss in memory:
+        print(f"  {done:>6,} trials: {rate:5.2f}/s, " + ", ".join(
+            f"{k} {v:,.0f}" for k, v in sorted(rss.items())))
     print("MLflow: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
 
 
