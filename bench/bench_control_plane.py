@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -192,7 +193,8 @@ def trial_phase(spec) -> dict:
     artifacts = Path(urlparse(laws.info.artifact_uri).path)
     return {"trials": len(trials), "first_start": min(r.info.start_time for r in trials) / 1000,
             "last_end": max(r.info.end_time for r in trials) / 1000,
-            "run_seconds": [(r.info.end_time - r.info.start_time) / 1000 for r in trials],
+            "run_seconds": [(r.info.end_time - r.info.start_time) / 1000
+                            for r in sorted(trials, key=lambda r: r.info.start_time)],
             "last_law_write": last_law_write / 1000,
             "last_figure": max(p.stat().st_mtime for p in artifacts.rglob("*.png"))}
 
@@ -241,12 +243,15 @@ def main() -> None:
             refuse("the sweep failed; nothing to measure")
         phase, rows = trial_phase(spec), mlflow_rows(spec)
     wall = phase["last_end"] - phase["first_start"]
+    quarter = max(1, phase["trials"] // 4)
     print(f"{phase['trials']:,} trials finished")
     print(f"trial phase: {wall:.0f} s, {phase['trials'] / wall:.2f} trials/s")
     print(f"coordinator overhead per trial: {wall * args.concurrency / phase['trials']:.2f} "
           f"slot-seconds (target < 0.5); a trial's MLflow run: median "
           f"{statistics.median(phase['run_seconds']):.2f} s "
-          f"[{min(phase['run_seconds']):.2f}-{max(phase['run_seconds']):.2f}]")
+          f"[{min(phase['run_seconds']):.2f}-{max(phase['run_seconds']):.2f}]; in the first "
+          f"quarter of the trials {statistics.median(phase['run_seconds'][:quarter]):.2f} s, in "
+          f"the last {statistics.median(phase['run_seconds'][-quarter:]):.2f} s")
     print(f"fitter lag at the end: {phase['last_law_write'] - phase['last_end']:.1f} s from the "
           f"last trial's end to the last write of the laws (target < 10); the figures "
           f"{phase['last_figure'] - phase['last_end']:.1f} s")
@@ -256,6 +261,10 @@ def main() -> None:
         print(f"  {done:>6,} trials: {rate:5.2f}/s, " + ", ".join(
             f"{k} {v:,.0f}" for k, v in sorted(rss.items())))
     print("MLflow: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
+    # The simulated truth is aligned for every fitted metric: anything else is a wrong answer.
+    verdicts = Counter(law["verdict"] for law in outcome.laws)
+    print("verdicts (the simulated laws are all aligned; comet is not fitted): "
+          + ", ".join(f"{verdict} {n}" for verdict, n in verdicts.most_common()))
 
 
 if __name__ == "__main__":

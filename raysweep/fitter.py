@@ -108,6 +108,24 @@ def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resampl
         min_points=fit.min_points, seed=spec.seed)
 
 
+@ray.remote(num_cpus=1, max_retries=3)
+def _analyse_group_task(spec: SweepSpec, points: dict, metric: str, noise):
+    return analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
+
+
+def analyse_laws(spec: SweepSpec, laws: list[tuple[dict, str, object]]) -> list:
+    """analyse_group of each (points, metric, noise) with the spec's resamples, side by side as
+    Ray tasks (one CPU each, where the coordinators run: the head node on a cluster) where Ray
+    runs and there are several, else in turn. A law's bootstrap is seconds of CPU, and a
+    paper-sized sweep's last results change every law at once (45 laws: minutes in the fitter's
+    one process)."""
+    if len(laws) < 2 or not ray.is_initialized():
+        return [analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
+                for points, metric, noise in laws]
+    task = _analyse_group_task.options(resources=spec.resources.coordinator_resources)
+    return ray.get([task.remote(spec, points, metric, noise) for points, metric, noise in laws])
+
+
 def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
     """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
     from raysweep.laws.points import law_points
@@ -197,15 +215,13 @@ class LawFitter:
         self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         self.lock = threading.Lock()  # one refit at a time
-        # (task, D_f) with results not refitted yet, oldest first: refitting the smallest first
-        # starved the others while results of the first kept coming (a paper-sized sweep's
-        # other laws were never refitted until it ended).
+        # (task, D_f) with results not refitted yet, refitted together: refitting the smallest
+        # one at a time starved the others while results of the first kept coming (a
+        # paper-sized sweep's other laws were never refitted until it ended).
         self.stale: dict[tuple[str, int], None] = {}
         self.answer_due = False  # laws refitted since the answer page was last written
         self.figures_due: dict[tuple[str, int], set[str]] = {}  # (task, D_f) -> metrics to draw
-        for task in spec.tasks:
-            for d_f in task.finetune_tokens:
-                self._refit(task.name, d_f)
+        self._refit([(task.name, d_f) for task in spec.tasks for d_f in task.finetune_tokens])
         self.wake = threading.Event()  # set when a result makes a law stale
         threading.Thread(target=self._refit_when_woken, name="refit", daemon=True).start()
         self.wake.set()  # the answer and the figures of the laws just fitted
@@ -241,7 +257,7 @@ class LawFitter:
         with self.lock:
             while self.stale or self.answer_due or self.figures_due:
                 if self.stale:
-                    self._refit(*next(iter(self.stale)))
+                    self._refit(list(self.stale))
                 elif self.answer_due:
                     self.answer_due = False
                     self._log_answer()
@@ -263,33 +279,39 @@ class LawFitter:
                 if (r["key"]["task"], r["key"]["d_f"], r["key"]["d_p"]) == (task, d_f, d_p) and "run_id" in r:
                     self.tracker.set_tags(r["run_id"], {BEST_LR: str(r["run_id"] in chosen).lower()})
 
-    def _refit(self, task: str, d_f: int) -> None:
+    def _refit(self, stale: list[tuple[str, int]]) -> None:
+        """Refit the laws of these (task, D_f) whose points changed, their analyses side by side
+        (analyse_laws), and log each law's numbers."""
         from raysweep.laws.points import law_points
 
-        self.stale.pop((task, d_f), None)  # results arriving from now on mark it stale again
+        for group in stale:
+            self.stale.pop(group, None)  # results arriving from now on mark it stale again
         results = list(self.results.values())
-        self._mark_best_lrs(task, d_f, results)
-        changed = set()
-        for metric in self.spec.fit.metrics:
-            points, noise = law_points(results, task, d_f, metric, self.spec.fit.lr_choice)
+        jobs = []  # (task, D_f, metric, points, noise) of every law whose points changed
+        for task, d_f in stale:
+            self._mark_best_lrs(task, d_f, results)
+            for metric in self.spec.fit.metrics:
+                points, noise = law_points(results, task, d_f, metric, self.spec.fit.lr_choice)
+                group = self.groups.get((task, d_f, metric))
+                if group is None or group["points"] != points:  # else: this law is unchanged
+                    jobs.append((task, d_f, metric, points, noise))
+        analyses = analyse_laws(self.spec, [(points, metric, noise)
+                                            for _, _, metric, points, noise in jobs])
+        for (task, d_f, metric, points, _), analysis in zip(jobs, analyses):
             group = self.groups.get((task, d_f, metric))
-            if group is not None and group["points"] == points:
-                continue  # the new result did not change this law's points
-            changed.add(metric)
-            analysis = analyse_group(self.spec, points, metric, self.spec.fit.bootstrap_resamples,
-                                     noise)
-            history = group["history"] if group else []
-            if group and group["analysis"].band:  # the fit this one replaces, for the figure
-                old = group["analysis"]
-                history = history + [(old.num_points, [b["x"] for b in old.band],
-                                      [b["value"] for b in old.band])]
+            # The figure's earlier fits: the last fit made with each smaller number of
+            # checkpoints (every refit's, hundreds on a paper-sized sweep, took minutes to draw).
+            history = [h for h in (group["history"] if group else []) if h[0] < analysis.num_points]
+            old = group["analysis"] if group else None
+            if old and old.band and old.num_points < analysis.num_points:
+                history = [h for h in history if h[0] != old.num_points] + [
+                    (old.num_points, [b["x"] for b in old.band], [b["value"] for b in old.band])]
             self.groups[(task, d_f, metric)] = {"task": task, "d_f": d_f, "metric": metric,
                                                 "points": points, "analysis": analysis,
                                                 "history": history}
             self._log_law(task, d_f, metric)
-        if changed:
             self.answer_due = True
-            self.figures_due.setdefault((task, d_f), set()).update(changed)
+            self.figures_due.setdefault((task, d_f), set()).add(metric)
 
     def _log_law(self, task: str, d_f: int, metric: str) -> None:
         from raysweep.answer import short_verdict
