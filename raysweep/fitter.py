@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 
 import ray
@@ -108,22 +109,28 @@ def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resampl
         min_points=fit.min_points, seed=spec.seed)
 
 
-@ray.remote(num_cpus=1, max_retries=3)
+@ray.remote(num_cpus=0, max_retries=3)  # 0: see analyse_laws
 def _analyse_group_task(spec: SweepSpec, points: dict, metric: str, noise):
     return analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
 
 
 def analyse_laws(spec: SweepSpec, laws: list[tuple[dict, str, object]]) -> list:
     """analyse_group of each (points, metric, noise) with the spec's resamples, side by side as
-    Ray tasks (one CPU each, where the coordinators run: the head node on a cluster) where Ray
-    runs and there are several, else in turn. A law's bootstrap is seconds of CPU, and a
-    paper-sized sweep's last results change every law at once (45 laws: minutes in the fitter's
-    one process)."""
+    Ray tasks where Ray runs and there are several (else in turn): where the coordinators run
+    (the head node on a cluster), as many at once as that machine has cores. A law's bootstrap
+    is seconds of CPU, and a paper-sized sweep's last results change every law at once (45
+    laws: minutes in the fitter's one process). The tasks reserve no CPU: on one machine the
+    trials hold every CPU Ray has, and Ray would queue the analyses until the trials ended."""
     if len(laws) < 2 or not ray.is_initialized():
         return [analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
                 for points, metric, noise in laws]
     task = _analyse_group_task.options(resources=spec.resources.coordinator_resources)
-    return ray.get([task.remote(spec, points, metric, noise) for points, metric, noise in laws])
+    width, refs = os.cpu_count() or 1, []
+    for i, (points, metric, noise) in enumerate(laws):
+        if i >= width:  # at most `width` running: wait until enough of them are done
+            ray.wait(refs, num_returns=i - width + 1)
+        refs.append(task.remote(spec, points, metric, noise))
+    return ray.get(refs)
 
 
 def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
