@@ -142,8 +142,10 @@ def test_control_plane_benchmark_runs_a_small_grid(tiny_spec_dict, write_spec):
     assert "16 trials finished" in done.stdout, done.stdout
     assert re.search(r"coordinator overhead per trial: \d+\.\d\d slot-seconds", done.stdout)
     assert re.search(r"fitter lag at the end: -?\d+\.\d s .* the figures -?\d+\.\d s", done.stdout)
-    assert re.search(r"^\s+\d+ trials:\s+(\d+\.\d\d|nan)/s, fitter [\d,]+, watcher [\d,]+$", done.stdout, re.M), done.stdout
+    quarters = r"^\s+\d+ trials:\s+(\d+\.\d\d|nan)/s, fitter [\d,]+, watcher [\d,]+$"
+    assert re.search(quarters, done.stdout, re.M), done.stdout
     assert re.search(r"MLflow: runs \d+", done.stdout)
+    assert re.search(r"^verdicts \(.*\): \w", done.stdout, re.M), done.stdout
 
 
 def test_control_plane_benchmark_refuses_a_grid_without_a_law():
