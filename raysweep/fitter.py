@@ -172,6 +172,18 @@ def law_metrics(prefix: str, analysis) -> dict[str, float]:
     return values
 
 
+def earlier_fits(history: list[tuple[int, list, list]], replaced, num_points: int) -> list:
+    """A law figure's earlier fits, (checkpoints fitted, band xs, band values), once the law is
+    refitted on `num_points` checkpoints, replacing the analysis `replaced`: the last fit made
+    with each smaller number of checkpoints. Keeping every refit's (hundreds on a paper-sized
+    sweep) took minutes to draw, and repeated labels told nothing."""
+    kept = [h for h in history if h[0] < num_points]
+    if replaced.band and replaced.num_points < num_points:
+        kept = [h for h in kept if h[0] != replaced.num_points] + [
+            (replaced.num_points, [b["x"] for b in replaced.band], [b["value"] for b in replaced.band])]
+    return kept
+
+
 def points_table(groups: list[dict]) -> dict[str, list]:
     """Every law point as table columns (a JSON table artifact: columns, data)."""
     rows = [{"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "d_p": d_p,
@@ -225,7 +237,7 @@ class LawFitter:
         # (task, D_f) with results not refitted yet, refitted together: refitting the smallest
         # one at a time starved the others while results of the first kept coming (a
         # paper-sized sweep's other laws were never refitted until it ended).
-        self.stale: dict[tuple[str, int], None] = {}
+        self.stale: set[tuple[str, int]] = set()
         self.answer_due = False  # laws refitted since the answer page was last written
         self.figures_due: dict[tuple[str, int], set[str]] = {}  # (task, D_f) -> metrics to draw
         self._refit([(task.name, d_f) for task in spec.tasks for d_f in task.finetune_tokens])
@@ -237,7 +249,7 @@ class LawFitter:
         """Record a trial's result; the refit follows in the background."""
         key = result["key"]
         self.results[_key_string(key)] = {**result, "replicates": compact(result.get("replicates"))}
-        self.stale.setdefault((key["task"], key["d_f"]))
+        self.stale.add((key["task"], key["d_f"]))
         self.wake.set()
 
     def _refit_when_woken(self) -> None:
@@ -255,7 +267,7 @@ class LawFitter:
         how many results came from MLflow."""
         missing = finished_results(self.spec, known=set(self.results))
         self.results.update(missing)
-        self.stale.update(dict.fromkeys((r["key"]["task"], r["key"]["d_f"]) for r in missing.values()))
+        self.stale.update((r["key"]["task"], r["key"]["d_f"]) for r in missing.values())
         self._refit_stale()
         return len(missing)
 
@@ -264,7 +276,7 @@ class LawFitter:
         with self.lock:
             while self.stale or self.answer_due or self.figures_due:
                 if self.stale:
-                    self._refit(list(self.stale))
+                    self._refit(sorted(self.stale))
                 elif self.answer_due:
                     self.answer_due = False
                     self._log_answer()
@@ -291,8 +303,7 @@ class LawFitter:
         (analyse_laws), and log each law's numbers."""
         from raysweep.laws.points import law_points
 
-        for group in stale:
-            self.stale.pop(group, None)  # results arriving from now on mark it stale again
+        self.stale.difference_update(stale)  # results arriving from now on mark them stale again
         results = list(self.results.values())
         jobs = []  # (task, D_f, metric, points, noise) of every law whose points changed
         for task, d_f in stale:
@@ -306,13 +317,8 @@ class LawFitter:
                                             for _, _, metric, points, noise in jobs])
         for (task, d_f, metric, points, _), analysis in zip(jobs, analyses):
             group = self.groups.get((task, d_f, metric))
-            # The figure's earlier fits: the last fit made with each smaller number of
-            # checkpoints (every refit's, hundreds on a paper-sized sweep, took minutes to draw).
-            history = [h for h in (group["history"] if group else []) if h[0] < analysis.num_points]
-            old = group["analysis"] if group else None
-            if old and old.band and old.num_points < analysis.num_points:
-                history = [h for h in history if h[0] != old.num_points] + [
-                    (old.num_points, [b["x"] for b in old.band], [b["value"] for b in old.band])]
+            history = (earlier_fits(group["history"], group["analysis"], analysis.num_points)
+                       if group else [])
             self.groups[(task, d_f, metric)] = {"task": task, "d_f": d_f, "metric": metric,
                                                 "points": points, "analysis": analysis,
                                                 "history": history}

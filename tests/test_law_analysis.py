@@ -340,3 +340,23 @@ def test_at_low_noise_the_log_laws_parameters_are_recovered():
     coverage, width = coverage_study(0.01, studies=30, resamples=60)
     for name in ("A", "alpha", "beta"):
         assert 0.65 <= coverage[name] < 1.0, (name, coverage, width)
+
+
+
+def test_a_figure_keeps_one_earlier_fit_per_smaller_number_of_checkpoints():
+    """The online fitter refits a law after every result: its figure's faint earlier fits are
+    the last fit made with each smaller number of checkpoints, not every refit's."""
+    from raysweep.fitter import earlier_fits
+
+    rng = np.random.default_rng(5)
+    y = log_law(D) * (1 + 0.01 * rng.standard_normal(D.size))
+    history, replaced, last_at = [], None, {}
+    for n in (3, 3, 4, 4, 4, 5, 5, 6, 6, 6):  # several results per number of checkpoints
+        noisy = y[:n] * (1 + 0.002 * rng.standard_normal(n))  # a new seed moves the points
+        analysis = analyse(LOG_LAW, D[:n], noisy, 0.1, band_at=[1e10], resamples=10)
+        if replaced is not None:
+            history = earlier_fits(history, replaced, analysis.num_points)
+        replaced = last_at[n] = analysis
+    assert [h[0] for h in history] == [3, 4, 5]
+    for n, xs, values in history:  # each the last fit with that many checkpoints
+        assert xs == [1e10] and values == [b["value"] for b in last_at[n].band]
