@@ -192,9 +192,11 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
 
     torch.set_num_threads(1)  # trials share the machine with pretraining
     tracker = Tracker.for_spec(spec)
-    if tracker.find_runs({TRIAL_KEY: str(key)}, status="FINISHED"):
+    runs = tracker.find_runs({TRIAL_KEY: str(key)})  # the tag that names the key's runs
+    if any(run.info.status == "FINISHED" for run in runs):
         return None
-    run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False)
+    run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False,
+                                       found=runs)
     tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
     started = time.time()
     try:

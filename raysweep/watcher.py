@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -208,6 +209,11 @@ class CheckpointWatcher:
             self.restore_state(saved)
         scanner = threading.Thread(target=self._scan_loop, daemon=True)
         scanner.start()
+        # Tune saves its experiment state (every trial's) as often as 5% of its time allows, and
+        # nothing restores it: a restarted watcher starts a new experiment from storage, MLflow
+        # and WATCHER_STATE. On a 2,511-trial sweep the saves were a quarter of Tune's loop
+        # (bench/bench_control_plane.py); every 10 minutes, and at the end, is enough.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
         res = self.spec.resources
         trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec,
                                                               measure=self.measure),

@@ -150,12 +150,13 @@ class Tracker:
 
     @_retry
     def get_or_create_run(self, tags: dict[str, str], name: str, parent_id: str | None = None,
-                          reuse_finished: bool = True) -> str:
-        """The run with these tags (most recent first), created if there is none.
+                          reuse_finished: bool = True, found: list | None = None) -> str:
+        """The run with these tags (most recent first), created if there is none. `found`: the
+        runs with these tags, when the caller has just searched for them (one search fewer).
 
         With reuse_finished=False a FINISHED run is not reused (its result stands) and a new
         attempt is created only when no finished run exists - callers check that first."""
-        for run in self.find_runs(tags):
+        for run in self.find_runs(tags) if found is None else found:
             if reuse_finished or run.info.status != "FINISHED":
                 return run.info.run_id
         all_tags = dict(tags)
