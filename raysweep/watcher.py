@@ -211,8 +211,8 @@ class CheckpointWatcher:
         scanner.start()
         # Tune saves its experiment state (every trial's) as often as 5% of its time allows, and
         # nothing restores it: a restarted watcher starts a new experiment from storage, MLflow
-        # and WATCHER_STATE. On a 2,511-trial sweep the saves were a quarter of Tune's loop
-        # (bench/bench_control_plane.py); every 10 minutes, and at the end, is enough.
+        # and WATCHER_STATE. Profiled in a paper-sized sweep (bench/bench_control_plane.py), the
+        # saves were a quarter of Tune's loop; every 10 minutes, and at the end, is enough.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
         res = self.spec.resources
         trainable = tune.with_resources(tune.with_parameters(finetune_trial, spec=self.spec,
