@@ -197,23 +197,38 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
         return None
     run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False,
                                        found=runs)
+    logged = _logged_before(tracker, key, next((r for r in runs if r.info.run_id == run_id), None))
+    if logged is not None:  # an attempt killed after its results, before its end: end it
+        tracker.end_run(run_id, "FINISHED")
+        return logged
     tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
     started = time.time()
     try:
         measured = (measure or finetune_and_score)(spec, key, tracker, run_id)
         numbers = {**measured.metrics, "trial_seconds": time.time() - started}
-        tracker.log_metrics(run_id, numbers)
         tracker.set_tags(run_id, measured.tags)
         tracker.log_dict(run_id, measured.examples, "examples.json")
         replicates = {name: [round(float(v), 6) for v in values]
                       for name, values in measured.replicates.items()}
         tracker.log_dict(run_id, replicates, REPLICATES_FILE)
+        # The numbers last, in one batch: a run that holds them holds every result (see
+        # _logged_before), so a retry after a kill here does not measure and log them again.
+        tracker.log_metrics(run_id, numbers)
         tracker.end_run(run_id, "FINISHED")
     except BaseException as err:
         tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})
         tracker.end_run(run_id, "FAILED")
         raise
     return {"key": asdict(key), "metrics": numbers, "run_id": run_id, "replicates": replicates}
+
+
+def _logged_before(tracker, key: TrialKey, run) -> dict | None:
+    """The result an earlier attempt of this run logged in full (trial_seconds, in the last
+    batch of numbers, is there) before it was killed, or None."""
+    if run is None or "trial_seconds" not in run.data.metrics:
+        return None
+    return {"key": asdict(key), "metrics": dict(run.data.metrics), "run_id": run.info.run_id,
+            "replicates": tracker.load_dict(run.info.run_id, REPLICATES_FILE)}
 
 
 @dataclass
