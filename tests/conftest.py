@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
+import sys
+from pathlib import Path
 
 import pytest
+
+# The local servers (MLflow, PostgreSQL) live beside the benchmarks, which start them too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _servers import Postgres, free_port, start_mlflow, stop_process_group  # noqa: E402,F401
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -36,60 +41,16 @@ TINY_SPEC = {
 }
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers tests start)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def local_postgres(folder: Path) -> Postgres | None:
+    """A PostgreSQL server for a test's `mlflow server` (the production store), or None where
+    PostgreSQL is not installed; .ci/run installs it, so on CI its absence fails the test."""
+    from _servers import postgres_bin
 
-
-def start_mlflow(command: str, backend_store_uri: str, port: int, log, *options: str):
-    """`mlflow ui` or `mlflow server` on 127.0.0.1:port, in its own process group, returned once
-    it answers /health; the test fails with the server's log if it does not come up."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    with open(log, "a") as out:  # the server keeps its own copy of the file
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), command, "--backend-store-uri",
-             backend_store_uri, "--host", "127.0.0.1", "--port", str(port), *options],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"mlflow {command} did not come up:\n{Path(log).read_text()[-3000:]}")
-            time.sleep(0.5)
-
-
-def stop_process_group(process, timeout: float = 30, graceful: bool = True) -> None:
-    """SIGTERM (graceful) or SIGKILL to a process started with start_new_session and its
-    children; SIGKILL if SIGTERM has not stopped them within `timeout`."""
-    import signal
-    import subprocess
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-    # The leader has exited, but a child of the group may still drain (an MLflow server's
-    # uvicorn waits on open connections): the group goes too, never outliving the test.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    if postgres_bin() is None:
+        if os.environ.get("RAYSWEEP_CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs the Debian package")
+        return None
+    return Postgres(free_port(), folder / "postgres.log")
 
 
 @pytest.fixture

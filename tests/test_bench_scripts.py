@@ -3,6 +3,7 @@ asserted; the benchmarks report them)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -159,3 +160,23 @@ def test_reliability_runner_runs_a_selection_without_writing_the_table():
     done = bench("reliability.py", "-k", "test_fuzz_specs")
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     assert page.read_text() == before  # a selection is not the whole table
+
+
+@pytest.mark.slow
+def test_mlflow_load_benchmark_loses_no_write_on_either_backend():
+    from _servers import postgres_bin
+
+    if postgres_bin() is None and not os.environ.get("RAYSWEEP_CI"):
+        pytest.skip("PostgreSQL is not installed here (CI installs it)")
+    done = bench("bench_mlflow_load.py", "--writers", "2", "--seconds", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    totals = re.findall(r"^(postgresql|sqlite): \d+ writes in .* trial runs, failed after retries "
+                        r"(\d+), lost (\d+)$", done.stdout, re.M)
+    assert totals == [("postgresql", "0", "0"), ("sqlite", "0", "0")], done.stdout
+    assert len(re.findall(r"^  every write +n=\d+ +p50 +[\d.]+ ms +p95 +[\d.]+ ms", done.stdout,
+                          re.M)) == 2, done.stdout
+
+
+def test_mlflow_load_benchmark_refuses_an_unknown_backend():
+    done = bench("bench_mlflow_load.py", "--backends", "mysql")
+    assert done.returncode == 2 and "--backends: unknown ['mysql']" in done.stderr, done.stderr

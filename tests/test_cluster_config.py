@@ -61,3 +61,15 @@ def test_the_head_exports_every_environment_variable_the_job_specs_use(cluster):
     start = "\n".join(cluster["head_start_ray_commands"])
     exported = start.split("ray start --head")[0]  # job drivers inherit what `ray start` sees
     assert all(f"{name}=" in exported for name in used), used
+
+
+def test_mlflow_runs_on_postgresql_and_its_password_stays_off_command_lines(cluster):
+    setup = "\n".join(cluster["head_setup_commands"])
+    start = "\n".join(cluster["head_start_ray_commands"])
+    assert "install -y -q postgresql" in setup and '".[server]"' in setup  # psycopg for the server
+    assert "openssl rand" in setup and "umask 077" in setup  # a password of its own, private
+    assert "sqlite" not in start and "--backend-store-uri" not in start
+    uri = start.split("MLFLOW_BACKEND_STORE_URI=")[1].split(" nohup ")[0]
+    assert "~/.mlflow-backend-uri" in uri and "postgresql://mlflow:" in uri  # managed, else local
+    # The URI is the server's environment alone: not exported to `ray start` and so to the jobs.
+    assert "export MLFLOW_BACKEND_STORE_URI" not in start and "--default-artifact-root s3://" in start
