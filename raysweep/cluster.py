@@ -5,7 +5,9 @@ it just warns in its log), so a spec asking for a GPU on a CPU laptop, or for a 
 that no node type advertises, would hang instead of failing. The node types come from:
 
 - a cluster launcher config (`raysweep validate SPEC --cluster cluster.yaml`),
-- the autoscaler's copy of it on a head started by `ray up` (~/ray_bootstrap_config.yaml), and
+- the config the cluster's autoscaler runs with (`ray up` hands the head its copy,
+  ~/ray_bootstrap_config.yaml; `ray start --head --autoscaling-config=FILE` any file): the nodes
+  it can add, which a sweep that starts on the head alone needs, and
 - the nodes alive now (a local Ray, a fixed cluster).
 """
 
@@ -57,9 +59,28 @@ def live_node_types() -> dict[str, dict]:
                                                    if not k.startswith("node:")}},
               "max_workers": 1}
              for n in ray.nodes() if n.get("Alive")}
-    if BOOTSTRAP_CONFIG.is_file():
-        types.update(node_types_of_config(yaml.safe_load(BOOTSTRAP_CONFIG.read_text()) or {}))
+    config = autoscaler_config()
+    if config is not None:
+        types.update(node_types_of_config(yaml.safe_load(config.read_text()) or {}))
     return types
+
+
+def autoscaler_config() -> Path | None:
+    """The file the autoscaler of the connected cluster was started with, where this process can
+    see it (on the head, where `ray job submit` runs drivers): the --autoscaling-config of the
+    cluster's monitor process, else ~/ray_bootstrap_config.yaml; None for a cluster without one."""
+    import psutil
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info["cmdline"] or []
+        if any(a.endswith("monitor.py") for a in args) and f"--gcs-address={gcs}" in args:
+            for arg in args:
+                if arg.startswith("--autoscaling-config="):
+                    path = Path(arg.split("=", 1)[1]).expanduser()
+                    return path if path.is_file() else None
+    return BOOTSTRAP_CONFIG if BOOTSTRAP_CONFIG.is_file() else None
 
 
 def demands(spec: SweepSpec) -> list[tuple[str, dict[str, str], dict[str, float], int]]:

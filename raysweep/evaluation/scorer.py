@@ -49,9 +49,9 @@ def scorer_for_this_node(spec: SweepSpec):
     """The sweep's scorer on the node this code runs on, started if there is none yet."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id()  # whole: fake multi-node ids share a prefix
     return CometScorer.options(
-        name=SCORER_PREFIX.format(sweep=spec.name) + node[:16], get_if_exists=True,
+        name=SCORER_PREFIX.format(sweep=spec.name) + node, get_if_exists=True,
         lifetime="detached", num_gpus=spec.evaluation.comet_gpus,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(spec.evaluation.comet_model, str(spec.root))
