@@ -346,7 +346,7 @@ def test_at_low_noise_the_log_laws_parameters_are_recovered():
 def test_a_figure_keeps_one_earlier_fit_per_smaller_number_of_checkpoints():
     """The online fitter refits a law after every result: its figure's faint earlier fits are
     the last fit made with each smaller number of checkpoints, not every refit's."""
-    from raysweep.fitter import earlier_fits
+    from raysweep.law_tables import earlier_fits
 
     rng = np.random.default_rng(5)
     y = log_law(D) * (1 + 0.01 * rng.standard_normal(D.size))
