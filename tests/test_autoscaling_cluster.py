@@ -189,6 +189,7 @@ def autoscaled_sweep(tmp_path_factory):
     config = fake_cluster_config()
     address, dashboard = start_fake_cluster(config, base)
     env = {**os.environ, **NO_TOKENS, "RAY_ADDRESS": address}
+    nodes = None
     try:
         # Bad input first: a trial asks for more of its pool than any node type has.
         refused = cluster_spec(base, "refused", trial_resources={"finetune_pool": 2})
@@ -211,6 +212,8 @@ def autoscaled_sweep(tmp_path_factory):
                 driver.kill()
         idle_removed = wait_until_only_the_head_is_left(nodes)
     finally:
+        if nodes:
+            nodes.stop.set()
         subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False)
     counts = audit(spec, tracker)
     record("whole node lost mid-pretraining (raylet and all its processes SIGKILLed)", 1,
@@ -279,10 +282,8 @@ def wait_until_only_the_head_is_left(nodes: NodeLog, timeout: float = 180) -> bo
     deadline = time.time() + timeout
     while time.time() < deadline:
         if len(nodes.alive()) == 1:
-            nodes.stop.set()
             return True
         time.sleep(1)
-    nodes.stop.set()
     return False
 
 
