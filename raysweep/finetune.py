@@ -215,6 +215,12 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
         # _logged_before), so a retry after a kill here does not measure and log them again.
         tracker.log_metrics(run_id, numbers)
         tracker.end_run(run_id, "FINISHED")
+    except (KeyboardInterrupt, SystemExit):
+        # Stopped, not failed: Ray ends a trial's actor this way when its sweep is stopped
+        # (`ray job stop` kills the watcher that owns it). KILLED, as the driver marks the rest;
+        # measured: as FAILED ("SystemExit: 1") it read as a defect of the trial.
+        tracker.end_run(run_id, "KILLED")
+        raise
     except BaseException as err:
         tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})
         tracker.end_run(run_id, "FAILED")

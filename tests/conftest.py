@@ -41,6 +41,19 @@ TINY_SPEC = {
 }
 
 
+def wait_for_driver(condition, driver, what: str, timeout: float = 600):
+    """condition()'s first truthy value, polled while the sweep's driver process runs; the test
+    fails if the driver ends first or the wait times out."""
+    import time
+
+    deadline = time.time() + timeout
+    while not (value := condition()):
+        assert driver.poll() is None, f"the sweep ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
 def local_postgres(folder: Path) -> Postgres | None:
     """A PostgreSQL server for a test's `mlflow server` (the production store), or None where
     PostgreSQL is not installed; .ci/run installs it, so on CI its absence fails the test."""

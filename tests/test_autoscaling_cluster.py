@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SPEC, free_port
+from conftest import TINY_SPEC, free_port, wait_for_driver
 from reliability import audit, record
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -149,15 +149,6 @@ class NodeLog:
             self.pools_seen |= {pool for n in nodes for pool in POOLS if pool in n.resources_total}
 
 
-def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 600):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert driver.poll() is None, f"the sweep ended before {what}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
-
-
 def cluster_spec(base: Path, name: str, **resources):
     import yaml
 
@@ -250,7 +241,7 @@ def lose_the_pretraining_node(spec, tracker, driver, dashboard: str) -> tuple[st
                               raise_on_missing_output=False)
         return workers[0].node_id if workers else None
 
-    node = wait_for(training_node, driver, "pretraining under way on its node")
+    node = wait_for_driver(training_node, driver, "pretraining under way on its node")
     at_kill = sorted(published(spec))
     assert len(at_kill) < len(spec.pretrain.published_tokens()), "pretraining ended first"
     kill_node(node)
@@ -273,7 +264,7 @@ def lose_a_trial_node(tracker, driver) -> tuple[str, str]:
                     return node, run.info.run_id
         return None
 
-    node, run_id = wait_for(running_trial, driver, "a trial running on a finetuning node")
+    node, run_id = wait_for_driver(running_trial, driver, "a trial running on a finetuning node")
     kill_node(node)
     return node, run_id
 

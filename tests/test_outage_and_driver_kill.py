@@ -32,7 +32,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SPEC, free_port, local_postgres, start_mlflow, stop_process_group
+from conftest import (
+    TINY_SPEC,
+    free_port,
+    local_postgres,
+    start_mlflow,
+    stop_process_group,
+    wait_for_driver,
+)
 from reliability import audit, record
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -55,15 +62,6 @@ def writers_missing(logs: Path) -> set[str]:
         if "MLflow unavailable" in text:
             retried.update(re.findall(r"^:actor_name:(\w+)", text, re.M))
     return {kind for kind, classes in WRITERS.items() if not classes & retried}
-
-
-def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 600):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert driver.poll() is None, f"the sweep ended before {what}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def ray_processes_of(pid: int) -> list:
@@ -101,19 +99,21 @@ class Watch:
         """Pretraining has logged a loss and a trial has finished."""
         return bool(self.pretraining_history("loss")) and bool(self.trials("FINISHED"))
 
-    def running_trials(self) -> list:
-        """The running trials, once two have finished and one has been running for a second."""
-        running = self.trials("RUNNING")
-        if len(self.trials("FINISHED")) >= 2 and any(
-                time.time() - r.info.start_time / 1000 > 1.0 for r in running):
-            return running
-        return []
+    def mid_trial(self) -> tuple | None:
+        """(the running trials, the finished ones by key), once two have finished and one has
+        been running for 1 to 8 s: well inside its ~30 s, so it cannot finish before the kill
+        that follows (one found later in its run did, on a loaded machine)."""
+        finished, running = self.trials("FINISHED"), self.trials("RUNNING")
+        if len(finished) >= 2 and any(1.0 < time.time() - r.info.start_time / 1000 < 8.0
+                                      for r in running):
+            return running, {r.data.tags["raysweep.trial_key"]: r.info.run_id for r in finished}
+        return None
 
 
 def take_the_outage(mlflow, restart_server, watch: Watch, driver) -> tuple:
     """Kill the server once the sweep is under way, start it again once every writer has met
     the outage (30 s at least); returns (server, down_at, up_at, writers that never met it)."""
-    wait_for(watch.under_way, driver, "pretraining logged a loss and a trial finished")
+    wait_for_driver(watch.under_way, driver, "pretraining logged a loss and a trial finished")
     down_at = time.time()
     stop_process_group(mlflow, graceful=False)  # at once, mid-request maybe, as a lost VM
     logs = Path("/tmp/ray/session_latest/logs")  # the driver's Ray session (Ray's own link)
@@ -129,12 +129,11 @@ def kill_the_driver(driver, watch: Watch, down_at: float, up_at: float) -> tuple
     MLflow and a trial is running; returns (runs finished before, runs interrupted)."""
     import psutil
 
-    wait_for(lambda: [m for m in watch.pretraining_history("tokens_seen")
+    wait_for_driver(lambda: [m for m in watch.pretraining_history("tokens_seen")
                       if down_at * 1000 < m.timestamp < up_at * 1000],
              driver, "pretraining's metrics of the outage arrived")
-    running = wait_for(watch.running_trials, driver, "a trial running after the outage")
-    finished_before = {r.data.tags["raysweep.trial_key"]: r.info.run_id
-                       for r in watch.trials("FINISHED")}
+    running, finished_before = wait_for_driver(watch.mid_trial, driver,
+                                               "a trial running after the outage")
     # The driver and everything its local Ray started, at once, as when the head is lost. Ray's
     # workers have process groups of their own: killed with the driver's group alone, a trial
     # worker went on for about 1.5 s and could finish its trial after the "kill".

@@ -145,7 +145,9 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
     others = [tracker.find_runs({"raysweep.kind": kind}) for kind in ("sweep", "pretrain", "laws")]
     assert not [r for r in runs + sum(others, []) if r.info.status == "RUNNING"]
     killed = {r.data.tags["raysweep.trial_key"] for r in runs if r.info.status == "KILLED"}
-    assert killed, stopped  # the stop interrupted a running trial
+    # The stop interrupted a running trial.
+    assert killed, {"running at the stop": stopped,
+                    "now": {r.data.tags["raysweep.trial_key"]: r.info.status for r in runs}}
 
     first = submit(url, env, spec_path)  # resumes the stopped sweep, to its end
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]

@@ -67,3 +67,23 @@ def test_a_retry_before_the_numbers_measures_again_and_logs_them_once(setup):
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     assert history_lengths(tracker, run_id) == {1}
     assert tracker.load_dict(run_id, REPLICATES_FILE) == {"bleu": [12.0, 13.0]}
+
+
+@pytest.mark.parametrize("interruption", [SystemExit(1), KeyboardInterrupt()])
+def test_a_stopped_trial_ends_killed_not_failed_and_a_rerun_measures_it_in_the_same_run(
+        setup, interruption):
+    """Ray ends a trial's actor with SystemExit when the sweep is stopped (its owner, the
+    watcher, killed); that is a stop, not a failure of the trial."""
+    spec, tracker, key, measure, calls = setup
+
+    def stopped(*args):
+        raise interruption
+
+    with pytest.raises(type(interruption)):
+        run_trial(spec, key, None, stopped)
+    (run,) = tracker.find_runs({"raysweep.trial_key": str(key)})
+    assert run.info.status == "KILLED"
+    assert "raysweep.failure" not in run.data.tags
+    result = run_trial(spec, key, None, measure)
+    assert calls == [run.info.run_id] and result["run_id"] == run.info.run_id
+    assert tracker.client.get_run(run.info.run_id).info.status == "FINISHED"
