@@ -134,7 +134,7 @@ def run_pairs(spec, steps: int, pairs: int) -> None:
                               tokens=tokens)
     spec = dataclasses.replace(spec, pretrain=pre, tracking_uri=None)
     tokenizer = train_tokenizer(spec)
-    print(f"model {spec.model.preset or 'custom'}, {pre.batch_size} x {pre.seq_len} tokens per step, "
+    print(f"model {spec.model.preset or 'custom'} ({spec.model.family}), {pre.batch_size} x {pre.seq_len} tokens per step, "
           f"{steps} steps, {pre.optimizer}, one worker (ZeRO off), 1 thread, windows of "
           f"{pre.log_every} steps, recovery checkpoint every {pre.recovery_every} steps; {pairs} pairs")
     plain, ours, ratios, metrics = [], [], [], {}

@@ -40,7 +40,7 @@ def sha256(path: Path) -> str:
 
 
 def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool:
-    """Export `model` (a plain transformers T5 with full weights) as checkpoint D_p = tokens.
+    """Export `model` (a plain transformers model with full weights) as checkpoint D_p = tokens.
 
     Idempotent: an already published checkpoint is left as it is (returns False; True when it
     was published now). A half-written folder without a manifest is written again."""
@@ -90,9 +90,9 @@ def fetch(spec: SweepSpec, tokens: int) -> Path:
 def load_model(spec: SweepSpec, tokens: int):
     """The published model D_p = tokens, built from its safetensors weights: a pickle next to
     them (pytorch_model.bin) is never read, so a planted file cannot run code."""
-    from transformers import T5ForConditionalGeneration
+    from raysweep.model import family
 
-    return T5ForConditionalGeneration.from_pretrained(str(fetch(spec, tokens)), use_safetensors=True)
+    return family(spec).load(str(fetch(spec, tokens)))
 
 
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"

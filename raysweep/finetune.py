@@ -100,8 +100,8 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     Returns train_loss, steps_run and the dev checks [(step, dev cross-entropy)]."""
     import torch
 
-    from raysweep.data.collators import seq2seq_batch
     from raysweep.evaluation.metrics import cross_entropy
+    from raysweep.model import for_model
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if seed is not None:
@@ -112,7 +112,7 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     best_ce, best_weights, since_best = math.inf, None, 0
     model.train()
     for step in range(1, task.steps + 1):
-        batch = seq2seq_batch(next(batches), tokenizer, task.max_length)
+        batch = for_model(model).pair_batch(next(batches), tokenizer, task.max_length)
         loss = model(**batch).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"finetune loss became {loss.item()} at step {step}")

@@ -1,18 +1,148 @@
-"""The T5-style encoder-decoder, built from the spec's dimensions (T5 v1.1 layout)."""
+"""The two model families, each behind one small interface: how it is built and loaded, what a
+pretraining batch and a (source, target) batch are, the per-sentence loss of a batch, and how it
+translates. Everything else (pretraining, trials, metrics, laws) is the same for both.
+
+- Seq2Seq: the T5-style encoder-decoder (T5 v1.1 layout), pretrained by span corruption.
+- Causal: a decoder-only LM (Llama layout through transformers, no model code of ours),
+  pretrained by next-token prediction on the same packed sequences. A pair is one sequence,
+  `source </s> target </s>`, with the loss on the target only; translating decodes what follows
+  the source's `</s>`. The tokenizer's end-of-sequence token is the separator because every
+  tokenizer has one and pretraining already taught it as a boundary between texts.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from raysweep.data.collators import (
+    attention_mask,
+    encode,
+    next_token_batch,
+    pad_id,
+    padded,
+    prompt_target_batch,
+    seq2seq_batch,
+)
 from raysweep.spec import SweepSpec
 
 
-def build_model(spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
-    """A freshly initialised T5 (seeded by the caller through torch.manual_seed)."""
-    from transformers import T5Config, T5ForConditionalGeneration
+class Seq2Seq:
+    """The T5-style encoder-decoder."""
 
-    m = spec.model
-    config = T5Config(
-        vocab_size=vocab_size, d_model=m.d_model, d_ff=m.d_ff, d_kv=m.d_kv, num_layers=m.num_layers,
-        num_decoder_layers=m.num_decoder_layers, num_heads=m.num_heads, dropout_rate=m.dropout,
-        feed_forward_proj=m.feed_forward, tie_word_embeddings=False,  # untied, as in T5 v1.1
-        pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_start_token_id=pad_token_id)
-    return T5ForConditionalGeneration(config)
+    name = "seq2seq"
+
+    def build(self, spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
+        """A freshly initialised T5 (seeded by the caller through torch.manual_seed)."""
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        m = spec.model
+        config = T5Config(
+            vocab_size=vocab_size, d_model=m.d_model, d_ff=m.d_ff, d_kv=m.d_kv, num_layers=m.num_layers,
+            num_decoder_layers=m.num_decoder_layers, num_heads=m.num_heads, dropout_rate=m.dropout,
+            feed_forward_proj=m.feed_forward, tie_word_embeddings=False,  # untied, as in T5 v1.1
+            pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_start_token_id=pad_token_id)
+        return T5ForConditionalGeneration(config)
+
+    def load(self, folder: str):
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True)
+
+    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
+                          tokenizer) -> dict:
+        from raysweep.data.collators import span_corruption_batch
+        from raysweep.data.tokenizer import sentinel_ids
+
+        pre = spec.pretrain
+        return span_corruption_batch(sequences, rng, sentinel_ids(tokenizer), tokenizer.eos_token_id,
+                                     pre.noise_density, pre.mean_span_length)
+
+    def pair_batch(self, pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
+        return seq2seq_batch(pairs, tokenizer, max_length)
+
+    def sentence_nll(self, model, batch: dict) -> tuple[list[float], list[int]]:
+        """Per pair: summed NLL (nats) of the target, teacher-forced, and its token count."""
+        return _summed_nll(model(**batch).logits, batch["labels"])
+
+    def translate(self, model, tokenizer, sources: list[str], max_length: int, max_new_tokens: int,
+                  num_beams: int) -> list[str]:
+        ids = encode(tokenizer, sources, max_length)
+        generated = model.generate(input_ids=padded(ids, pad_id(tokenizer)), attention_mask=attention_mask(ids),
+                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        return tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+
+class Causal:
+    """The decoder-only LM (Llama layout)."""
+
+    name = "causal"
+
+    def build(self, spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
+        """A freshly initialised Llama-layout LM (seeded by the caller through torch.manual_seed)."""
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        m = spec.model
+        # Rotary positions need no table, but transformers sizes its caches by this.
+        longest = max([spec.pretrain.seq_len] + [2 * t.max_length + spec.evaluation.max_new_tokens
+                                                 for t in spec.tasks])
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=m.d_model, intermediate_size=m.d_ff,
+            num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+            num_key_value_heads=m.num_heads, head_dim=m.d_kv, attention_dropout=m.dropout,
+            max_position_embeddings=longest, tie_word_embeddings=False,
+            pad_token_id=pad_token_id, bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+        return LlamaForCausalLM(config)
+
+    def load(self, folder: str):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+
+    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
+                          tokenizer) -> dict:
+        return next_token_batch(sequences)
+
+    def pair_batch(self, pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
+        return prompt_target_batch(pairs, tokenizer, max_length)
+
+    def sentence_nll(self, model, batch: dict) -> tuple[list[float], list[int]]:
+        """Per pair: summed NLL (nats) of the target given the source, and its token count.
+        Position i predicts token i + 1, as the model's own loss does."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return _summed_nll(logits[:, :-1], batch["labels"][:, 1:])
+
+    def translate(self, model, tokenizer, sources: list[str], max_length: int, max_new_tokens: int,
+                  num_beams: int) -> list[str]:
+        """Greedy (or beam) continuation of each `source </s>`, padded on the left so that every
+        prompt ends where generation starts."""
+        ids = encode(tokenizer, sources, max_length)
+        prompts = padded(ids, pad_id(tokenizer), left=True)
+        generated = model.generate(input_ids=prompts, attention_mask=attention_mask(ids, left=True),
+                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                   pad_token_id=pad_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
+        return tokenizer.batch_decode(generated[:, prompts.shape[1]:], skip_special_tokens=True)
+
+
+def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], list[int]]:
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                             ignore_index=-100, reduction="none")
+    return loss.view_as(labels).sum(1).tolist(), (labels != -100).sum(1).tolist()
+
+
+FAMILIES = {"seq2seq": Seq2Seq(), "causal": Causal()}
+
+
+def family(spec: SweepSpec) -> Seq2Seq | Causal:
+    """The spec's model family."""
+    return FAMILIES[spec.model.family]
+
+
+def for_model(model) -> Seq2Seq | Causal:
+    """The family of a built or loaded model (a checkpoint series made elsewhere included)."""
+    return FAMILIES["seq2seq" if model.config.is_encoder_decoder else "causal"]
+
+
+def build_model(spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
+    """A freshly initialised model of the spec's family and dims."""
+    return family(spec).build(spec, vocab_size, pad_token_id, eos_token_id)

@@ -22,8 +22,9 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     pre = spec.pretrain
     memory = memory_estimate(spec, _vocab_size(spec, None))
     lines.append(f"  pretraining: {pre.workers} workers, ZeRO-{pre.zero_stage}, {pre.optimizer}, "
-                 f"{pre.tokens_per_step()} tokens/step; model {memory['parameters'] / 1e6:,.1f}M "
-                 f"parameters, about {memory['total_bytes'] / 2**30:.2f} GiB per worker of "
+                 f"{pre.tokens_per_step()} tokens/step; {spec.model.preset or 'custom'} "
+                 f"{'decoder-only' if spec.model.family == 'causal' else 'encoder-decoder'} model, "
+                 f"{memory['parameters'] / 1e6:,.1f}M parameters, about {memory['total_bytes'] / 2**30:.2f} GiB per worker of "
                  f"{worker_memory_bytes(spec) / 2**30:.0f} GiB")
     tokens = spec.pretrain.published_tokens()
     lines.append(f"  checkpoints (D_p, tokens): {', '.join(f'{t:,}' for t in tokens)} "

@@ -83,19 +83,25 @@ class Fields:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """T5-style encoder-decoder dimensions (T5 v1.1 naming): a `preset`, or explicit dims (fields
-    written next to a preset override it)."""
+    """The model that is pretrained and finetuned: a `preset`, or explicit dims (fields written
+    next to a preset override it). T5 v1.1 naming for both families."""
 
     preset: str | None = None
-    """One of MODEL_PRESETS: t5-tiny (tests, demo), t5-small, t5-base, t5-770m, t5-3b."""
+    """One of MODEL_PRESETS: t5-tiny (tests, demo), t5-small, t5-base, t5-770m, t5-3b
+    (encoder-decoders); causal-tiny, causal-160m, causal-410m, causal-1b (decoder-only)."""
+    family: Literal["seq2seq", "causal"] = "seq2seq"
+    """`seq2seq`: a T5-style encoder-decoder, pretrained by span corruption. `causal`: a
+    decoder-only LM in the Llama layout (rotary positions, SwiGLU, RMSNorm), pretrained by
+    next-token prediction and finetuned on `source </s> target </s>` with the loss on the target
+    only. A preset sets it."""
     d_model: int = 64
     """Width of the residual stream."""
     d_ff: int = 128
     """Width of the feed-forward layers."""
     num_layers: int = 2
-    """Encoder layers."""
+    """Encoder layers (seq2seq); all the layers (causal)."""
     num_decoder_layers: int = 2
-    """Decoder layers."""
+    """Decoder layers (seq2seq only)."""
     num_heads: int = 4
     """Attention heads."""
     d_kv: int = 16
@@ -103,22 +109,44 @@ class ModelSpec:
     dropout: float = 0.0
     """Dropout rate (the paper's T5 pretraining uses none)."""
     feed_forward: Literal["gated-gelu", "relu"] = "gated-gelu"
-    """Feed-forward block: `gated-gelu` (T5 v1.1) or `relu` (the original T5, e.g. T5-3B)."""
+    """Feed-forward block of a seq2seq model: `gated-gelu` (T5 v1.1) or `relu` (the original T5,
+    e.g. T5-3B). A causal model's is SwiGLU (Llama's)."""
 
     def check(self, fields: Fields) -> None:
         for name in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv"):
             fields.positive(getattr(self, name), name)
+        preset_family = MODEL_PRESETS[self.preset]["family"] if self.preset else self.family
+        if preset_family != self.family:
+            fields.fail("family", f"must be {preset_family!r} for preset {self.preset!r} (or leave "
+                                  f"it out: the preset sets it)", self.family)
+
+    def layers(self) -> str:
+        """The layer count as people say it: `2+2` (encoder + decoder) or `4`."""
+        if self.family == "causal":
+            return str(self.num_layers)
+        return f"{self.num_layers}+{self.num_decoder_layers}"
 
 
 # The paper's T5-770M (T5 v1.1 large) and T5-3B (the original T5's, ReLU feed-forward), and
-# T5 v1.1's small and base. The vocabulary comes from the sweep's tokenizer.
+# T5 v1.1's small and base. The decoder-only presets follow Pythia's widths and depths (160m,
+# 410m, 1b) in the Llama layout, with SwiGLU's d_ff at 8/3 of d_model as in Llama, so each has
+# about its namesake's parameters. The vocabulary comes from the sweep's tokenizer.
 MODEL_PRESETS = {
-    "t5-tiny": dict(d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
-    "t5-small": dict(d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, d_kv=64),
-    "t5-base": dict(d_model=768, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64),
-    "t5-770m": dict(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16, d_kv=64),
-    "t5-3b": dict(d_model=1024, d_ff=16384, num_layers=24, num_decoder_layers=24, num_heads=32, d_kv=128,
-                  feed_forward="relu"),
+    "t5-tiny": dict(family="seq2seq", d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2,
+                    num_heads=4, d_kv=16),
+    "t5-small": dict(family="seq2seq", d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8,
+                     num_heads=6, d_kv=64),
+    "t5-base": dict(family="seq2seq", d_model=768, d_ff=2048, num_layers=12, num_decoder_layers=12,
+                    num_heads=12, d_kv=64),
+    "t5-770m": dict(family="seq2seq", d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24,
+                    num_heads=16, d_kv=64),
+    "t5-3b": dict(family="seq2seq", d_model=1024, d_ff=16384, num_layers=24, num_decoder_layers=24,
+                  num_heads=32, d_kv=128, feed_forward="relu"),
+    "causal-tiny": dict(family="causal", d_model=64, d_ff=176, num_layers=4, num_heads=4, d_kv=16),
+    "causal-160m": dict(family="causal", d_model=768, d_ff=2048, num_layers=12, num_heads=12, d_kv=64),
+    "causal-410m": dict(family="causal", d_model=1024, d_ff=2816, num_layers=24, num_heads=16,
+                        d_kv=64),
+    "causal-1b": dict(family="causal", d_model=2048, d_ff=5632, num_layers=16, num_heads=8, d_kv=256),
 }
 
 
@@ -580,8 +608,9 @@ class SweepSpec:
         """The settings that tell two sweeps apart, as MLflow params (the runs table's columns)."""
         model, pre = self.model, self.pretrain
         settings = {
-            "model": f"{model.preset or 'custom'}: d_model {model.d_model}, d_ff {model.d_ff}, "
-                     f"{model.num_layers}+{model.num_decoder_layers} layers, {model.feed_forward}",
+            "model": f"{model.preset or 'custom'} ({model.family}): d_model {model.d_model}, d_ff "
+                     f"{model.d_ff}, {model.layers()} layers"
+                     + (f", {model.feed_forward}" if model.family == "seq2seq" else ""),
             "tokenizer": {"unigram": f"unigram, {self.tokenizer.vocab_size} pieces",
                           "hub": f"hub {self.tokenizer.hub_id}",
                           "saved": f"saved {self.tokenizer.path}"}.get(self.tokenizer.kind,

@@ -40,6 +40,10 @@ TINY_SPEC = {
     "resources": {"local_cpus": 6, "max_concurrent_trials": 2},
 }
 
+# The decoder-only family at the same tiny size (a preset sets `family`; explicit dims say it).
+CAUSAL_TINY = {"family": "causal", "d_model": 32, "d_ff": 64, "num_layers": 2, "num_heads": 2,
+               "d_kv": 16}
+
 
 def wait_for_driver(condition, driver, what: str, timeout: float = 600):
     """condition()'s first truthy value, polled while the sweep's driver process runs; the test

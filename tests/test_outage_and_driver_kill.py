@@ -95,9 +95,9 @@ class Watch:
         except Exception:  # not created yet (or the server is down)
             return []
 
-    def under_way(self) -> bool:
-        """Pretraining has logged a loss and a trial has finished."""
-        return bool(self.pretraining_history("loss")) and bool(self.trials("FINISHED"))
+    def finished_since(self, moment: float) -> bool:
+        """A trial has finished after `moment` (time.time())."""
+        return any(r.info.end_time / 1000 > moment for r in self.trials("FINISHED") if r.info.end_time)
 
     def mid_trial(self) -> tuple | None:
         """(the running trials, the finished ones by key), once two have finished and one has
@@ -111,9 +111,14 @@ class Watch:
 
 
 def take_the_outage(mlflow, restart_server, watch: Watch, driver) -> tuple:
-    """Kill the server once the sweep is under way, start it again once every writer has met
-    the outage (30 s at least); returns (server, down_at, up_at, writers that never met it)."""
-    wait_for_driver(watch.under_way, driver, "pretraining logged a loss and a trial finished")
+    """Kill the server once pretraining is under way, the moment a trial has finished (the
+    fitter is then refitting and writing: a trial cannot finish during the outage, so the fitter
+    meets it only if it is writing when it starts; once, with a trial that had finished before
+    pretraining logged, it was not), and start it again once every writer has met the outage
+    (30 s at least); returns (server, down_at, up_at, writers that never met it)."""
+    wait_for_driver(lambda: watch.pretraining_history("loss"), driver, "pretraining logged a loss")
+    since = time.time()
+    wait_for_driver(lambda: watch.finished_since(since), driver, "a trial finished")
     down_at = time.time()
     stop_process_group(mlflow, graceful=False)  # at once, mid-request maybe, as a lost VM
     logs = Path("/tmp/ray/session_latest/logs")  # the driver's Ray session (Ray's own link)

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import CAUSAL_TINY, TINY_SPEC
 from reliability import audit_pretraining, record
 
 from raysweep.spec_loader import spec_from_dict
@@ -52,12 +53,16 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def killed_run(tmp_path_factory):
+# Both model families: the same recovery, each with its own batches.
+FAMILIES = {"seq2seq": TINY_SPEC["model"], "causal": CAUSAL_TINY}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES, reverse=True))
+def killed_run(tmp_path_factory, request):
     """Pretrain 600 steps; kill a worker KILLS times, each at a random moment after Ray Train has
-    registered a recovery checkpoint newer than the last one the run could resume from."""
+    registered a recovery checkpoint newer than the last one the run could resume from. Once
+    for each model family."""
     import ray
-    from conftest import TINY_SPEC
 
     from raysweep.checkpoints import checkpoint_dir
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
@@ -65,7 +70,7 @@ def killed_run(tmp_path_factory):
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker
 
-    data = {**TINY_SPEC, "pretrain": {**TINY_SPEC["pretrain"], "checkpoints": [5120, 20480],
+    data = {**TINY_SPEC, "model": FAMILIES[request.param], "pretrain": {**TINY_SPEC["pretrain"], "checkpoints": [5120, 20480],
                                       "tokens": 153600, "recovery_every": 50, "log_every": 5}}
     spec = spec_from_dict(data, base_dir=str(tmp_path_factory.mktemp("recovery")))
     save_tokenizer(spec, train_tokenizer(spec))
@@ -103,7 +108,8 @@ def killed_run(tmp_path_factory):
         ray.shutdown()
     assert not thread.is_alive(), "pretraining did not finish"
     counts = audit_pretraining(spec, tracker, run_id)
-    record("pretraining worker killed (SIGKILL)", len(killed), not errors and final.exists(),
+    family = "" if request.param == "seq2seq" else f", {request.param} model"
+    record(f"pretraining worker killed (SIGKILL){family}", len(killed), not errors and final.exists(),
            counts["lost"], counts["duplicated"], "one run; Ray Train restarts from recovery checkpoints")
     return spec, tracker, run_id, killed, errors
 
@@ -147,13 +153,15 @@ def test_tokens_seen_are_continuous_across_restarts(killed_run):
         # DeepSpeed's own step counter came back from the recovery checkpoint: the optimizer and
         # schedule state were restored, not restarted.
         assert engine_steps[m.step] == m.step
-    # The weights came back too: the loss after each restart is far below the initial loss.
+    # The weights came back too: the loss after each restart is far below the initial loss (a
+    # model started afresh would be back near it; half a nat, as next-token loss falls more
+    # slowly in relative terms than span corruption's: 5.87 -> 4.81 by step 25).
     losses = tracker.client.get_metric_history(run_id, "loss")
     first = min(losses, key=lambda m: m.step).value
     for resumed in tracker.client.get_metric_history(run_id, "resumed_from_step"):
         after = min((m for m in losses if m.step > resumed.value and m.timestamp >= resumed.timestamp),
                     key=lambda m: m.step)
-        assert after.value < 0.8 * first
+        assert after.value < first - 0.5
 
 
 def test_recovery_checkpoints_are_rotated(killed_run):

@@ -1,4 +1,5 @@
-"""Batches: packed T5 span corruption for pretraining, padded seq2seq pairs for finetuning.
+"""Batches: packed T5 span corruption (encoder-decoder) or packed next-token sequences (decoder-only)
+for pretraining; padded (source, target) pairs for finetuning and scoring.
 
 Span corruption follows T5 (Raffel et al. 2020, `random_spans_noise_mask` in t5.data): a fixed
 number of noise tokens split into a fixed number of spans, each replaced by one sentinel in the
@@ -101,25 +102,64 @@ def span_corruption_batch(sequences: list[np.ndarray], rng: np.random.Generator,
     return {"input_ids": torch.tensor(inputs), "labels": torch.tensor(targets)}
 
 
+def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text, cut to `max_length` with the end-of-sequence token last, whether
+    or not the tokenizer appends one itself (T5's does, GPT-NeoX's does not)."""
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [ids[:max_length - 1] + [eos] for ids in encoded]
+
+
+def pad_id(tokenizer) -> int:
+    """The padding id: the tokenizer's, or its end-of-sequence id where it has none (GPT-NeoX)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def padded(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Rows of ids as one tensor, filled with `value` on the right (or the left)."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([[value] * (width - len(row)) + row if left else row + [value] * (width - len(row))
+                         for row in rows])
+
+
+def attention_mask(rows: list[list[int]], left: bool = False) -> torch.Tensor:
+    return padded([[1] * len(row) for row in rows], 0, left)
+
+
 def seq2seq_batch(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
-    """Padded (source, target) batch; padding in labels is -100 so the loss ignores it."""
-    sources = tokenizer([s for s, _ in pairs], max_length=max_length, truncation=True,
-                        padding=True, return_tensors="pt")
-    targets = tokenizer([t for _, t in pairs], max_length=max_length, truncation=True,
-                        padding=True, return_tensors="pt")
-    labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)
-    return {"input_ids": sources["input_ids"], "attention_mask": sources["attention_mask"],
-            "labels": labels}
+    """Padded (source, target) batch for an encoder-decoder; padding in labels is -100 so the
+    loss ignores it."""
+    sources = encode(tokenizer, [s for s, _ in pairs], max_length)
+    targets = encode(tokenizer, [t for _, t in pairs], max_length)
+    return {"input_ids": padded(sources, pad_id(tokenizer)), "attention_mask": attention_mask(sources),
+            "labels": padded(targets, -100)}
+
+
+def prompt_target_batch(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
+    """Padded `source </s> target </s>` sequences for a decoder-only model, the labels on the
+    target only (-100 on the source and the padding)."""
+    sources = encode(tokenizer, [s for s, _ in pairs], max_length)
+    targets = encode(tokenizer, [t for _, t in pairs], max_length)
+    rows = [s + t for s, t in zip(sources, targets)]
+    return {"input_ids": padded(rows, pad_id(tokenizer)), "attention_mask": attention_mask(rows),
+            "labels": padded([[-100] * len(s) + t for s, t in zip(sources, targets)], -100)}
+
+
+def next_token_batch(sequences: list[np.ndarray]) -> dict:
+    """Next-token prediction on packed sequences as they are (the model shifts the labels)."""
+    ids = torch.as_tensor(np.stack(sequences), dtype=torch.long)
+    return {"input_ids": ids, "labels": ids}
 
 
 def pair_token_counts(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> list[int]:
-    """Tokens each pair contributes to D_f: source + target, </s> included, after truncation."""
+    """Tokens each pair contributes to D_f: source + target, each cut to max_length with its
+    </s>, as the batches above hold them (the same count for both families)."""
     counts = []
     for start in range(0, len(pairs), 1024):  # batched: the fast tokenizer encodes in parallel
         chunk = pairs[start:start + 1024]
-        sources = tokenizer([s for s, _ in chunk])["input_ids"]
-        targets = tokenizer([t for _, t in chunk])["input_ids"]
-        counts += [min(len(s), max_length) + min(len(t), max_length) for s, t in zip(sources, targets)]
+        sources = encode(tokenizer, [s for s, _ in chunk], max_length)
+        targets = encode(tokenizer, [t for _, t in chunk], max_length)
+        counts += [len(s) + len(t) for s, t in zip(sources, targets)]
     return counts
 
 

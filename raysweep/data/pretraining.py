@@ -1,4 +1,5 @@
-"""The pretraining input pipeline of one rank: mixture -> packed sequences -> span-corrupted batches.
+"""The pretraining input pipeline of one rank: mixture -> packed sequences -> the model family's
+batches (span-corrupted for an encoder-decoder, as they are for a decoder-only model).
 
 How tokens are counted (the unit of the paper's D_p): raw text tokens after tokenisation, the
 `</s>` that ends each document included, before span corruption. Documents are concatenated and
@@ -87,11 +88,9 @@ class RankBatches:
         return next(self._steps)
 
     def _batches(self) -> Iterator[tuple[int, int, dict]]:
-        from raysweep.data.collators import span_corruption_batch
-        from raysweep.data.tokenizer import sentinel_ids
+        from raysweep.model import family
 
-        pre = self.spec.pretrain
-        sentinels, eos = sentinel_ids(self.tokenizer), self.tokenizer.eos_token_id
+        pre, batch_of = self.spec.pretrain, family(self.spec).pretraining_batch
         for step in range(self.start_step, total_steps(self.spec) + 1):
             source = batch_source(self.spec, step)
             sequences = list(itertools.islice(self._sequences[source], self.per_rank))
@@ -102,8 +101,7 @@ class RankBatches:
                     f"data is repeated, so add data, lower its weight or lower pretrain.checkpoints.")
             self.step = step
             rng = np.random.default_rng([self.spec.seed, self.rank, step])
-            yield step, source, span_corruption_batch(sequences, rng, sentinels, eos,
-                                                      pre.noise_density, pre.mean_span_length)
+            yield step, source, batch_of(sequences, rng, self.spec, self.tokenizer)
 
     def position(self) -> dict:
         """Where the stream stands after the last step it gave (JSON-ready)."""

@@ -111,10 +111,10 @@ def _load_saved(spec: SweepSpec):
         raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds no tokenizer that "
                         f"loads ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
                         f"{wanted}") from None
-    if not sentinel_ids(tokenizer):  # span corruption would have nothing to mark spans with
+    if spec.model.family == "seq2seq" and not sentinel_ids(tokenizer):  # span corruption needs them
         raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds a tokenizer "
                         f"without T5's sentinel tokens <extra_id_0>, <extra_id_1>, ..., which "
-                        f"pretraining needs. {wanted}")
+                        f"an encoder-decoder's pretraining (span corruption) needs. {wanted}")
     log.info("reusing the saved tokenizer %s (%d tokens)", folder, len(tokenizer))
     return tokenizer
 

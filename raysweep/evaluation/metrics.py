@@ -35,8 +35,6 @@ import re
 import numpy as np
 import torch
 
-from raysweep.data.collators import seq2seq_batch
-
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345  # sacrebleu's default seed; fixed so a rerun logs the same SE
 
@@ -173,17 +171,16 @@ def sentence_nll(model, pairs: list[tuple[str, str]], tokenizer, max_length: int
                  batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: summed NLL (nats) of the reference given the source, teacher-forced, and its
     number of target tokens (padding excluded). What cross-entropy and its SE are built from."""
+    from raysweep.model import for_model
+
+    family = for_model(model)
     model.eval()
     nll, tokens = [], []
     for start in range(0, len(pairs), batch_size):
-        batch = seq2seq_batch(pairs[start:start + batch_size], tokenizer, max_length)
-        labels = batch["labels"]
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       labels=labels).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                                                 ignore_index=-100, reduction="none")
-        nll += loss.view_as(labels).sum(1).tolist()  # ignored positions contribute 0
-        tokens += (labels != -100).sum(1).tolist()
+        batch = family.pair_batch(pairs[start:start + batch_size], tokenizer, max_length)
+        batch_nll, batch_tokens = family.sentence_nll(model, batch)
+        nll += batch_nll
+        tokens += batch_tokens
     return np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.int64)
 
 
@@ -197,14 +194,14 @@ def cross_entropy(model, pairs: list[tuple[str, str]], tokenizer, max_length: in
 @torch.no_grad()
 def translate(model, sources: list[str], tokenizer, max_length: int, max_new_tokens: int,
               num_beams: int = 1, batch_size: int = 32) -> list[str]:
+    from raysweep.model import for_model
+
+    family = for_model(model)
     model.eval()
     outputs = []
     for start in range(0, len(sources), batch_size):
-        encoded = tokenizer(sources[start:start + batch_size], max_length=max_length,
-                            truncation=True, padding=True, return_tensors="pt")
-        generated = model.generate(**encoded, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   do_sample=False)
-        outputs += tokenizer.batch_decode(generated, skip_special_tokens=True)
+        outputs += family.translate(model, tokenizer, sources[start:start + batch_size], max_length,
+                                    max_new_tokens, num_beams)
     return [o.strip() for o in outputs]
 
 

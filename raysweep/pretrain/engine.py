@@ -85,7 +85,8 @@ def memory_estimate(spec: SweepSpec, vocab_size: int, world_size: int | None = N
     micro = pre.batch_size // (world * pre.gradient_accumulation)
     tokens = micro * pre.seq_len
     per_layer = tokens * (12 * m.d_model + 3 * m.d_ff + 2 * m.num_heads * pre.seq_len)
-    layers = m.num_layers + 2 * m.num_decoder_layers  # decoder layers also attend to the encoder
+    # A T5 decoder layer also attends to the encoder; a decoder-only model has its layers alone.
+    layers = m.num_layers if m.family == "causal" else m.num_layers + 2 * m.num_decoder_layers
     kept = tokens * m.d_model * layers if pre.activation_checkpointing else per_layer * layers
     activations = (2 if bf16 else 4) * (kept + 3 * tokens * vocab_size)  # + logits, softmax, grad
     return {"parameters": params, "states_bytes": int(total), "activation_bytes": int(activations),

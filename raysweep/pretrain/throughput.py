@@ -50,9 +50,26 @@ GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121
 
 def model_flops_per_token(spec: SweepSpec, vocab_size: int) -> float:
     """Training FLOPs per pretraining token: 3 passes (forward + backward) x 2 FLOPs per
-    multiply-add, the 6N rule made explicit for an encoder-decoder on span-corrupted text. Per raw
-    token the encoder reads the unmasked share plus a sentinel per span, the decoder writes the
-    masked share plus the sentinels; attention scores are counted at the mean sequence lengths."""
+    multiply-add, the 6N rule made explicit, with attention scores (PaLM's MFU convention)."""
+    if spec.model.family == "causal":
+        return _decoder_only_flops_per_token(spec, vocab_size)
+    return _encoder_decoder_flops_per_token(spec, vocab_size)
+
+
+def _decoder_only_flops_per_token(spec: SweepSpec, vocab_size: int) -> float:
+    """Every token goes through every layer: q, k, v, o; SwiGLU's three matrices; attention
+    scores and their use over the whole sequence (not halved for the causal mask, as PaLM
+    counts); the output projection."""
+    m, seq_len = spec.model, spec.pretrain.seq_len
+    inner = m.num_heads * m.d_kv
+    layer = 2 * m.d_model * inner + 2 * m.d_model * inner + 3 * m.d_model * m.d_ff + 2 * seq_len * inner
+    return 6 * (m.num_layers * layer + m.d_model * vocab_size)
+
+
+def _encoder_decoder_flops_per_token(spec: SweepSpec, vocab_size: int) -> float:
+    """Per raw token the encoder reads the unmasked share plus a sentinel per span, the decoder
+    writes the masked share plus the sentinels; attention scores are counted at the mean
+    sequence lengths."""
     m, pre = spec.model, spec.pretrain
     inner = m.num_heads * m.d_kv
     spans = pre.noise_density / pre.mean_span_length
