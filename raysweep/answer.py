@@ -101,7 +101,7 @@ def answer_markdown(spec: SweepSpec, groups: list[dict], checkpoints_in: int | N
     """The page: a headline and a table per task, the reasons under it."""
     from raysweep.data.mixture import alignment_score
 
-    scheduled = len(spec.pretrain.published_tokens())
+    scheduled = len(spec.published_tokens())
     status = ("final" if checkpoints_in is None or checkpoints_in >= scheduled else
               f"provisional: {checkpoints_in} of {scheduled} checkpoints in")
     lines = [f"# {spec.name}: what this pretraining data does for the task",

@@ -90,9 +90,9 @@ def fetch(spec: SweepSpec, tokens: int) -> Path:
 def load_model(spec: SweepSpec, tokens: int):
     """The published model D_p = tokens, built from its safetensors weights: a pickle next to
     them (pytorch_model.bin) is never read, so a planted file cannot run code."""
-    from raysweep.model import family
+    from raysweep.model import load_model
 
-    return family(spec).load(str(fetch(spec, tokens)))
+    return load_model(str(fetch(spec, tokens)))
 
 
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"

@@ -40,7 +40,7 @@ sweep. The law is refitted with fit.bootstrap_resamples once every scheduled che
 def resamples_for(spec: SweepSpec, points: dict, resamples: int) -> int:
     """The bootstrap size of a law with these points (the same online and offline, so a refit
     from MLflow gives the same laws)."""
-    complete = sum(d > 0 for d in points) >= len(spec.pretrain.published_tokens())
+    complete = sum(d > 0 for d in points) >= len(spec.published_tokens())
     return resamples if complete else min(resamples, PROVISIONAL_RESAMPLES)
 
 
@@ -105,7 +105,7 @@ def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resampl
         predict_at=[fit.target_tokens] if fit.target_tokens else (),
         band_at=band_points(points, fit.target_tokens), target_y=fit.target_score.get(metric),
         k=fit.backtest_points, resamples=resamples, level=fit.interval_level,
-        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]), expected_points=len(spec.pretrain.published_tokens()),
+        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]), expected_points=len(spec.published_tokens()),
         min_points=fit.min_points, seed=spec.seed)
 
 

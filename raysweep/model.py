@@ -1,6 +1,7 @@
-"""The two model families, each behind one small interface: how it is built and loaded, what a
-pretraining batch and a (source, target) batch are, the per-sentence loss of a batch, and how it
-translates. Everything else (pretraining, trials, metrics, laws) is the same for both.
+"""The two model families, each behind one small interface: how it is built, what a pretraining
+batch and a (source, target) batch are, the per-sentence loss of a batch, and how it translates
+(`load_model` reads a saved model of either family, by its config). Everything else
+(pretraining, trials, metrics, laws) is the same for both.
 
 - Seq2Seq: the T5-style encoder-decoder (T5 v1.1 layout), pretrained by span corruption.
 - Causal: a decoder-only LM (Llama layout through transformers, no model code of ours),
@@ -43,11 +44,6 @@ class Seq2Seq:
             feed_forward_proj=m.feed_forward, tie_word_embeddings=False,  # untied, as in T5 v1.1
             pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_start_token_id=pad_token_id)
         return T5ForConditionalGeneration(config)
-
-    def load(self, folder: str):
-        from transformers import AutoModelForSeq2SeqLM
-
-        return AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True)
 
     def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
                           tokenizer) -> dict:
@@ -94,11 +90,6 @@ class Causal:
             pad_token_id=pad_token_id, bos_token_id=eos_token_id, eos_token_id=eos_token_id)
         return LlamaForCausalLM(config)
 
-    def load(self, folder: str):
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-
     def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
                           tokenizer) -> dict:
         return next_token_batch(sequences)
@@ -144,5 +135,22 @@ def for_model(model) -> Seq2Seq | Causal:
 
 
 def build_model(spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
-    """A freshly initialised model of the spec's family and dims."""
+    """A freshly initialised model of the spec's family and dims, or for a series of checkpoints
+    made elsewhere, of the series' architecture."""
+    if spec.series:
+        from raysweep.series import baseline_model
+
+        return baseline_model(spec)
     return family(spec).build(spec, vocab_size, pad_token_id, eos_token_id)
+
+
+def load_model(source: str, revision: str | None = None):
+    """A model saved by transformers (a folder, or a hub id at a revision), of the family its
+    config says, built from its safetensors weights: a pickle beside them (pytorch_model.bin) is
+    never read, so a planted file cannot run code."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(source, revision=revision, use_safetensors=True,
+                                trust_remote_code=False)

@@ -36,7 +36,7 @@ def sweep_status(spec: SweepSpec) -> dict:
         "started": True,
         "sweep_status": sweep[0].info.status if sweep else "?",
         "checkpoints": sorted(checkpoints.published(spec, verify_weights=False)),
-        "scheduled": spec.pretrain.published_tokens(),
+        "scheduled": spec.published_tokens(),
         "pretrain": {k: pretrain_metrics[k] for k in ("tokens_seen", "loss", "tokens_per_second",
                                                       "mfu") if k in pretrain_metrics},
         "pretrain_status": pretrain[0].info.status if pretrain else "?",

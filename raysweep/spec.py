@@ -296,6 +296,14 @@ class PretrainSpec:
         return sorted({math.ceil(t / per_step) * per_step for t in wanted})
 
     def check(self, fields: Fields) -> None:
+        self.check_mixture(fields)
+        self._check_budget(fields)
+        for name in ("batch_size", "seq_len", "lr", "workers", "log_every", "recovery_every",
+                     "recovery_keep", "gradient_accumulation"):
+            fields.positive(getattr(self, name), name)
+        self._check_optimiser(fields)
+
+    def check_mixture(self, fields: Fields) -> None:
         if not self.mixture:
             fields.fail("mixture", "must list at least one source with a weight", [])
         for i, component in enumerate(self.mixture):
@@ -304,10 +312,8 @@ class PretrainSpec:
         if abs(total - 1.0) > 1e-6:
             fields.fail("mixture", f"must have weights that sum to 1 (they sum to {total:g})",
                         [c.weight for c in self.mixture])
-        self._check_budget(fields)
-        for name in ("batch_size", "seq_len", "lr", "workers", "log_every", "recovery_every",
-                     "recovery_keep", "gradient_accumulation"):
-            fields.positive(getattr(self, name), name)
+
+    def _check_optimiser(self, fields: Fields) -> None:
         if self.max_failures < 0:
             fields.fail("max_failures", "must be 0 or more", self.max_failures)
         if self.batch_size % (self.workers * self.gradient_accumulation):
@@ -343,6 +349,83 @@ class PretrainSpec:
                 fields.fail(f"checkpoints[{i}]", f"is beyond the token budget pretrain.tokens "
                             f"({self.tokens:,}): pretraining stops there, so this checkpoint "
                             f"would never be published. Raise pretrain.tokens or drop it", tokens)
+
+
+@dataclass(frozen=True)
+class SeriesCheckpoint:
+    """One checkpoint of a series made elsewhere."""
+
+    tokens: int
+    """Its D_p: the pretraining tokens it has seen."""
+    revision: str | None = None
+    """Hub series: the revision (branch, tag or commit) that holds it."""
+    folder: str | None = None
+    """Folder series: its folder, relative to `series.folder`."""
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """Checkpoints made elsewhere, finetuned in place of pretraining: revisions of one hub model
+    (Pythia's `step{N}`) or HF-format folders (what save_pretrained writes) from another trainer.
+    Their weights must be safetensors; the model's own tokenizer is used; the no-pretraining
+    baseline is the same architecture freshly initialised."""
+
+    hub: str | None = None
+    """A hub model id (`EleutherAI/pythia-160m`) whose revisions are the checkpoints."""
+    folder: str | None = None
+    """A folder holding one checkpoint folder per checkpoint: local (relative to the spec file)
+    or a bucket URI."""
+    checkpoints: tuple[SeriesCheckpoint, ...] = ()
+    """The checkpoints, each with its D_p (`tokens`) and its `revision` (hub) or `folder`, in
+    increasing D_p."""
+    steps: tuple[int, ...] = ()
+    """Instead of `checkpoints`: the training steps of the checkpoints, increasing; step N is the
+    revision or subfolder `name` with N put in, with D_p = N x `tokens_per_step`."""
+    name: str = "step{step}"
+    """With `steps`: how a step's revision or subfolder is named (`{step}` is the step)."""
+    tokens_per_step: int | None = None
+    """With `steps`: the series' tokens per training step (Pythia: 1024 x 2048 = 2,097,152)."""
+
+    def points(self) -> list[SeriesCheckpoint]:
+        """Every checkpoint with its D_p and where it is (`steps` written out)."""
+        if self.checkpoints:
+            return list(self.checkpoints)
+        where = "revision" if self.hub else "folder"
+        return [SeriesCheckpoint(step * (self.tokens_per_step or 0),
+                                 **{where: self.name.format(step=step)}) for step in self.steps]
+
+    def label(self, point: SeriesCheckpoint) -> str:
+        """Where a checkpoint comes from, as a record says it: `hub-id@revision` or its folder."""
+        if self.hub:
+            return f"{self.hub}@{point.revision}"
+        return f"{self.folder.rstrip('/')}/{point.folder}"
+
+    def check(self, fields: Fields) -> None:
+        if (self.hub is None) == (self.folder is None):
+            fields.fail("hub", "or `series.folder` (one of the two) must say where the checkpoints "
+                               "are", {"hub": self.hub, "folder": self.folder})
+        if bool(self.checkpoints) == bool(self.steps):
+            fields.fail("checkpoints", "or `series.steps` (one of the two) must list the checkpoints",
+                        {"checkpoints": len(self.checkpoints), "steps": list(self.steps)})
+        if self.steps:
+            if self.tokens_per_step is None or self.tokens_per_step <= 0:
+                fields.fail("tokens_per_step", "must be a positive number of tokens with "
+                            "series.steps (D_p = step x tokens_per_step)", self.tokens_per_step)
+            if "{step}" not in self.name:
+                fields.fail("name", "must hold {step}, where each step's number goes", self.name)
+            _increasing(fields, "steps", list(self.steps))
+        where = "revision" if self.hub else "folder"
+        for i, point in enumerate(self.checkpoints):
+            if getattr(point, where) is None:
+                fields.fail(f"checkpoints[{i}].{where}", f"must say which {where} holds the "
+                            f"checkpoint (this is a {'hub' if self.hub else 'folder'} series)", None)
+        _increasing(fields, "checkpoints[].tokens", [p.tokens for p in self.checkpoints])
+
+
+def _increasing(fields: Fields, name: str, values: list[int]) -> None:
+    if any(v <= 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        fields.fail(name, "must be positive and strictly increasing (each checkpoint has seen more "
+                          "pretraining than the one before)", values)
 
 
 @dataclass(frozen=True)
@@ -560,6 +643,9 @@ class SweepSpec:
     tokenizer: TokenizerSpec = TokenizerSpec()
     synthetic: SyntheticSpec = SyntheticSpec()
     pretrain: PretrainSpec = PretrainSpec()
+    series: SeriesSpec | None = None
+    """Checkpoints made elsewhere, in place of pretraining (then `pretrain` holds only the
+    `mixture` they were trained on, for the alignment score)."""
     tasks: tuple[TaskSpec, ...] = ()
     evaluation: EvaluationSpec = EvaluationSpec()
     fit: FitSpec = FitSpec()
@@ -587,9 +673,15 @@ class SweepSpec:
         return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
 
     # ---- the plan ------------------------------------------------------------------------------
+    def published_tokens(self) -> list[int]:
+        """D_p of every checkpoint: pretraining's schedule, or the series'."""
+        if self.series:
+            return [point.tokens for point in self.series.points()]
+        return self.pretrain.published_tokens()
+
     def checkpoint_tokens(self) -> list[int]:
         """D_p of every finetuned starting point, the no-pretraining baseline (0) first."""
-        return [0] + self.pretrain.published_tokens()
+        return [0] + self.published_tokens()
 
     def num_trials(self) -> int:
         points = len(self.checkpoint_tokens())
@@ -606,8 +698,20 @@ class SweepSpec:
 
     def key_settings(self) -> dict[str, str]:
         """The settings that tell two sweeps apart, as MLflow params (the runs table's columns)."""
+        settings = self._series_settings() if self.series else self._pretraining_settings()
+        settings.update({"pretrain.tokens": self.published_tokens()[-1],
+                         "evaluation.comet_model": self.evaluation.comet_model,
+                         "fit.target_tokens": self.fit.target_tokens})
+        for task in self.tasks:
+            settings[f"task.{task.name}"] = (
+                f"{task.data}; D_f {', '.join(map(str, task.finetune_tokens))}; lrs "
+                f"{', '.join(f'{lr:g}' for lr in task.lrs)}; {task.seeds} seeds; {task.steps} "
+                f"steps; {task.test_examples} test sentences")
+        return {name: str(value) for name, value in settings.items()}
+
+    def _pretraining_settings(self) -> dict:
         model, pre = self.model, self.pretrain
-        settings = {
+        return {
             "model": f"{model.preset or 'custom'} ({model.family}): d_model {model.d_model}, d_ff "
                      f"{model.d_ff}, {model.layers()} layers"
                      + (f", {model.feed_forward}" if model.family == "seq2seq" else ""),
@@ -615,19 +719,15 @@ class SweepSpec:
                           "hub": f"hub {self.tokenizer.hub_id}",
                           "saved": f"saved {self.tokenizer.path}"}.get(self.tokenizer.kind,
                                                                        self.tokenizer.kind),
-            "pretrain.tokens": pre.published_tokens()[-1],
             "pretrain.batch": f"{pre.batch_size} x {pre.seq_len} tokens",
             "pretrain.optimizer": f"{pre.optimizer}, lr {pre.lr:g}, ZeRO-{pre.zero_stage}, "
                                   f"{pre.precision}, {pre.workers} workers",
-            "evaluation.comet_model": self.evaluation.comet_model,
-            "fit.target_tokens": self.fit.target_tokens,
         }
-        for task in self.tasks:
-            settings[f"task.{task.name}"] = (
-                f"{task.data}; D_f {', '.join(map(str, task.finetune_tokens))}; lrs "
-                f"{', '.join(f'{lr:g}' for lr in task.lrs)}; {task.seeds} seeds; {task.steps} "
-                f"steps; {task.test_examples} test sentences")
-        return {name: str(value) for name, value in settings.items()}
+
+    def _series_settings(self) -> dict:
+        where = f"hub {self.series.hub}" if self.series.hub else f"folder {self.series.folder}"
+        return {"model": f"series: {where}, {len(self.series.points())} checkpoints",
+                "tokenizer": "the series' own"}
 
     # ---- checks: each section checks its own fields; the rules across sections are here ----------
     def check(self) -> None:
@@ -650,8 +750,12 @@ class SweepSpec:
                         f"the default SQLite file lives in a local storage folder. Point it at an "
                         f"MLflow server, e.g. ${{MLFLOW_TRACKING_URI}} (cluster.yaml runs one on "
                         f"the head)", None)
-        for section in ("model", "tokenizer", "synthetic", "pretrain", "evaluation", "fit",
-                        "resources"):
+        if self.series:
+            self._check_series(fields)
+        else:
+            for section in ("model", "tokenizer", "pretrain"):
+                getattr(self, section).check(fields.at(section))
+        for section in ("synthetic", "evaluation", "fit", "resources"):
             getattr(self, section).check(fields.at(section))
         self._check_saved_tokenizer(fields.at("tokenizer"))
         if not self.tasks:
@@ -664,6 +768,21 @@ class SweepSpec:
         if self.pretrain.precision == "bf16" and not self.resources.use_gpu:
             fields.fail("pretrain.precision", "can be bf16 only with resources.use_gpu: true (CPU "
                         "pretraining runs in fp32; use auto or fp32)", self.pretrain.precision)
+
+    def _check_series(self, fields: Fields) -> None:
+        """A series replaces pretraining: its checkpoints bring their architecture and tokenizer,
+        so the sections that would describe them must be left out."""
+        self.series.check(fields.at("series"))
+        replaced = {"model": (self.model != ModelSpec(), "the series' own architecture is used"),
+                    "tokenizer": (self.tokenizer != TokenizerSpec(), "the model's own tokenizer is used"),
+                    "pretrain.checkpoints": (bool(self.pretrain.checkpoints or self.pretrain.tokens),
+                                             "the series' checkpoints replace pretraining's; "
+                                             "`pretrain` gives only the `mixture` they were "
+                                             "trained on, for the alignment score")}
+        for name, (given, why) in replaced.items():
+            if given:
+                fields.fail(name, f"must be left out with a series: {why}", "given")
+        self.pretrain.check_mixture(fields.at("pretrain"))
 
     def _check_saved_tokenizer(self, fields: Fields) -> None:
         """A `kind: saved` tokenizer's folder exists and holds a saved tokenizer (it is loaded by

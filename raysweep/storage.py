@@ -110,6 +110,14 @@ class Bucket:
         return sorted(info.base_name for info in self.fs.get_file_info(selector)
                       if info.type == pyarrow.fs.FileType.Directory)
 
+    def files(self, relative: str) -> list[str]:
+        """Names of the files in a folder of the bucket (not its subfolders')."""
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(self._path(relative), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pyarrow.fs.FileType.File)
+
     def size(self, relative: str) -> int | None:
         """Bytes of a file, None if there is none."""
         import pyarrow.fs

@@ -154,6 +154,10 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
         echo(f"[raysweep] Ray dashboard: http://{dashboard}")
     spec.root.mkdir(parents=True, exist_ok=True)
     save_tokenizer(spec, tokenizer)
+    if spec.series:  # the D_p = 0 baseline is the series' architecture
+        from raysweep.series import check_series, save_architecture
+
+        save_architecture(spec, check_series(spec))
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
     load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
 
@@ -171,7 +175,7 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
     # that tell sweeps apart as params.
     tracker.log_dict(sweep_run, spec.as_dict(), RESOLVED_SPEC_FILE)
     tracker.log_params(sweep_run, {**spec.key_settings(), "num_trials": spec.num_trials(),
-                                   "checkpoints": ",".join(map(str, spec.pretrain.published_tokens()))})
+                                   "checkpoints": ",".join(map(str, spec.published_tokens()))})
     # The translation alignment score of the mixture for every task: the paper's predictor of
     # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
     mixture_params = {"mixture": ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture),
@@ -206,13 +210,19 @@ def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo
     from raysweep.pretrain.loop import run_pretraining
     from raysweep.tracking import Tracker
 
-    schedule, errors, tracker = spec.pretrain.published_tokens(), [], Tracker.for_spec(spec)
+    schedule, errors, tracker = spec.published_tokens(), [], Tracker.for_spec(spec)
 
     def in_thread() -> None:
         try:
             # The watcher verifies each checkpoint's weights; here a manifest is enough.
             if set(schedule) <= set(checkpoints.published(spec, verify_weights=False)):
                 echo("[raysweep] pretraining: every scheduled checkpoint is already published")
+            elif spec.series:
+                from raysweep.series import import_series
+
+                where = spec.series.hub or spec.series.folder
+                echo(f"[raysweep] importing {len(schedule)} checkpoints of {where} (no pretraining)")
+                (pretrain or import_series)(spec, runs["pretrain"])
             else:
                 echo(f"[raysweep] pretraining: {spec.pretrain.workers} workers, up to "
                      f"{schedule[-1]:,} tokens")
@@ -240,7 +250,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
     watcher, fitter = actors
     experiment = watcher.run.remote()
     thread, pretrain_errors = _pretrain_in_background(spec, runs, watcher, echo, pretrain)
-    total_checkpoints, last = len(spec.pretrain.published_tokens()), None
+    total_checkpoints, last = len(spec.published_tokens()), None
     while True:
         done, _ = ray.wait([experiment], timeout=poll_seconds)
         if not thread.is_alive():  # again each time: a restarted watcher starts without it

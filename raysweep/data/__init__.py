@@ -16,7 +16,8 @@ def check_sources(spec: SweepSpec, tokenizer) -> dict[str, int]:
     from raysweep.data.synthetic import Family
 
     where = spec.source_file or "<spec>"
-    for i, comp in enumerate(spec.pretrain.mixture):
+    # A series' mixture only says what its checkpoints were trained on: it is not read.
+    for i, comp in enumerate(() if spec.series else spec.pretrain.mixture):
         field = f"pretrain.mixture[{i}].source"
         kind = SourceName.parse(comp.source, field, where).kind
         if tokenizer is None and kind == "hf":

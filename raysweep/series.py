@@ -1,0 +1,197 @@
+"""Checkpoint series made elsewhere (the spec's `series`): revisions of one hub model, or
+HF-format folders another trainer wrote, finetuned in place of pretraining.
+
+Importing a series plays pretraining's part. Each checkpoint, in D_p order, is loaded from its
+safetensors weights (a pickle is never read), checked against the series' architecture, and
+published into the sweep's own checkpoints (raysweep.checkpoints.publish: weights, then the
+manifest, last), so that everything after it (the watcher, the trials, exactly-once keys, the
+laws) is what it is for a sweep that pretrains, and a rerun fetches nothing already published.
+The first checkpoint's architecture is kept in the sweep's folder (series/config.json): the
+no-pretraining baseline is that architecture freshly initialised.
+
+`check_series` runs before anything is written (preflight): every checkpoint exists, has
+safetensors weights and the same architecture, read from its config and file list alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from raysweep.spec import SeriesCheckpoint, SpecError, SweepSpec
+from raysweep.storage import Bucket, is_remote
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = "series/config.json"
+"""The series' architecture (the first checkpoint's config), in the sweep's folder."""
+
+# What must agree between the checkpoints of one series: the architecture, not the training state.
+SAME_ARCHITECTURE = ("model_type", "vocab_size", "hidden_size", "d_model", "num_hidden_layers",
+                     "num_layers", "num_decoder_layers", "num_attention_heads", "num_heads",
+                     "intermediate_size", "d_ff", "is_encoder_decoder")
+
+
+def _where(spec: SweepSpec) -> str:
+    return spec.source_file or "<spec>"
+
+
+def _field(spec: SweepSpec, index: int) -> str:
+    series = spec.series
+    if series.checkpoints:
+        return f"series.checkpoints[{index}].{'revision' if series.hub else 'folder'}"
+    return f"series.steps[{index}]"
+
+
+def local_folder(spec: SweepSpec, point: SeriesCheckpoint) -> Path:
+    """A folder checkpoint on this machine: the folder itself, or for a bucket series this
+    node's copy of it (downloaded once)."""
+    series = spec.series
+    if is_remote(series.folder):
+        copy = spec.root / "series" / "downloads" / point.folder
+        return Bucket(series.folder).fetch_folder(point.folder, copy, complete="config.json")
+    base = Path(series.folder)
+    if not base.is_absolute():
+        base = Path(spec.base_dir or ".") / base
+    return base / point.folder
+
+
+def _hub_files(repo: str, revision: str) -> tuple[Path | None, list[str]]:
+    """(the config.json of a hub revision, the revision's file names). Offline (HF_HUB_OFFLINE),
+    both come from the local hub cache."""
+    from huggingface_hub import hf_hub_download, list_repo_files, snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    config = Path(hf_hub_download(repo, "config.json", revision=revision))
+    if HF_HUB_OFFLINE:
+        snapshot = Path(snapshot_download(repo, revision=revision, local_files_only=True))
+        return config, sorted(p.name for p in snapshot.iterdir())
+    return config, list_repo_files(repo, revision=revision)
+
+
+def _files(spec: SweepSpec, point: SeriesCheckpoint) -> tuple[dict, list[str]]:
+    """(a checkpoint's config, its file names), without reading its weights."""
+    import json
+
+    if spec.series.hub:
+        config, names = _hub_files(spec.series.hub, point.revision)
+    else:
+        if is_remote(spec.series.folder):
+            bucket = Bucket(spec.series.folder)
+            return json.loads(bucket.read_bytes(f"{point.folder}/config.json")), bucket.files(point.folder)
+        path = local_folder(spec, point)
+        config, names = path / "config.json", sorted(p.name for p in path.iterdir())
+    return json.loads(Path(config).read_text()), names
+
+
+def check_series(spec: SweepSpec) -> dict:
+    """Every checkpoint of the series exists, holds safetensors weights and has the first one's
+    architecture; returns that architecture (its config). Raises SpecError naming the field."""
+    reference = None
+    for index, point in enumerate(spec.series.points()):
+        label = spec.series.label(point)
+        try:
+            config, names = _files(spec, point)
+        except Exception as err:  # noqa: BLE001 (a missing revision, folder or file: hub, OS, bucket errors)
+            raise SpecError(
+                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} cannot be read "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:300]}). Give a "
+                f"{'revision of the hub model' if spec.series.hub else 'folder'} that holds an "
+                f"HF-format checkpoint (config.json and safetensors weights); nothing was written."
+            ) from None
+        if not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+            pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+            raise SpecError(
+                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has no "
+                f"safetensors weights"
+                + (f", only {', '.join(pickles)}, a pickle, which raysweep never loads (it can run "
+                   f"code)" if pickles else "") +
+                ". Save it with save_pretrained(safe_serialization=True), or convert it "
+                "where you trust it; nothing was written.")
+        if reference is None:
+            reference = config
+        differs = {k: (reference.get(k), config.get(k)) for k in SAME_ARCHITECTURE
+                   if reference.get(k) != config.get(k)}
+        if differs:
+            raise SpecError(
+                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has another "
+                f"architecture than the series' first checkpoint ("
+                + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differs.items())
+                + "). A series is one model at several points of its pretraining; nothing was "
+                  "written.")
+    return reference
+
+
+def load_checkpoint(spec: SweepSpec, point: SeriesCheckpoint):
+    """The model of one checkpoint of the series, from its safetensors weights."""
+    from raysweep.model import load_model
+
+    if spec.series.hub:
+        return load_model(spec.series.hub, revision=point.revision)
+    return load_model(str(local_folder(spec, point)))
+
+
+def load_series_tokenizer(spec: SweepSpec):
+    """The model's own tokenizer: the last checkpoint's (hub revision or folder)."""
+    from transformers import AutoTokenizer
+
+    last = spec.series.points()[-1]
+    if spec.series.hub:
+        source, options = spec.series.hub, {"revision": last.revision}
+    else:
+        source, options = str(local_folder(spec, last)), {}
+    try:
+        # A tokenizer is data (tokenizer.json); code named by its config is never run.
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **options)
+    except Exception as err:  # noqa: BLE001 (hub, OS and tokenizers' own errors)
+        raise SpecError(
+            f"{_where(spec)}: field `series`: checkpoint {spec.series.label(last)} holds no "
+            f"tokenizer that loads ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
+            f"Save the tokenizer beside the weights (tokenizer.save_pretrained); nothing was "
+            f"written.") from None
+
+
+def save_architecture(spec: SweepSpec, config: dict) -> None:
+    spec.folder.write_json(ARCHITECTURE, config)
+
+
+def baseline_model(spec: SweepSpec):
+    """The series' architecture, freshly initialised (seeded by the caller): the D_p = 0 point."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = dict(spec.folder.read_json(ARCHITECTURE))
+    config = AutoConfig.for_model(config.pop("model_type"), **config)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_config(config)
+
+
+def import_series(spec: SweepSpec, run_id: str) -> None:
+    """Pretraining's part for a series: publish each checkpoint not yet published, in D_p order,
+    logging each publication to the pretraining run as pretraining does."""
+    import ray
+
+    from raysweep import checkpoints
+    from raysweep.data.mixture import alignment_score
+    from raysweep.pretrain.loop import tell_watcher
+    from raysweep.tracking import Tracker
+
+    tracker = Tracker.for_spec(spec)
+    done = checkpoints.published(spec, verify_weights=False)
+    about = {"mixture": [{"source": c.source, "weight": c.weight} for c in spec.pretrain.mixture],
+             "alignment": {t.name: alignment_score(spec.pretrain.mixture, t) for t in spec.tasks}}
+    for step, point in enumerate(spec.series.points(), start=1):
+        if point.tokens in done:
+            continue
+        label = spec.series.label(point)
+        log.info("importing checkpoint %s as D_p = %s", label, f"{point.tokens:,}")
+        model = load_checkpoint(spec, point)
+        checkpoints.publish(spec, model, point.tokens, step, {"source": label, **about})
+        tracker.log_metrics(run_id, {"published_tokens": point.tokens, "tokens_seen": point.tokens},
+                            step=step)
+        if ray.is_initialized():
+            tell_watcher(spec)
+        if spec.series.folder and is_remote(spec.series.folder):
+            import shutil
+
+            shutil.rmtree(local_folder(spec, point), ignore_errors=True)  # its copy is published
+        del model

@@ -1,0 +1,237 @@
+"""Checkpoint series made elsewhere (`series`), in place of pretraining: a local folder series
+written here by a plain transformers loop, a hub-revision series served from a locally built hub
+cache with the hub offline, the bad inputs refused before anything is written, and one sweep of
+a folder series through the real path (Ray, Tune trials, MLflow on SQLite, the fitter)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import CAUSAL_TINY, TINY_SPEC
+
+from raysweep.cli import main
+from raysweep.spec import SpecError
+from raysweep.spec_loader import load_spec, spec_from_dict
+
+TOKENS_PER_STEP = 8 * 32  # the series' own batch: 8 sequences of 32 tokens
+STEPS = (8, 16, 32)
+
+
+def write_series(folder, steps=STEPS, model_dims=CAUSAL_TINY, seed: int = 0) -> None:
+    """A tiny decoder-only model trained by a plain transformers loop (no raysweep), saved with
+    its tokenizer at each of `steps` as `step{N}` (what save_pretrained writes)."""
+    import itertools
+
+    import torch
+
+    from raysweep.data.sources import monolingual_source
+    from raysweep.data.synthetic import Family
+    from raysweep.data.tokenizer import train_tokenizer
+    from raysweep.model import build_model
+
+    spec = spec_from_dict({**copy.deepcopy(TINY_SPEC), "model": model_dims}, base_dir=str(folder))
+    tokenizer = train_tokenizer(spec)
+    torch.manual_seed(seed)
+    model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    text = monolingual_source("synthetic:en", None, Family.of(spec), "f", "test").documents(0, 1, 0)
+    ids = itertools.chain.from_iterable(tokenizer(doc)["input_ids"] for doc in text)
+    for step in range(1, max(steps) + 1):
+        batch = torch.tensor(list(itertools.islice(ids, TOKENS_PER_STEP))).view(8, 32)
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step in steps:
+            model.save_pretrained(folder / f"step{step}", safe_serialization=True)
+            tokenizer.save_pretrained(folder / f"step{step}")
+
+
+@pytest.fixture(scope="module")
+def series_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("series")
+    write_series(folder)
+    return folder
+
+
+def series_spec(tmp_path, series: dict, **top) -> dict:
+    data = copy.deepcopy(TINY_SPEC)
+    del data["model"], data["tokenizer"]
+    data["pretrain"] = {"mixture": [{"source": "synthetic:en", "weight": 1.0}]}
+    data.update(name="series", storage=str(tmp_path / "storage"), series=series, **top)
+    data["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003])
+    return data
+
+
+def write(tmp_path, data: dict):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def folder_series(series_folder, **fields) -> dict:
+    return {"folder": str(series_folder), "steps": list(STEPS), "tokens_per_step": TOKENS_PER_STEP,
+            **fields}
+
+
+def test_a_folder_series_validates_with_its_plan(series_folder, tmp_path, capsys):
+    path = write(tmp_path, series_spec(tmp_path, folder_series(series_folder)))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoints made elsewhere: folder {series_folder}, trained on synthetic:en x 1" in out
+    assert "2,048 (step8), 4,096 (step16), 8,192 (step32)" in out
+    spec = load_spec(path)
+    assert spec.checkpoint_tokens() == [0, 2048, 4096, 8192] and spec.num_trials() == 4
+    assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.parametrize("series, field, says", [
+    ({"hub": "org/model", "folder": "x", "steps": [1], "tokens_per_step": 5}, "series.hub",
+     "one of the two"),
+    ({"folder": "x", "steps": [1, 2]}, "series.tokens_per_step", "positive number of tokens"),
+    ({"folder": "x", "checkpoints": [{"folder": "a", "tokens": 200}, {"folder": "b", "tokens": 100}]},
+     "series.checkpoints[].tokens", "strictly increasing"),
+    ({"hub": "org/model", "checkpoints": [{"folder": "a", "tokens": 200}]},
+     "series.checkpoints[0].revision", "which revision holds"),
+])
+def test_a_series_that_cannot_be_read_as_one_is_refused_naming_the_field(tmp_path, series, field, says):
+    with pytest.raises(SpecError) as refused:
+        spec_from_dict(series_spec(tmp_path, series))
+    assert f"field `{field}` " in str(refused.value) and says in str(refused.value)
+
+
+@pytest.mark.parametrize("section, value", [("model", {"preset": "causal-tiny"}),
+                                            ("tokenizer", {"kind": "byt5"})])
+def test_a_series_brings_its_own_architecture_and_tokenizer(tmp_path, series_folder, section, value):
+    with pytest.raises(SpecError, match=rf"field `{section}` must be left out with a series"):
+        spec_from_dict(series_spec(tmp_path, folder_series(series_folder), **{section: value}))
+
+
+def broken_copy(series_folder, tmp_path, how: str):
+    """The series with its last checkpoint broken `how`."""
+    copy_to = tmp_path / "broken"
+    shutil.copytree(series_folder, copy_to)
+    last = copy_to / f"step{STEPS[-1]}"
+    if how == "missing":
+        shutil.rmtree(last)
+    elif how == "pickle only":
+        (last / "model.safetensors").unlink()
+        (last / "pytorch_model.bin").write_bytes(b"a pickle")
+    elif how == "no weights":
+        (last / "model.safetensors").unlink()
+    elif how == "other architecture":
+        config = json.loads((last / "config.json").read_text())
+        config["num_hidden_layers"] = 3
+        (last / "config.json").write_text(json.dumps(config))
+    return copy_to
+
+
+@pytest.mark.parametrize("how, says", [
+    ("missing", "cannot be read"),
+    ("pickle only", "only pytorch_model.bin, a pickle, which raysweep never loads"),
+    ("no weights", "has no safetensors weights"),
+    ("other architecture", "num_hidden_layers 2 there, 3 here"),
+])
+def test_a_bad_checkpoint_is_refused_before_anything_is_written(series_folder, tmp_path, capsys, how, says):
+    broken = broken_copy(series_folder, tmp_path, how)
+    path = write(tmp_path, series_spec(tmp_path, folder_series(broken)))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "field `series.steps[2]`" in err and f"{broken}/step32" in err and says in err, err
+    assert not (tmp_path / "storage").exists()  # nothing written
+
+
+@pytest.fixture
+def hub_cache(series_folder, tmp_path, monkeypatch):
+    """The folder series laid out as revisions `step{N}` of hub model `org/tiny-series` in a hub
+    cache, with the hub offline (as tests/test_comet_scoring.py serves the tiny COMET model)."""
+    import huggingface_hub.constants as hf_constants
+    import transformers.utils.hub as transformers_hub
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--tiny-series"
+    (repo / "refs").mkdir(parents=True)
+    for i, step in enumerate(STEPS):
+        commit = f"{i + 1:040x}"
+        (repo / "refs" / f"step{step}").write_text(commit)
+        shutil.copytree(series_folder / f"step{step}", repo / "snapshots" / commit)
+    # Both libraries read these once, at import; a user sets them before starting Python.
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(transformers_hub, "_is_offline_mode", True)
+    monkeypatch.setattr(transformers_hub, "TRANSFORMERS_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    return hub
+
+
+def test_a_hub_series_is_imported_revision_by_revision_with_its_tokens(hub_cache, series_folder, tmp_path):
+    import torch
+
+    from raysweep import checkpoints
+    from raysweep.model import load_model
+    from raysweep.preflight import check
+    from raysweep.series import import_series
+    from raysweep.tracking import Tracker
+
+    spec = spec_from_dict(series_spec(tmp_path, {"hub": "org/tiny-series", "steps": list(STEPS),
+                                                 "tokens_per_step": TOKENS_PER_STEP}))
+    tokenizer, _ = check(spec)
+    assert tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) == "</s>"  # the model's own
+    tracker = Tracker.for_spec(spec)
+    tracker.ensure_experiment()
+    run_id = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain")
+    import_series(spec, run_id)
+    manifests = checkpoints.published(spec)
+    assert sorted(manifests) == [s * TOKENS_PER_STEP for s in STEPS]
+    assert [manifests[t]["source"] for t in sorted(manifests)] == [f"org/tiny-series@step{s}" for s in STEPS]
+    batch = torch.tensor([[5, 6, 7, 8]])
+    for step in STEPS:  # the published weights are the revision's
+        published = checkpoints.load_model(spec, step * TOKENS_PER_STEP).eval()
+        source = load_model(str(series_folder / f"step{step}")).eval()
+        assert torch.equal(published(batch).logits, source(batch).logits)
+    logged = tracker.client.get_metric_history(run_id, "published_tokens")
+    assert sorted(m.value for m in logged) == sorted(manifests)
+    import_series(spec, run_id)  # again: everything is published, nothing is fetched or logged
+    assert len(tracker.client.get_metric_history(run_id, "published_tokens")) == len(STEPS)
+
+
+def test_a_revision_the_hub_cache_lacks_is_refused_naming_the_field(hub_cache, tmp_path, capsys):
+    data = series_spec(tmp_path, {"hub": "org/tiny-series", "checkpoints": [
+        {"revision": "step8", "tokens": 2048}, {"revision": "step999", "tokens": 9999}]})
+    assert main(["run", str(write(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert "field `series.checkpoints[1].revision`: checkpoint org/tiny-series@step999 cannot be read" in err
+    assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.slow
+def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(series_folder, tmp_path):
+    import ray
+
+    from raysweep.checkpoints import published
+    from raysweep.finetune import plan_keys
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    spec = load_spec(write(tmp_path, series_spec(tmp_path, folder_series(series_folder))))
+    try:
+        outcome = run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)
+    finally:
+        ray.shutdown()
+    assert outcome.ok, outcome.errors
+    tracker = Tracker.for_spec(spec)
+    planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))
+    runs = tracker.find_runs({"raysweep.kind": "trial"})
+    assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    manifests = published(spec)
+    assert {m["source"] for m in manifests.values()} == {f"{series_folder}/step{s}" for s in STEPS}
+    assert {m["model_config"]["model_type"] for m in manifests.values()} == {"llama"}
+    (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
+    assert sweep.data.params["model"] == f"series: folder {series_folder}, 3 checkpoints"
+    (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
+    assert "params/en-de/df_1000/cross_entropy/alpha" in laws.data.metrics
