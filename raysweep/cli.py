@@ -1,4 +1,4 @@
-"""Command line: `raysweep validate|run|status|report|fit`.
+"""Command line: `raysweep validate|run|stop|status|report|fit`.
 
 Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written), 143
 stopped by SIGTERM (`ray job stop`) or 130 by Ctrl-C (unfinished runs marked KILLED; a rerun
@@ -41,6 +41,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from raysweep.answer import answer_table
+    from raysweep.series import trials_planned
     from raysweep.sweep import SweepStopped, run_sweep
 
     spec = load_spec(args.spec)
@@ -57,9 +58,25 @@ def cmd_run(args) -> int:
         print(f"sweep {spec.name!r} finished in {outcome.wall_seconds:.0f} s")
         return 0
     print(f"sweep {spec.name!r} FAILED after {outcome.wall_seconds:.0f} s:", file=sys.stderr)
-    for error in outcome.errors or [f"only {outcome.progress} of {spec.num_trials()} trials finished"]:
+    for error in outcome.errors or [f"only {outcome.progress} of {trials_planned(spec)} trials finished"]:
         print(f"  {error}", file=sys.stderr)
     return 1
+
+
+def cmd_stop(args) -> int:
+    """Ask a sweep that follows a trainer's folder (series.attach) to take no more checkpoints:
+    the trials of those it has are finished and their laws fitted, then it ends."""
+    from raysweep.series import request_stop
+
+    spec = load_spec(args.spec)
+    if not (spec.series and spec.series.attach):
+        raise SpecError(f"{spec.source_file}: `raysweep stop` is for a sweep that follows a series "
+                        f"being written (series.attach: true); stop any other with `ray job stop` "
+                        f"or Ctrl-C (a rerun resumes it).")
+    request_stop(spec)
+    print(f"asked sweep {spec.name!r} to take no more checkpoints; it finishes the trials of "
+          f"those it has, then ends")
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -189,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run (or resume) a sweep")
     run.add_argument("spec")
     run.set_defaults(func=cmd_run)
+    stop = sub.add_parser("stop", help="end a sweep that follows a series being written "
+                                       "(series.attach) with the checkpoints it has")
+    stop.add_argument("spec")
+    stop.set_defaults(func=cmd_stop)
     status = sub.add_parser("status", help="progress and latest laws of a running or finished sweep")
     status.add_argument("spec")
     status.set_defaults(func=cmd_status)

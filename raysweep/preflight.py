@@ -123,7 +123,7 @@ def _check_series(spec: SweepSpec, offline: bool, saved):
 
     if offline and (spec.series.hub or is_remote(spec.series.folder)):
         return None
-    check_series(spec)
+    check_series(spec, only_complete=spec.series.attach)
     if (saved / "tokenizer_config.json").exists():
         return load_tokenizer(saved)
     return load_series_tokenizer(spec)

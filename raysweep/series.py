@@ -84,41 +84,52 @@ def _files(spec: SweepSpec, point: SeriesCheckpoint) -> tuple[dict, list[str]]:
     return json.loads(Path(config).read_text()), names
 
 
-def check_series(spec: SweepSpec) -> dict:
+def check_series(spec: SweepSpec, only_complete: bool = False) -> dict | None:
     """Every checkpoint of the series exists, holds safetensors weights and has the first one's
-    architecture; returns that architecture (its config). Raises SpecError naming the field."""
+    architecture; returns that architecture (its config). Raises SpecError naming the field.
+    `only_complete` (an attached series, still being written): the checkpoints complete so far
+    only; None if there is none yet."""
     reference = None
     for index, point in enumerate(spec.series.points()):
-        label = spec.series.label(point)
-        try:
-            config, names = _files(spec, point)
-        except Exception as err:  # noqa: BLE001 (a missing revision, folder or file: hub, OS, bucket errors)
-            raise SpecError(
-                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} cannot be read "
-                f"({type(err).__name__}: {' '.join(str(err).split())[:300]}). Give a "
-                f"{'revision of the hub model' if spec.series.hub else 'folder'} that holds an "
-                f"HF-format checkpoint (config.json and safetensors weights); nothing was written."
-            ) from None
-        if not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
-            pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
-            raise SpecError(
-                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has no "
-                f"safetensors weights"
-                + (f", only {', '.join(pickles)}, a pickle, which raysweep never loads (it can run "
-                   f"code)" if pickles else "") +
-                ". Save it with save_pretrained(safe_serialization=True), or convert it "
-                "where you trust it; nothing was written.")
-        if reference is None:
-            reference = config
-        differs = {k: (reference.get(k), config.get(k)) for k in SAME_ARCHITECTURE
-                   if reference.get(k) != config.get(k)}
-        if differs:
-            raise SpecError(
-                f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has another "
-                f"architecture than the series' first checkpoint ("
-                + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differs.items())
-                + "). A series is one model at several points of its pretraining; nothing was "
-                  "written.")
+        if only_complete and not _has_model(_snapshot(spec, point) or {}):
+            continue
+        reference = _check_checkpoint(spec, index, point, reference)
+    return reference
+
+
+def _check_checkpoint(spec: SweepSpec, index: int, point: SeriesCheckpoint, reference: dict | None,
+                      after: str = "nothing was written") -> dict:
+    """One checkpoint's check (see check_series); returns the architecture to compare the next
+    ones with. `after`: what the error says came of it."""
+    label = spec.series.label(point)
+    try:
+        config, names = _files(spec, point)
+    except Exception as err:  # noqa: BLE001 (a missing revision, folder or file: hub, OS, bucket errors)
+        raise SpecError(
+            f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} cannot be read "
+            f"({type(err).__name__}: {' '.join(str(err).split())[:300]}). Give a "
+            f"{'revision of the hub model' if spec.series.hub else 'folder'} that holds an "
+            f"HF-format checkpoint (config.json and safetensors weights); {after}."
+        ) from None
+    if not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+        raise SpecError(
+            f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has no "
+            f"safetensors weights"
+            + (f", only {', '.join(pickles)}, a pickle, which raysweep never loads (it can run "
+               f"code)" if pickles else "") +
+            ". Save it with save_pretrained(safe_serialization=True), or convert it "
+            f"where you trust it; {after}.")
+    if reference is None:
+        reference = config
+    differs = {k: (reference.get(k), config.get(k)) for k in SAME_ARCHITECTURE
+               if reference.get(k) != config.get(k)}
+    if differs:
+        raise SpecError(
+            f"{_where(spec)}: field `{_field(spec, index)}`: checkpoint {label} has another "
+            f"architecture than the series' first checkpoint ("
+            + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differs.items())
+            + f"). A series is one model at several points of its pretraining; {after}.")
     return reference
 
 
@@ -132,10 +143,19 @@ def load_checkpoint(spec: SweepSpec, point: SeriesCheckpoint):
 
 
 def load_series_tokenizer(spec: SweepSpec):
-    """The model's own tokenizer: the last checkpoint's (hub revision or folder)."""
+    """The model's own tokenizer: the last checkpoint's (hub revision or folder), or for an
+    attached series, the first complete one's."""
     from transformers import AutoTokenizer
 
     last = spec.series.points()[-1]
+    if spec.series.attach:
+        there = [p for p in spec.series.points() if _has_model(_snapshot(spec, p) or {})]
+        if not there:
+            raise SpecError(
+                f"{_where(spec)}: field `series.attach`: no checkpoint of {spec.series.folder} is "
+                f"there yet, and the model's tokenizer is read from one. Start the sweep once the "
+                f"trainer has saved its first checkpoint (with its tokenizer); nothing was written.")
+        last = there[0]
     if spec.series.hub:
         source, options = spec.series.hub, {"revision": last.revision}
     else:
@@ -167,7 +187,8 @@ def baseline_model(spec: SweepSpec):
 
 def import_series(spec: SweepSpec, run_id: str) -> None:
     """Pretraining's part for a series: publish each checkpoint not yet published, in D_p order,
-    logging each publication to the pretraining run as pretraining does."""
+    logging each publication to the pretraining run as pretraining does. An attached series'
+    checkpoints are waited for, and checked as they arrive; a stop request ends the wait."""
     import ray
 
     from raysweep import checkpoints
@@ -179,15 +200,24 @@ def import_series(spec: SweepSpec, run_id: str) -> None:
     done = checkpoints.published(spec, verify_weights=False)
     about = {"mixture": [{"source": c.source, "weight": c.weight} for c in spec.pretrain.mixture],
              "alignment": {t.name: alignment_score(spec.pretrain.mixture, t) for t in spec.tasks}}
-    for step, point in enumerate(spec.series.points(), start=1):
+    arrivals, reference = Arrivals(spec) if spec.series.attach else None, spec.folder.read_json(ARCHITECTURE)
+    for index, point in enumerate(spec.series.points()):
         if point.tokens in done:
             continue
         label = spec.series.label(point)
+        if arrivals:
+            if not arrivals.wait(point):
+                log.info("stop requested: no checkpoint after D_p = %s is taken", f"{point.tokens:,}")
+                return
+            reference = _check_checkpoint(spec, index, point, reference, after=(
+                "it was not imported; the sweep finishes the checkpoints before it"))
+            if spec.folder.read_json(ARCHITECTURE) is None:  # the baseline's trials can start now
+                save_architecture(spec, reference)
         log.info("importing checkpoint %s as D_p = %s", label, f"{point.tokens:,}")
         model = load_checkpoint(spec, point)
-        checkpoints.publish(spec, model, point.tokens, step, {"source": label, **about})
+        checkpoints.publish(spec, model, point.tokens, index + 1, {"source": label, **about})
         tracker.log_metrics(run_id, {"published_tokens": point.tokens, "tokens_seen": point.tokens},
-                            step=step)
+                            step=index + 1)
         if ray.is_initialized():
             tell_watcher(spec)
         if spec.series.folder and is_remote(spec.series.folder):
@@ -195,3 +225,93 @@ def import_series(spec: SweepSpec, run_id: str) -> None:
 
             shutil.rmtree(local_folder(spec, point), ignore_errors=True)  # its copy is published
         del model
+
+
+# ---- attaching to a run in progress -------------------------------------------------------------
+
+STOP = "series/stop.json"
+"""`raysweep stop`'s request to an attached sweep, in the sweep's folder."""
+POLL_SECONDS = 2.0
+
+
+def _snapshot(spec: SweepSpec, point: SeriesCheckpoint) -> dict[str, tuple] | None:
+    """A folder checkpoint's files: name -> (size, modification time); None if no folder yet."""
+    if is_remote(spec.series.folder):
+        bucket = Bucket(spec.series.folder)  # an object is whole or absent: its size is enough
+        return {name: (bucket.size(f"{point.folder}/{name}"),) for name in bucket.files(point.folder)} or None
+    folder = local_folder(spec, point)
+    if not folder.is_dir():
+        return None
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def _has_model(files: dict) -> bool:
+    return "config.json" in files and any(n.endswith((".safetensors", ".safetensors.index.json"))
+                                          for n in files)
+
+
+class Arrivals:
+    """When the checkpoints of an attached series are complete: once the trainer's marker file
+    (`series.complete_marker`) is in the folder, or, without one, once the folder holds a config
+    and safetensors weights and no file in it has changed for `series.settle_seconds` (a writer
+    that is still saving changes a size or a modification time)."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.since: dict[str, tuple[dict, float]] = {}  # folder -> (its files, unchanged since)
+
+    def complete(self, point: SeriesCheckpoint) -> bool:
+        import time
+
+        series, files = self.spec.series, _snapshot(self.spec, point)
+        if files is None:
+            return False
+        if series.complete_marker:
+            return series.complete_marker in files
+        now = time.monotonic()
+        before, since = self.since.get(point.folder, (None, now))
+        if files != before:
+            self.since[point.folder] = (files, now)
+            return False
+        return _has_model(files) and now - since >= series.settle_seconds
+
+    def wait(self, point: SeriesCheckpoint) -> bool:
+        """Wait for a checkpoint to be complete: True; False if a stop was requested first."""
+        import time
+
+        log.info("waiting for checkpoint %s (D_p = %s)", self.spec.series.label(point), f"{point.tokens:,}")
+        while not self.complete(point):
+            if stop_requested(self.spec):
+                return False
+            time.sleep(min(POLL_SECONDS, self.spec.series.settle_seconds / 4))
+        return True
+
+
+def request_stop(spec: SweepSpec) -> None:
+    spec.folder.write_json(STOP, {"requested": True})
+
+
+def clear_stop(spec: SweepSpec) -> None:
+    """A new run of the sweep follows the series again (a stop asked of an earlier run is done)."""
+    spec.folder.write_json(STOP, {"requested": False})
+
+
+def stop_requested(spec: SweepSpec) -> bool:
+    return bool((spec.folder.read_json(STOP) or {}).get("requested"))
+
+
+def baseline_ready(spec: SweepSpec) -> bool:
+    """Whether the D_p = 0 baseline can be built: always, except for a series whose architecture
+    is not known yet (an attached series before its first checkpoint)."""
+    return spec.series is None or spec.folder.read_json(ARCHITECTURE) is not None
+
+
+def trials_planned(spec: SweepSpec) -> int:
+    """The trials the sweep ends with: all of the plan, or for an attached series that was
+    stopped, those of the checkpoints in by then."""
+    from raysweep.checkpoints import published
+    from raysweep.finetune import plan_keys
+
+    if not (spec.series and spec.series.attach and stop_requested(spec)):
+        return spec.num_trials()
+    return sum(len(plan_keys(spec, d_p)) for d_p in [0, *published(spec, verify_weights=False)])

@@ -385,6 +385,16 @@ class SeriesSpec:
     """With `steps`: how a step's revision or subfolder is named (`{step}` is the step)."""
     tokens_per_step: int | None = None
     """With `steps`: the series' tokens per training step (Pythia: 1024 x 2048 = 2,097,152)."""
+    attach: bool = False
+    """Follow `folder` while another trainer is still writing into it: each checkpoint is taken
+    once it is complete (`complete_marker`, or the settle rule) and finetuned while training goes
+    on; the sweep ends when the last D_p is in, or on `raysweep stop` with those in by then."""
+    complete_marker: str | None = None
+    """With `attach`: a checkpoint is complete once this file is in its folder (one the trainer
+    writes last, e.g. HF Trainer's trainer_state.json). Default: the settle rule."""
+    settle_seconds: float = 60.0
+    """With `attach` and no `complete_marker`: a checkpoint is complete once its folder holds
+    config.json and safetensors weights and none of its files has changed for this long."""
 
     def points(self) -> list[SeriesCheckpoint]:
         """Every checkpoint with its D_p and where it is (`steps` written out)."""
@@ -414,6 +424,10 @@ class SeriesSpec:
             if "{step}" not in self.name:
                 fields.fail("name", "must hold {step}, where each step's number goes", self.name)
             _increasing(fields, "steps", list(self.steps))
+        if self.attach and self.hub:
+            fields.fail("attach", "is for a folder series (a trainer writing into `series.folder`); "
+                                  "hub revisions are all there already", self.attach)
+        fields.positive(self.settle_seconds, "settle_seconds")
         where = "revision" if self.hub else "folder"
         for i, point in enumerate(self.checkpoints):
             if getattr(point, where) is None:

@@ -155,9 +155,13 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
     spec.root.mkdir(parents=True, exist_ok=True)
     save_tokenizer(spec, tokenizer)
     if spec.series:  # the D_p = 0 baseline is the series' architecture
-        from raysweep.series import check_series, save_architecture
+        from raysweep.series import check_series, clear_stop, save_architecture
 
-        save_architecture(spec, check_series(spec))
+        architecture = check_series(spec, only_complete=spec.series.attach)
+        if architecture is not None:  # else the first checkpoint of an attached series brings it
+            save_architecture(spec, architecture)
+        if spec.series.attach:
+            clear_stop(spec)
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
     load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
 
@@ -245,6 +249,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
     import ray
 
     from raysweep.evaluation.scorer import stop_scorers
+    from raysweep.series import trials_planned
     from raysweep.tracking import Tracker
 
     watcher, fitter = actors
@@ -273,7 +278,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
     laws, groups = ray.get([fitter.summary.remote(), fitter.answer_groups.remote()])
     errors = pretrain_errors + final.pop("errors")
     finished = final["done"] + final["skipped"]
-    ok = not errors and finished == spec.num_trials()
+    ok = not errors and finished == trials_planned(spec)
     tracker = Tracker.for_spec(spec)
     tracker.end_run(runs["laws"], "FINISHED")
     tracker.end_run(runs["sweep"], "FINISHED" if ok else "FAILED")

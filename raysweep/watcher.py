@@ -118,9 +118,12 @@ class CheckpointWatcher:
         cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its reason;
         one without a manifest only once pretraining is over (until then it may be mid-publication)."""
         from raysweep import checkpoints
+        from raysweep.series import baseline_ready
 
         sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
-        new = [p for p in [0, *sorted(sound)] if p not in self.seen_checkpoints]  # 0: the baseline
+        # 0: the baseline, once it can be built (a series' architecture comes with its first checkpoint)
+        baseline = [0] if 0 in self.seen_checkpoints or baseline_ready(self.spec) else []
+        new = [p for p in baseline + sorted(sound) if p not in self.seen_checkpoints]
         # MLflow is read before any state changes, so a scan that fails (MLflow down past its
         # retries) leaves nothing half-done and the next scan does it all again.
         finished = set()

@@ -235,3 +235,131 @@ def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(seri
     assert sweep.data.params["model"] == f"series: folder {series_folder}, 3 checkpoints"
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     assert "params/en-de/df_1000/cross_entropy/alpha" in laws.data.metrics
+
+
+# ---- attached: a trainer still writing into the folder ------------------------------------------
+
+def attached_spec(tmp_path, folder, **fields):
+    return spec_from_dict(series_spec(tmp_path, folder_series(folder, attach=True, **fields)))
+
+
+def test_with_a_marker_a_checkpoint_counts_only_once_the_marker_is_written(series_folder, tmp_path):
+    from raysweep.series import Arrivals
+
+    folder = tmp_path / "trainer"
+    shutil.copytree(series_folder / "step8", folder / "step8")
+    spec = attached_spec(tmp_path, folder, complete_marker="trainer_state.json")
+    (point, *_) = spec.series.points()
+    arrivals = Arrivals(spec)
+    assert not arrivals.complete(point)  # weights and config there, the marker not yet
+    (folder / "step8" / "trainer_state.json").write_text("{}")
+    assert arrivals.complete(point)
+
+
+def test_without_a_marker_a_checkpoint_counts_once_its_files_have_settled(series_folder, tmp_path):
+    import time
+
+    from raysweep.series import Arrivals
+
+    folder = tmp_path / "trainer"
+    shutil.copytree(series_folder / "step8", folder / "step8")
+    spec = attached_spec(tmp_path, folder, settle_seconds=1.0)
+    (point, *_) = spec.series.points()
+    arrivals = Arrivals(spec)
+    assert not arrivals.complete(point)  # first seen now: not settled yet
+    time.sleep(0.6)
+    with open(folder / "step8" / "model.safetensors", "ab") as f:
+        f.write(b"\0")  # still being written
+    time.sleep(0.6)
+    assert not arrivals.complete(point)  # it changed under a second ago
+    time.sleep(1.1)
+    assert arrivals.complete(point)
+
+
+def test_a_stop_ends_the_wait_and_the_sweep_plans_only_the_checkpoints_in(series_folder, tmp_path):
+    import threading
+    import time
+
+    from raysweep import checkpoints
+    from raysweep.series import import_series, request_stop, trials_planned
+    from raysweep.tracking import Tracker
+
+    folder = tmp_path / "trainer"
+    shutil.copytree(series_folder / "step8", folder / "step8")
+    spec = attached_spec(tmp_path, folder, settle_seconds=0.5)
+    tracker = Tracker.for_spec(spec)
+    tracker.ensure_experiment()
+    run_id = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain")
+    importer = threading.Thread(target=import_series, args=(spec, run_id), daemon=True)
+    importer.start()
+    deadline = time.time() + 60
+    while 2048 not in checkpoints.published(spec, verify_weights=False):
+        assert time.time() < deadline and importer.is_alive()
+        time.sleep(0.2)
+    assert trials_planned(spec) == spec.num_trials() == 4  # until a stop, the whole plan
+    request_stop(spec)
+    importer.join(timeout=30)
+    assert not importer.is_alive()  # it stopped waiting for step16
+    assert sorted(checkpoints.published(spec)) == [2048]
+    assert trials_planned(spec) == 2  # the baseline and D_p = 2,048
+
+
+@pytest.mark.slow
+def test_an_attached_sweep_follows_a_trainer_writing_its_checkpoints(tmp_path):
+    """The trainer's saves (a plain transformers loop's) land in the watched folder: step8 before
+    the sweep starts, step16 once the sweep has taken step8 and waits for it, slowly (its weights
+    in pieces over 3 s), then step32; the sweep takes each once it is complete, never a partial
+    one, and ends when the last D_p is in."""
+    import threading
+    import time
+
+    import ray
+    import torch
+
+    from raysweep import checkpoints
+    from raysweep.model import load_model
+    from raysweep.sweep import run_sweep
+    from raysweep.tracking import Tracker
+
+    staging, folder = tmp_path / "staging", tmp_path / "trainer"
+    write_series(staging)  # the trainer's saves, copied into the watched folder over time below
+    folder.mkdir()
+    shutil.copytree(staging / "step8", folder / "step8")
+    spec = load_spec(write(tmp_path, series_spec(tmp_path, folder_series(folder, attach=True,
+                                                                         settle_seconds=2.0))))
+    seen_partial: list[list[int]] = []
+
+    def trainer() -> None:
+        deadline = time.time() + 300  # step16 is written while the sweep waits for it
+        while 2048 not in checkpoints.published(spec, verify_weights=False) and time.time() < deadline:
+            time.sleep(0.2)
+        target = folder / "step16"
+        target.mkdir()
+        for name in sorted(p.name for p in (staging / "step16").iterdir()):
+            if name != "model.safetensors":
+                shutil.copy(staging / "step16" / name, target / name)
+        weights = (staging / "step16" / "model.safetensors").read_bytes()
+        with open(target / "model.safetensors", "wb") as f:
+            for start in range(0, len(weights), len(weights) // 6 + 1):  # a slow save: 6 pieces
+                f.write(weights[start:start + len(weights) // 6 + 1])
+                f.flush()
+                seen_partial.append(sorted(checkpoints.published(spec, verify_weights=False)))
+                time.sleep(0.5)
+        time.sleep(3)
+        shutil.copytree(staging / "step32", folder / "step32")
+
+    writer = threading.Thread(target=trainer, daemon=True)
+    try:
+        writer.start()
+        outcome = run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)
+    finally:
+        ray.shutdown()
+    writer.join(timeout=60)
+    assert outcome.ok, outcome.errors
+    assert seen_partial and all(4096 not in published for published in seen_partial)
+    assert sorted(checkpoints.published(spec)) == [2048, 4096, 8192]
+    published = checkpoints.load_model(spec, 4096).state_dict()
+    written = load_model(str(staging / "step16")).state_dict()
+    assert all(torch.equal(published[k], written[k]) for k in written)  # the whole save, not a part
+    runs = Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"})
+    assert len(runs) == spec.num_trials() and {r.info.status for r in runs} == {"FINISHED"}
