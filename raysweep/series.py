@@ -133,6 +133,29 @@ def _check_checkpoint(spec: SweepSpec, index: int, point: SeriesCheckpoint, refe
     return reference
 
 
+def tokens_from_files(spec: SweepSpec) -> SweepSpec:
+    """The spec with each checkpoint's D_p that it leaves out read from the checkpoint's tokens
+    file (`series.tokens_file`: `{"tokens": N}`). Raises SpecError naming the checkpoint."""
+    import dataclasses
+    import json
+
+    points = []
+    for i, point in enumerate(spec.series.checkpoints):
+        if point.tokens is None:
+            path = local_folder(spec, point) / spec.series.tokens_file
+            try:
+                tokens = int(json.loads(path.read_text())["tokens"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise SpecError(
+                    f"{_where(spec)}: field `series.checkpoints[{i}].tokens` is left out, so it is "
+                    f"read from {path}, which does not give it ({type(err).__name__}: {err}). "
+                    f'Write {{"tokens": N}} there (the tokens the checkpoint has seen), or give '
+                    f"`tokens` in the spec; nothing was written.") from None
+            point = dataclasses.replace(point, tokens=tokens)
+        points.append(point)
+    return dataclasses.replace(spec, series=dataclasses.replace(spec.series, checkpoints=tuple(points)))
+
+
 def load_checkpoint(spec: SweepSpec, point: SeriesCheckpoint):
     """The model of one checkpoint of the series, from its safetensors weights."""
     from raysweep.model import load_model

@@ -355,8 +355,9 @@ class PretrainSpec:
 class SeriesCheckpoint:
     """One checkpoint of a series made elsewhere."""
 
-    tokens: int
-    """Its D_p: the pretraining tokens it has seen."""
+    tokens: int | None = None
+    """Its D_p: the pretraining tokens it has seen. Left out in a local folder series: read from
+    the file `series.tokens_file` in its folder."""
     revision: str | None = None
     """Hub series: the revision (branch, tag or commit) that holds it."""
     folder: str | None = None
@@ -392,6 +393,9 @@ class SeriesSpec:
     complete_marker: str | None = None
     """With `attach`: a checkpoint is complete once this file is in its folder (one the trainer
     writes last, e.g. HF Trainer's trainer_state.json). Default: the settle rule."""
+    tokens_file: str = "tokens.json"
+    """In a local folder series, the file in a checkpoint's folder that gives its D_p when
+    `checkpoints` leaves it out: JSON `{"tokens": N}`, written by the trainer."""
     settle_seconds: float = 60.0
     """With `attach` and no `complete_marker`: a checkpoint is complete once its folder holds
     config.json and safetensors weights and none of its files has changed for this long."""
@@ -433,6 +437,11 @@ class SeriesSpec:
             if getattr(point, where) is None:
                 fields.fail(f"checkpoints[{i}].{where}", f"must say which {where} holds the "
                             f"checkpoint (this is a {'hub' if self.hub else 'folder'} series)", None)
+        for i, point in enumerate(self.checkpoints):
+            if point.tokens is None:  # a tokens file fills it in a local folder series (spec_loader)
+                fields.fail(f"checkpoints[{i}].tokens", "must be given: only a local folder series "
+                            "that is not followed while written (attach) reads it from a tokens file",
+                            None)
         _increasing(fields, "checkpoints[].tokens", [p.tokens for p in self.checkpoints])
 
 

@@ -213,7 +213,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     path = Path(path)
     where = str(path)
     spec = _build(SweepSpec, _read_yaml(path, where), "", where)
-    spec = _resolve_locations(spec, path.parent, where)
+    spec = _series_tokens_from_files(_resolve_locations(spec, path.parent, where))
     spec.check()
     return spec
 
@@ -221,5 +221,18 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 def spec_from_dict(data: dict, where: str = "<spec>", base_dir: str | None = None) -> SweepSpec:
     """Build and validate a spec from a dict (tests, notebooks)."""
     spec = _resolve_locations(_build(SweepSpec, data, "", where), Path(base_dir or "."), where)
+    spec = _series_tokens_from_files(spec)
     spec.check()
     return spec
+
+
+def _series_tokens_from_files(spec: SweepSpec) -> SweepSpec:
+    """A local folder series whose checkpoints leave out their D_p: read each from its tokens
+    file, so the plan is whole before anything runs (raysweep.series.tokens_from_files)."""
+    series = spec.series
+    if not (series and series.folder and not series.attach and not is_remote(series.folder)
+            and any(p.tokens is None for p in series.checkpoints)):
+        return spec
+    from raysweep.series import tokens_from_files
+
+    return tokens_from_files(spec)

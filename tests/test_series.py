@@ -88,6 +88,21 @@ def test_a_folder_series_validates_with_its_plan(series_folder, tmp_path, capsys
     assert not (tmp_path / "storage").exists()
 
 
+def test_a_folder_series_may_read_each_d_p_from_a_tokens_file_beside_the_checkpoint(series_folder, tmp_path):
+    folder = tmp_path / "run"
+    for step in STEPS:
+        shutil.copytree(series_folder / f"step{step}", folder / f"step{step}")
+        (folder / f"step{step}" / "tokens.json").write_text(json.dumps({"tokens": step * 1000}))
+    listed = {"folder": str(folder), "checkpoints": [{"folder": f"step{s}"} for s in STEPS]}
+    spec = load_spec(write(tmp_path, series_spec(tmp_path, listed)))
+    assert spec.checkpoint_tokens() == [0, 8000, 16000, 32000]
+    (folder / "step16" / "tokens.json").unlink()
+    with pytest.raises(SpecError) as refused:
+        load_spec(write(tmp_path, series_spec(tmp_path, listed)))
+    assert "field `series.checkpoints[1].tokens` is left out, so it is read from" in str(refused.value)
+    assert "step16/tokens.json" in str(refused.value)
+
+
 @pytest.mark.parametrize("series, field, says", [
     ({"hub": "org/model", "folder": "x", "steps": [1], "tokens_per_step": 5}, "series.hub",
      "one of the two"),
