@@ -101,7 +101,7 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     import torch
 
     from raysweep.evaluation.metrics import cross_entropy
-    from raysweep.model import for_model
+    from raysweep.model import for_model, on_device
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if seed is not None:
@@ -113,7 +113,7 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     model.train()
     for step in range(1, task.steps + 1):
         batch = for_model(model).pair_batch(next(batches), tokenizer, task.max_length)
-        loss = model(**batch).loss
+        loss = model(**on_device(batch, model)).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"finetune loss became {loss.item()} at step {step}")
         loss.backward()
@@ -277,6 +277,9 @@ def finetune_and_score(spec: SweepSpec, key: TrialKey, tracker, run_id: str) -> 
         model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     else:
         model = checkpoints.load_model(spec, key.d_p)
+    # The trial's GPU where it has one (resources.use_gpu gives each trial one); batches follow
+    # the model (raysweep.model.on_device).
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
                                 "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
                                 "steps": task.steps, "batch_size": task.batch_size,

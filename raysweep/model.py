@@ -59,13 +59,16 @@ class Seq2Seq:
 
     def sentence_nll(self, model, batch: dict) -> tuple[list[float], list[int]]:
         """Per pair: summed NLL (nats) of the target, teacher-forced, and its token count."""
+        batch = on_device(batch, model)
         return _summed_nll(model(**batch).logits, batch["labels"])
 
     def translate(self, model, tokenizer, sources: list[str], max_length: int, max_new_tokens: int,
                   num_beams: int) -> list[str]:
         ids = encode(tokenizer, sources, max_length)
-        generated = model.generate(input_ids=padded(ids, pad_id(tokenizer)), attention_mask=attention_mask(ids),
-                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        prompts = on_device({"input_ids": padded(ids, pad_id(tokenizer)), "attention_mask": attention_mask(ids)},
+                            model)
+        generated = model.generate(**prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                   do_sample=False)
         return tokenizer.batch_decode(generated, skip_special_tokens=True)
 
 
@@ -100,6 +103,7 @@ class Causal:
     def sentence_nll(self, model, batch: dict) -> tuple[list[float], list[int]]:
         """Per pair: summed NLL (nats) of the target given the source, and its token count.
         Position i predicts token i + 1, as the model's own loss does."""
+        batch = on_device(batch, model)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return _summed_nll(logits[:, :-1], batch["labels"][:, 1:])
 
@@ -108,11 +112,17 @@ class Causal:
         """Greedy (or beam) continuation of each `source </s>`, padded on the left so that every
         prompt ends where generation starts."""
         ids = encode(tokenizer, sources, max_length)
-        prompts = padded(ids, pad_id(tokenizer), left=True)
-        generated = model.generate(input_ids=prompts, attention_mask=attention_mask(ids, left=True),
-                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                                   pad_token_id=pad_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
-        return tokenizer.batch_decode(generated[:, prompts.shape[1]:], skip_special_tokens=True)
+        prompts = on_device({"input_ids": padded(ids, pad_id(tokenizer), left=True),
+                             "attention_mask": attention_mask(ids, left=True)}, model)
+        generated = model.generate(**prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                   do_sample=False, pad_token_id=pad_id(tokenizer),
+                                   eos_token_id=tokenizer.eos_token_id)
+        return tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def on_device(batch: dict, model) -> dict:
+    """A batch's tensors on the model's device (a trial's GPU, or the CPU)."""
+    return {name: value.to(model.device) for name, value in batch.items()}
 
 
 def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], list[int]]:
