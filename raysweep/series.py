@@ -179,19 +179,39 @@ def load_series_tokenizer(spec: SweepSpec):
                 f"there yet, and the model's tokenizer is read from one. Start the sweep once the "
                 f"trainer has saved its first checkpoint (with its tokenizer); nothing was written.")
         last = there[0]
-    if spec.series.hub:
-        source, options = spec.series.hub, {"revision": last.revision}
-    else:
-        source, options = str(local_folder(spec, last)), {}
     try:
+        if spec.series.folder and is_remote(spec.series.folder):
+            return _bucket_tokenizer(Bucket(spec.series.folder), last.folder)
+        if spec.series.hub:
+            source, options = spec.series.hub, {"revision": last.revision}
+        else:
+            source, options = str(local_folder(spec, last)), {}
         # A tokenizer is data (tokenizer.json); code named by its config is never run.
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **options)
-    except Exception as err:  # noqa: BLE001 (hub, OS and tokenizers' own errors)
+    except Exception as err:  # noqa: BLE001 (hub, OS, bucket and tokenizers' own errors)
         raise SpecError(
             f"{_where(spec)}: field `series`: checkpoint {spec.series.label(last)} holds no "
             f"tokenizer that loads ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
             f"Save the tokenizer beside the weights (tokenizer.save_pretrained); nothing was "
             f"written.") from None
+
+
+def _bucket_tokenizer(bucket: Bucket, folder: str):
+    """The tokenizer saved in a bucket checkpoint's folder, read through a temporary copy of its
+    small files (the weights are not downloaded, and nothing is written to the sweep's folder:
+    this runs before the spec is accepted)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="raysweep-tokenizer-") as copy:
+        for name in bucket.files(folder):
+            if not name.endswith(WEIGHT_SUFFIXES):
+                (Path(copy) / name).write_bytes(bucket.read_bytes(f"{folder}/{name}"))
+        return AutoTokenizer.from_pretrained(copy, trust_remote_code=False)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
 
 def save_architecture(spec: SweepSpec, config: dict) -> None:

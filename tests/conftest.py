@@ -115,3 +115,28 @@ def finished_sweep(tmp_path_factory):
     finally:
         ray.shutdown()
     return spec, first, rerun, lines, Tracker.for_spec(spec)
+
+
+BUCKET = "raysweep-test"
+
+
+@pytest.fixture(scope="module")
+def s3_bucket(tmp_path_factory):
+    """An S3 bucket (BUCKET) on moto's standalone server on 127.0.0.1 (no network), reached
+    through the environment alone (AWS_ENDPOINT_URL, keys), as on a cloud cluster."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "RAYSWEEP_CACHE": str(tmp_path_factory.mktemp("node-cache"))}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+    server.stop()

@@ -378,3 +378,35 @@ def test_an_attached_sweep_follows_a_trainer_writing_its_checkpoints(tmp_path):
     assert all(torch.equal(published[k], written[k]) for k in written)  # the whole save, not a part
     runs = Tracker.for_spec(spec).find_runs({"raysweep.kind": "trial"})
     assert len(runs) == spec.num_trials() and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_bucket_series_is_checked_and_imported_through_node_local_copies(s3_bucket, series_folder, tmp_path):
+    """A folder series in a bucket (moto's S3 server on loopback): checked from its config and
+    file list alone, each checkpoint downloaded to this node, published, and the copy removed."""
+    from conftest import BUCKET
+
+    from raysweep import checkpoints
+    from raysweep.preflight import check
+    from raysweep.series import import_series
+    from raysweep.tracking import Tracker
+
+    for step in STEPS:
+        for path in (series_folder / f"step{step}").iterdir():
+            s3_bucket.upload_file(str(path), BUCKET, f"trainer-run/step{step}/{path.name}")
+    spec = spec_from_dict(series_spec(tmp_path, folder_series(f"s3://{BUCKET}/trainer-run")))
+    tokenizer, _ = check(spec)
+    assert tokenizer is not None and not (tmp_path / "storage").exists()  # read, nothing written
+    tracker = Tracker.for_spec(spec)
+    tracker.ensure_experiment()
+    import_series(spec, tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain"))
+    manifests = checkpoints.published(spec)
+    assert sorted(manifests) == [s * TOKENS_PER_STEP for s in STEPS]
+    assert manifests[2048]["source"] == f"s3://{BUCKET}/trainer-run/step8"
+    assert not list((spec.root / "series" / "downloads").glob("step*"))  # the copies are gone
+    # A checkpoint holding only a pickle is refused there too, before anything is written.
+    s3_bucket.delete_object(Bucket=BUCKET, Key="trainer-run/step32/model.safetensors")
+    s3_bucket.put_object(Bucket=BUCKET, Key="trainer-run/step32/pytorch_model.bin", Body=b"a pickle")
+    other = spec_from_dict(series_spec(tmp_path / "other", folder_series(f"s3://{BUCKET}/trainer-run")))
+    with pytest.raises(SpecError, match=r"field `series.steps\[2\]`.*only pytorch_model.bin, a pickle"):
+        check(other)
+    assert not (tmp_path / "other" / "storage").exists()
