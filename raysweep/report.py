@@ -56,8 +56,10 @@ def status_text(spec: SweepSpec, status: dict) -> str:
         return (f"sweep {spec.name!r}: nothing in MLflow yet ({spec.resolved_tracking_uri()}); "
                 f"start it with `raysweep run {spec.source_file or 'SPEC'}`")
     pre = status["pretrain"]
+    stage = (f"importing the series ({spec.series.hub or spec.series.folder})" if spec.series
+             else "pretraining")
     lines = [f"sweep {spec.name!r}: {status['sweep_status']}",
-             f"  pretraining: {status['pretrain_status']}, {pre.get('tokens_seen', 0):,.0f} of "
+             f"  {stage}: {status['pretrain_status']}, {pre.get('tokens_seen', 0):,.0f} of "
              f"{status['scheduled'][-1]:,} tokens"
              + (f", loss {pre['loss']:.3f}" if "loss" in pre else "")
              + (f", {pre['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in pre else "")

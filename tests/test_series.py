@@ -224,7 +224,7 @@ def test_a_revision_the_hub_cache_lacks_is_refused_naming_the_field(hub_cache, t
 
 
 @pytest.mark.slow
-def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(series_folder, tmp_path):
+def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(series_folder, tmp_path, capsys):
     import ray
 
     from raysweep.checkpoints import published
@@ -250,6 +250,10 @@ def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(seri
     assert sweep.data.params["model"] == f"series: folder {series_folder}, 3 checkpoints"
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     assert "params/en-de/df_1000/cross_entropy/alpha" in laws.data.metrics
+    assert main(["status", spec.source_file]) == 0
+    out = capsys.readouterr().out
+    assert f"importing the series ({series_folder}): FINISHED, 8,192 of 8,192 tokens" in out
+    assert "checkpoints: 3/3 published" in out and "trials: 4/4 finished" in out
 
 
 # ---- attached: a trainer still writing into the folder ------------------------------------------
