@@ -76,8 +76,8 @@ def ray_cli(env: dict, *args: str) -> str:
 
 
 def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -> list:
-    """Submit without waiting, `ray job stop` it while a trial runs; returns the trial keys that
-    were RUNNING at the stop."""
+    """Submit without waiting, `ray job stop` it while a trial runs; returns when the stop was
+    sent and the trial keys that were RUNNING then."""
     # The driver gets seconds between SIGTERM and SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, default 3),
     # set in the job's runtime env as the README says for a remote MLflow server.
     submitted = submit(url, env, spec_path, "--no-wait", "--submission-id", "stopped-sweep",
@@ -100,13 +100,14 @@ def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -
         tracker = tracker_of()
         running = [r for r in (tracker.find_runs({"raysweep.kind": "trial"}, "RUNNING")
                                if tracker else []) if time.time() - r.info.start_time / 1000 < 3]
+    stop_sent = time.time()
     ray_cli(env, "job", "stop", "--address", url, "stopped-sweep")
     assert "was stopped" in ray_cli(env, "job", "status", "--address", url, "stopped-sweep")
     logs = ray_cli(env, "job", "logs", "--address", url, "stopped-sweep")
     assert "[raysweep] stopped;" in logs, logs[-3000:]  # the driver's own cleanup ran to its end
     # The job's COMET scorer (a detached actor: it would outlive the job) was stopped.
     assert live_scorers() == []
-    return [r.data.tags["raysweep.trial_key"] for r in running]
+    return stop_sent, [r.data.tags["raysweep.trial_key"] for r in running]
 
 
 def test_token_auth_is_on_and_a_wrong_token_is_refused(ray_head, tmp_path):
@@ -127,9 +128,10 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
     url, env, gcs = ray_head
     tiny_spec_dict.update(name="submitted", storage=str(tmp_path / "storage"))
     tiny_spec_dict["pretrain"]["checkpoints"] = [2048, 4096]
-    # 60 steps (about 11 s a trial): longer than `ray job stop` takes to land (10 steps, 3.5 s,
-    # lost that race on CI: the trial had finished).
-    tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003], steps=60)
+    # 150 steps (about 25 s a trial alone): longer than `ray job stop` takes to land, its CLI's
+    # start-up included, with pretraining beside it on two cores (10 steps, 3.5 s, and 60 steps,
+    # 11 s, each lost that race once: the trial had finished before the stop).
+    tiny_spec_dict["tasks"][0].update(finetune_tokens=[1000], lrs=[0.003], steps=150)
     spec_path = tmp_path / "submitted.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict))
     spec = load_spec(spec_path)
@@ -139,15 +141,19 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
         # tables races MLflow's schema setup ("table ... already exists").
         return Tracker.of_existing_sweep(spec) if (spec.root / "mlartifacts").exists() else None
 
-    stopped = stop_mid_trial(url, env, gcs, spec_path, tracker_once_mlflow_is_set_up)
+    stop_sent, stopped = stop_mid_trial(url, env, gcs, spec_path, tracker_once_mlflow_is_set_up)
     tracker = Tracker.for_spec(spec)
     runs = tracker.find_runs({"raysweep.kind": "trial"})
     others = [tracker.find_runs({"raysweep.kind": kind}) for kind in ("sweep", "pretrain", "laws")]
     assert not [r for r in runs + sum(others, []) if r.info.status == "RUNNING"]
     killed = {r.data.tags["raysweep.trial_key"] for r in runs if r.info.status == "KILLED"}
     # The stop interrupted a running trial.
+    # Each run's status and when it ended, in seconds after the stop was sent: a trial that ended
+    # FINISHED before 0 lost the race to the stop; one that ended FINISHED after it outlived it.
     assert killed, {"running at the stop": stopped,
-                    "now": {r.data.tags["raysweep.trial_key"]: r.info.status for r in runs}}
+                    "now": {r.data.tags["raysweep.trial_key"]: (r.info.status,
+                            round(r.info.end_time / 1000 - stop_sent, 1) if r.info.end_time else None)
+                            for r in runs}}
 
     first = submit(url, env, spec_path)  # resumes the stopped sweep, to its end
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
