@@ -65,6 +65,10 @@ class Law:
     several variables there is no single "mean log x" to anchor at."""
     num_inputs: int = 1
     """Columns of x: 1 (x of shape (n,)) or k > 1 (x of shape (n, k), e.g. (N, D))."""
+    batched: bool = False
+    """True when the callables also take a stack of thetas, shape (B, p), and return (B, n)
+    values and (B, n, p) Jacobians: the bootstrap then refits all its resamples at once
+    (raysweep.laws.batch_fit). The paper's two laws are; declared and registered ones need not be."""
 
     def anchored(self, log_x_ref: float) -> Law:
         """The same law with theta anchored at log x = log_x_ref (a no-op for un-anchored laws,
@@ -176,9 +180,10 @@ _LOG_LAW_PENALTY_SCALE = 1e-2
 _SERIES_LIMIT = 1e-2
 
 
-def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _log_law_h(w: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """h = log(1 + w z) / w (C1 floor below q = EPS), dh/dw, and the out-of-domain penalty
-    (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w.
+    (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w. w: shape (1,), or
+    (B, 1) for a batch of laws (then every result has shape (B, n)).
 
     Only the branches some point needs are computed: on a handful of points the cost is numpy's
     per-call overhead, and this runs ~20 times per refit of every bootstrap resample."""
@@ -186,7 +191,7 @@ def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     small = np.abs(t) < _SERIES_LIMIT
     q = 1.0 + t
     inside = q > _LOG_LAW_EPS
-    zeros = np.zeros_like(z)
+    zeros = np.zeros_like(t)
     if small.all():
         h, dh = _log_law_series(t, z)
     else:
@@ -196,7 +201,7 @@ def _log_law_h(w: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
         if not inside.all():
             log_q = np.where(inside, log_q, math.log(_LOG_LAW_EPS) + (q - _LOG_LAW_EPS) / _LOG_LAW_EPS)
             dlog_q = np.where(inside, dlog_q, 1.0 / _LOG_LAW_EPS)
-        safe_w = w if w != 0.0 else 1.0  # the closed form is used only where |w z| >= 1e-2: w != 0
+        safe_w = np.where(w != 0.0, w, 1.0)  # the closed form is used only where |w z| >= 1e-2: w != 0
         h = log_q / safe_w
         dh = (dlog_q * z) / safe_w - log_q / (safe_w * safe_w)
         if small.any():
@@ -215,15 +220,21 @@ def _log_law_series(t: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarra
             z * z * (-0.5 + 2.0 * t / 3.0 - 0.75 * t * t + 0.8 * t ** 3))
 
 
+def _columns(theta: np.ndarray) -> list[np.ndarray]:
+    """theta's parameters as columns that broadcast against z: shape (1,) each for one theta,
+    (B, 1) for a batch of B."""
+    return [theta[..., i:i + 1] for i in range(theta.shape[-1])]
+
+
 def _log_law_log_predict(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
-    m, gamma, w = theta
-    h, _, penalty, _ = _log_law_h(float(w), z)
+    m, gamma, w = _columns(theta)
+    h, _, penalty, _ = _log_law_h(w, z)
     return m + gamma * h + penalty
 
 
 def _log_law_log_predict_grad(theta: np.ndarray, z: np.ndarray):
-    m, gamma, w = theta
-    h, dh, penalty, dpenalty = _log_law_h(float(w), z)
+    m, gamma, w = _columns(theta)
+    h, dh, penalty, dpenalty = _log_law_h(w, z)
     jac = np.stack([np.ones_like(h), h, gamma * dh + dpenalty], axis=-1)
     return m + gamma * h + penalty, jac
 
@@ -278,6 +289,7 @@ LOG_LAW = Law(
     public_names=("A", "alpha", "beta"),
     _log_predict_grad=_log_law_log_predict_grad,
     _in_domain=_log_law_in_domain,
+    batched=True,
 )
 
 
@@ -327,13 +339,14 @@ def directed(law: Law, increasing: bool) -> Law:
 
 
 def _power_law_log_predict(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
-    e, b, alpha = theta
-    log_e = math.log(e) if e > 0 else -math.inf
+    e, b, alpha = _columns(theta)
+    with np.errstate(divide="ignore"):
+        log_e = np.log(e)  # -inf at E = 0
     return np.logaddexp(log_e, b - alpha * z)
 
 
 def _power_law_log_predict_grad(theta: np.ndarray, z: np.ndarray):
-    e, b, alpha = theta
+    e, b, alpha = _columns(theta)
     value = _power_law_log_predict(theta, z)
     share = np.exp(b - alpha * z - value)  # (A / D^alpha) / L(D), in [0, 1]
     # d/dE log(E + B) = 1 / L(D) = exp(-log L(D)); finite also at E = 0.
@@ -364,6 +377,7 @@ POWER_LAW = Law(
     _to_public=_power_law_to_public,
     public_names=("E", "A", "alpha"),
     _log_predict_grad=_power_law_log_predict_grad,
+    batched=True,
 )
 
 

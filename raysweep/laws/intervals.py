@@ -13,8 +13,10 @@ import numpy as np
 from scipy import stats
 
 from raysweep.laws import evidence
+from raysweep.laws.batch_fit import refit_many
 from raysweep.laws.fit import FitResult, fit_law, one_blas_thread
 from raysweep.laws.forms import Law
+from raysweep.laws.registry import REGISTERED_LAWS
 
 RELATIVE_ERROR_FLOOR = 1e-4
 """A point is never taken as measured better than this, relative to its value: an error of 0
@@ -86,28 +88,44 @@ def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: 
     rng = np.random.default_rng(seed)
     root = (np.diag(log_sigma) if log_cov is None
             else np.linalg.cholesky(np.asarray(log_cov, dtype=float)))
-    centre = full.predict(x)
+    # The same draws, in the same order, as one resample at a time would take them.
+    y_stars = full.predict(x) * np.exp(scale * (rng.standard_normal((resamples, x.size)) @ root.T))
     at = np.asarray(list(at), dtype=float)
-    params: list[dict] = []
-    draws: list[np.ndarray] = []
-    failed = 0
-    for _ in range(resamples):
-        y_star = centre * np.exp(scale * (root @ rng.standard_normal(x.size)))
-        try:  # warm start from the full data's optimum, in the same anchoring
-            fit = fit_law(full.law_form or law, x, y_star, huber_delta, start_points=[full.theta],
-                          log_x_ref=full.log_x_ref, weights=weights)
-        except ValueError:
-            failed += 1
-            continue
-        params.append(fit.params)
-        if at.size:
-            draws.append(fit.predict(at))
+    fits, failed = _refit_resamples(full, x, y_stars, huber_delta, weights)
+    params = [form.to_public(theta) for form, theta in fits]
+    draws = [form.predict(theta, at) for form, theta in fits] if at.size else []
     names = params[0].keys() if params else ()
     table = np.asarray(draws) if draws else np.full((0, at.size), np.nan)
     return Bootstrap(level, resamples, failed,
                      {n: _percentiles([p[n] for p in params], level) for n in names},
                      {float(d): _percentiles(table[:, i], level) for i, d in enumerate(at)},
                      table)
+
+
+def _refit_resamples(full: FitResult, x, y_stars, huber_delta: float, weights
+                     ) -> tuple[list[tuple[Law, np.ndarray]], int]:
+    """(law, theta) of each resample's fit, warm-started from the full data's optimum in its
+    anchoring, and how many could not be fitted. All at once where the law allows
+    (raysweep.laws.batch_fit: 5 to 20x faster); resamples the batch leaves unconverged, and laws
+    that cannot be batched, one by one with L-BFGS-B."""
+    form = full.law_form or REGISTERED_LAWS[full.law].anchored(full.log_x_ref)
+    starts = np.tile(full.theta, (len(y_stars), 1))
+    done = np.zeros(len(y_stars), dtype=bool)
+    if form.batched and len(y_stars):
+        starts, done = refit_many(form, x, np.log(y_stars), huber_delta, full.theta, weights)
+    fits, failed = [], 0
+    for y_star, start, converged in zip(y_stars, starts, done):
+        if converged:
+            fits.append((form, start))
+            continue
+        try:
+            fit = fit_law(form, x, y_star, huber_delta, start_points=[start],
+                          log_x_ref=full.log_x_ref, weights=weights)
+        except ValueError:
+            failed += 1
+            continue
+        fits.append((fit.law_form, fit.theta))
+    return fits, failed
 
 
 def backtest(law: Law, x, y, huber_delta: float, k: int = 4, log_sigma=None,
