@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_laws.py [--seeds 200]
 
-Prints: the time of one full-grid fit of 30 points (log-law and power law), of a 1,000-resample
-bootstrap, the coverage of 90% bootstrap intervals of the prediction at 10x the largest D over
+Prints: the time of one full-grid fit of 30 points (log-law and power law) and of a 1,000-resample
+bootstrap, batched against one L-BFGS-B run at a time, side by side, the coverage of 90% bootstrap intervals of the prediction at 10x the largest D over
 many noisy data sets with known truth (target: about 0.9), and, at the 1-30% noise sweeps
 measure, the coverage and width of the 90% intervals of the prediction at the largest D and of
 the log-law's parameters (coverage_study; tests/test_law_analysis.py asserts it).
@@ -12,6 +12,7 @@ the log-law's parameters (coverage_study; tests/test_law_analysis.py asserts it)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -66,13 +67,20 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     d30 = np.logspace(5, 10, 30)
+    print("one fit of 30 points from the start grid, and a 1,000-resample bootstrap: batched "
+          "(raysweep.laws.batch_fit) against one L-BFGS-B run per start and per resample")
     for law, fn, delta in ((LOG_LAW, log_law, 0.1), (POWER_LAW, power_law, 1e-3)):
         y = fn(d30) * (1 + 0.01 * rng.standard_normal(30))
-        fit_seconds = timed(lambda law=law, y=y, delta=delta: fit_law(law, d30, y, delta), repeat=5)
-        boot_seconds = timed(lambda law=law, y=y, delta=delta: bootstrap(
-            law, d30, y, delta, resamples=1000, at=[1e11]))
-        print(f"{law.name:10} one fit, 30 points, {law.num_starts} starts: {fit_seconds * 1000:7.1f} ms"
-              f" | bootstrap, 1000 resamples: {boot_seconds:6.2f} s")
+        seconds = {}
+        for arm, form in (("batched", law), ("one by one", dataclasses.replace(law, batched=False))):
+            seconds[arm] = (
+                timed(lambda form=form, y=y, delta=delta: fit_law(form, d30, y, delta), repeat=5),
+                timed(lambda form=form, y=y, delta=delta: bootstrap(form, d30, y, delta,
+                                                                    resamples=1000, at=[1e11])))
+        (fit_b, boot_b), (fit_1, boot_1) = seconds["batched"], seconds["one by one"]
+        print(f"  {law.name:10} {law.num_starts} starts: fit {fit_b * 1000:6.1f} ms vs "
+              f"{fit_1 * 1000:6.1f} ms ({fit_1 / fit_b:4.1f}x) | bootstrap {boot_b:5.2f} s vs "
+              f"{boot_1:5.2f} s ({boot_1 / boot_b:4.1f}x)")
 
     d8 = np.logspace(5, 9, 8)
     for law, fn, delta, noise in ((LOG_LAW, log_law, 0.1, 0.02), (POWER_LAW, power_law, 1e-3, 0.005)):

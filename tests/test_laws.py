@@ -335,5 +335,9 @@ def test_grid_is_the_cartesian_product_of_starts():
     single = dataclasses.replace(LOG_LAW, init_grid=((1.0,), (0.05,), (0.0,)))
     result = fit_law(single, D_P, log_law_value(6.39, 0.175, 2.0, D_P), 0.1)
     assert "best of 1 L-BFGS-B starts" in result.message
-    assert "best of 27 L-BFGS-B starts" in fit_law(LOG_LAW, D_P, log_law_value(
+    assert "best of 27 starts, polished by L-BFGS-B" in fit_law(LOG_LAW, D_P, log_law_value(
         6.39, 0.175, 2.0, D_P), 0.1).message
+    # A law that cannot take a batch of thetas runs L-BFGS-B from every start.
+    assert "best of 27 L-BFGS-B starts" in fit_law(dataclasses.replace(LOG_LAW, batched=False),
+                                                   D_P, log_law_value(6.39, 0.175, 2.0, D_P),
+                                                   0.1).message

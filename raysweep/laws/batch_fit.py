@@ -1,4 +1,5 @@
-"""Many fits of one law at once: a bootstrap's resamples, refitted together from the full fit.
+"""Many fits of one law at once: a bootstrap's resamples, refitted together from the full fit,
+and the start grid of a full fit, screened together before L-BFGS-B polishes the best.
 
 WHY: the online fitter refits every law after each new checkpoint, each with a 200-resample
 bootstrap and a backtest (another 200). One L-BFGS-B run per resample costs ~1 ms of scipy set-up
@@ -37,60 +38,70 @@ MAX_DAMPING = 1e12
 """A row whose step still does not lower f at this damping has stalled."""
 
 
-def refit_many(law: Law, x, log_ys, huber_delta: float, start, weights=None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit `law` (anchored as the start's fit was) to each row of log_ys, shape (B, n), all
-    starting from `start` (p,); x: the n points' D, weights: theirs (default 1).
-    Returns thetas (B, p) and a converged mask (B,)."""
+def refit_many(law: Law, x, log_ys, huber_delta: float, starts, weights=None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit `law` (anchored as the starts are) B times: to each row of log_ys (B, n) from one
+    start (p,), or to one log_ys (n,) from each of B starts (B, p); x: the n points' D, weights:
+    theirs (default 1). Returns thetas (B, p), their scaled losses (B,) and a converged mask."""
     if not law.batched:
         raise ValueError(f"{law.name} cannot be fitted in batches (Law.batched is False)")
-    log_ys = np.atleast_2d(np.asarray(log_ys, dtype=float))
-    rows = log_ys.shape[0]
+    log_ys, starts = np.asarray(log_ys, dtype=float), np.asarray(starts, dtype=float)
+    rows = max(log_ys.shape[0] if log_ys.ndim == 2 else 1, starts.shape[0] if starts.ndim == 2 else 1)
+    log_ys = np.broadcast_to(log_ys, (rows, log_ys.shape[-1]))
     weights = np.ones(log_ys.shape[1]) if weights is None else np.asarray(weights, dtype=float)
     lower, upper = (np.array(side, dtype=float) for side in zip(*law.bounds))
-    theta = np.clip(np.tile(np.asarray(start, dtype=float), (rows, 1)), lower, upper)
+    theta = np.clip(np.broadcast_to(starts, (rows, len(law.bounds))), lower, upper)
     scale = 1.0 / (huber_delta * huber_delta)
 
-    def evaluate(candidates: np.ndarray):
+    def evaluate(candidates: np.ndarray, targets: np.ndarray):
         log_pred, jac = law.log_predict_grad(candidates, x)
-        residual = weights * (log_ys - log_pred)
+        residual = weights * (targets - log_pred)
         loss = scale * scipy.special.huber(huber_delta, residual).sum(axis=-1)
         return np.where(np.isfinite(loss), loss, np.inf), residual, jac
 
-    loss, residual, jac = evaluate(theta)
+    loss, residual, jac = evaluate(theta, log_ys)
     damping = np.full(rows, 1e-3)
     converged = np.zeros(rows, dtype=bool)
-    identity = np.eye(theta.shape[1])
+    todo = np.arange(rows)  # the rows still moving: the others cost nothing more
     for _ in range(MAX_ITERATIONS):
         # Gradient of the scaled Huber sum: d huber(r) / dr = clip(r, -delta, delta).
-        grad = -scale * np.einsum("bn,bnp->bp", weights * np.clip(residual, -huber_delta, huber_delta), jac)
-        pinned = ((theta <= lower) & (grad > 0)) | ((theta >= upper) & (grad < 0))
+        grad = -scale * np.einsum("bn,bnp->bp", weights * np.clip(residual[todo], -huber_delta, huber_delta),
+                                  jac[todo])
+        at = theta[todo]
+        pinned = ((at <= lower) & (grad > 0)) | ((at >= upper) & (grad < 0))
         grad = np.where(pinned, 0.0, grad)
         slope = np.abs(grad).max(axis=1)
-        converged |= slope <= GRADIENT_TOLERANCE
-        stalled = ~converged & (damping >= MAX_DAMPING)
-        converged |= stalled & (slope <= STALLED_GRADIENT * np.maximum(1.0, loss))
-        active = ~converged & ~stalled
-        if not active.any():
+        done = slope <= GRADIENT_TOLERANCE
+        stalled = ~done & (damping[todo] >= MAX_DAMPING)
+        done |= stalled & (slope <= STALLED_GRADIENT * np.maximum(1.0, loss[todo]))
+        converged[todo[done]] = True
+        keep = ~done & ~stalled
+        todo, at, grad, pinned = todo[keep], at[keep], grad[keep], pinned[keep]
+        if not todo.size:
             break
-        # IRLS: a point beyond delta counts with weight delta / |r| (Huber's), so the
-        # Gauss-Newton matrix has curvature from every point, not only the quadratic ones.
-        irls = np.minimum(1.0, huber_delta / np.maximum(np.abs(residual), huber_delta))
-        hessian = scale * np.einsum("bn,bnp,bnq->bpq", weights * weights * irls, jac, jac)
-        free = ~pinned[:, :, None] & ~pinned[:, None, :]
-        hessian = np.where(free, hessian, identity)  # a pinned parameter does not move
-        diagonal = np.einsum("bpp->bp", hessian)
-        system = hessian + (damping[:, None] * diagonal + 1e-12)[:, :, None] * identity
-        step = np.linalg.solve(system, -grad[:, :, None])[:, :, 0]
-        candidate = np.clip(theta + step, lower, upper)
-        new_loss, new_residual, new_jac = evaluate(candidate)
-        better = active & (new_loss < loss)
-        reduction = (loss - new_loss) / np.maximum(np.maximum(np.abs(loss), np.abs(new_loss)), 1.0)
-        converged |= better & (damping <= 1.0) & (reduction <= RELATIVE_REDUCTION)
-        theta = np.where(better[:, None], candidate, theta)
-        loss = np.where(better, new_loss, loss)
-        residual = np.where(better[:, None], new_residual, residual)
-        jac = np.where(better[:, None, None], new_jac, jac)
-        damping = np.where(better, np.maximum(damping / 3.0, 1e-9),
-                           np.where(active, damping * 4.0, damping))
-    return theta, converged
+        step = _damped_step(grad, pinned, residual[todo], jac[todo], damping[todo], weights,
+                            huber_delta, scale)
+        candidate = np.clip(at + step, lower, upper)
+        new_loss, new_residual, new_jac = evaluate(candidate, log_ys[todo])
+        better = new_loss < loss[todo]
+        reduction = (loss[todo] - new_loss) / np.maximum(np.maximum(np.abs(loss[todo]), np.abs(new_loss)), 1.0)
+        converged[todo[better & (damping[todo] <= 1.0) & (reduction <= RELATIVE_REDUCTION)]] = True
+        won = todo[better]
+        theta[won], loss[won] = candidate[better], new_loss[better]
+        residual[won], jac[won] = new_residual[better], new_jac[better]
+        damping[todo] = np.where(better, np.maximum(damping[todo] / 3.0, 1e-9), damping[todo] * 4.0)
+        todo = todo[~converged[todo]]
+    return theta, loss, converged
+
+
+def _damped_step(grad, pinned, residual, jac, damping, weights, huber_delta: float, scale: float):
+    """Levenberg-Marquardt steps (B, p) on the Huber-reweighted Gauss-Newton matrix. IRLS: a point
+    beyond delta counts with weight delta / |r| (Huber's), so every point gives curvature, not
+    only the quadratic ones; a pinned parameter does not move."""
+    irls = np.minimum(1.0, huber_delta / np.maximum(np.abs(residual), huber_delta))
+    hessian = scale * np.einsum("bn,bnp,bnq->bpq", weights * weights * irls, jac, jac)
+    identity = np.eye(grad.shape[1])
+    hessian = np.where(~pinned[:, :, None] & ~pinned[:, None, :], hessian, identity)
+    diagonal = np.einsum("bpp->bp", hessian)
+    system = hessian + (damping[:, None] * diagonal + 1e-12)[:, :, None] * identity
+    return np.linalg.solve(system, -grad[:, :, None])[:, :, 0]

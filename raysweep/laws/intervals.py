@@ -112,7 +112,7 @@ def _refit_resamples(full: FitResult, x, y_stars, huber_delta: float, weights
     starts = np.tile(full.theta, (len(y_stars), 1))
     done = np.zeros(len(y_stars), dtype=bool)
     if form.batched and len(y_stars):
-        starts, done = refit_many(form, x, np.log(y_stars), huber_delta, full.theta, weights)
+        starts, _, done = refit_many(form, x, np.log(y_stars), huber_delta, full.theta, weights)
     fits, failed = [], 0
     for y_star, start, converged in zip(y_stars, starts, done):
         if converged:
