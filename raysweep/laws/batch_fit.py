@@ -14,7 +14,8 @@ A row counts as converged by the tests L-BFGS-B stops on in fit.py, read the sam
 gradient below GRADIENT_TOLERANCE, or a nearly undamped (Gauss-Newton) step that lowers f by no
 more than RELATIVE_REDUCTION of it, or a stall (no step lowers f) where fit.py's _converged would
 accept the stop (projected gradient below 1e-3 x max(1, f)). The caller refits the others one by
-one with fit_law, from where the batch left them. Only laws whose callables take a batch of thetas (Law.batched) can come here.
+one with fit_law, from where the batch left them. Only laws whose callables take a batch of
+thetas (Law.batched) can come here.
 """
 
 from __future__ import annotations
@@ -104,4 +105,7 @@ def _damped_step(grad, pinned, residual, jac, damping, weights, huber_delta: flo
     hessian = np.where(~pinned[:, :, None] & ~pinned[:, None, :], hessian, identity)
     diagonal = np.einsum("bpp->bp", hessian)
     system = hessian + (damping[:, None] * diagonal + 1e-12)[:, :, None] * identity
-    return np.linalg.solve(system, -grad[:, :, None])[:, :, 0]
+    try:
+        return np.linalg.solve(system, -grad[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # one exactly singular row would stop the whole batch
+        return -(np.linalg.pinv(system) @ grad[:, :, None])[:, :, 0]

@@ -1,4 +1,5 @@
-"""Fitting a scaling law: Huber loss on log values, L-BFGS-B from every point of a start grid.
+"""Fitting a scaling law: Huber loss on log values, L-BFGS-B from the best point of a start grid
+(every start stepped together first where the law allows: batch_fit.py).
 
 Follows the paper (Huber on log values, L-BFGS, grid of initialisations, keep the best) and the
 lessons of public fitting code it cites: the SUM of Huber terms (not the mean), a full start grid,

@@ -67,8 +67,9 @@ class Law:
     """Columns of x: 1 (x of shape (n,)) or k > 1 (x of shape (n, k), e.g. (N, D))."""
     batched: bool = False
     """True when the callables also take a stack of thetas, shape (B, p), and return (B, n)
-    values and (B, n, p) Jacobians: the bootstrap then refits all its resamples at once
-    (raysweep.laws.batch_fit). The paper's two laws are; declared and registered ones need not be."""
+    values and (B, n, p) Jacobians: a fit then screens its start grid in one batch and the
+    bootstrap refits all its resamples at once (raysweep.laws.batch_fit). The paper's two laws
+    are; declared and registered ones need not be."""
 
     def anchored(self, log_x_ref: float) -> Law:
         """The same law with theta anchored at log x = log_x_ref (a no-op for un-anchored laws,

@@ -16,7 +16,6 @@ from raysweep.laws import evidence
 from raysweep.laws.batch_fit import refit_many
 from raysweep.laws.fit import FitResult, fit_law, one_blas_thread
 from raysweep.laws.forms import Law
-from raysweep.laws.registry import REGISTERED_LAWS
 
 RELATIVE_ERROR_FLOOR = 1e-4
 """A point is never taken as measured better than this, relative to its value: an error of 0
@@ -91,7 +90,7 @@ def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: 
     # The same draws, in the same order, as one resample at a time would take them.
     y_stars = full.predict(x) * np.exp(scale * (rng.standard_normal((resamples, x.size)) @ root.T))
     at = np.asarray(list(at), dtype=float)
-    fits, failed = _refit_resamples(full, x, y_stars, huber_delta, weights)
+    fits, failed = _refit_resamples(law, full, x, y_stars, huber_delta, weights)
     params = [form.to_public(theta) for form, theta in fits]
     draws = [form.predict(theta, at) for form, theta in fits] if at.size else []
     names = params[0].keys() if params else ()
@@ -102,13 +101,13 @@ def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: 
                      table)
 
 
-def _refit_resamples(full: FitResult, x, y_stars, huber_delta: float, weights
+def _refit_resamples(law: Law, full: FitResult, x, y_stars, huber_delta: float, weights
                      ) -> tuple[list[tuple[Law, np.ndarray]], int]:
     """(law, theta) of each resample's fit, warm-started from the full data's optimum in its
     anchoring, and how many could not be fitted. All at once where the law allows
     (raysweep.laws.batch_fit: 5 to 20x faster); resamples the batch leaves unconverged, and laws
     that cannot be batched, one by one with L-BFGS-B."""
-    form = full.law_form or REGISTERED_LAWS[full.law].anchored(full.log_x_ref)
+    form = full.law_form or law.anchored(full.log_x_ref)
     starts = np.tile(full.theta, (len(y_stars), 1))
     done = np.zeros(len(y_stars), dtype=bool)
     if form.batched and len(y_stars):
