@@ -120,7 +120,10 @@ def test_big_corpus_benchmark_times_the_validation_of_a_generated_corpus(tiny_sp
 def test_law_benchmark_prints_timings_and_coverage():
     done = bench("bench_laws.py", "--seeds", "5", "--resamples", "20")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(r"bootstrap, 1000 resamples:\s+\d+\.\d\d s", done.stdout), done.stdout
+    arms = re.findall(r"^\s+(log_law|power_law)\s+\d+ starts: fit\s+[\d.]+ ms vs\s+[\d.]+ ms "
+                      r"\(\s*[\d.]+x\) \| bootstrap\s+[\d.]+ s vs\s+[\d.]+ s \(\s*[\d.]+x\)$",
+                      done.stdout, re.M)
+    assert arms == ["log_law", "power_law"], done.stdout
     rows = re.findall(r"^\s+(\d+)% noise: prediction (\d\.\d\d) \(", done.stdout, re.M)
     assert [noise for noise, _ in rows] == ["1", "5", "15", "30"], done.stdout
 
