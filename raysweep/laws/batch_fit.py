@@ -34,7 +34,7 @@ STALLED_GRADIENT = 1e-3
 this x max(1, f) (the objective is O(1) per point, so that is a negligible slope)."""
 MAX_ITERATIONS = 500
 """Rows still moving after this many steps go to fit_law (L-BFGS-B) from where they are: with
-1% noise on 4 to 31 points, 6% of power-law resamples did (26% at 200 steps)."""
+1% noise on 4 to 31 points, 6% of power-law resamples did (22% at 200 steps)."""
 MAX_DAMPING = 1e12
 """A row whose step still does not lower f at this damping has stalled."""
 
