@@ -75,7 +75,7 @@ def ray_cli(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -> list:
+def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -> tuple[float, list]:
     """Submit without waiting, `ray job stop` it while a trial runs; returns when the stop was
     sent and the trial keys that were RUNNING then."""
     # The driver gets seconds between SIGTERM and SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, default 3),
