@@ -215,6 +215,17 @@ def test_refit_from_mlflow_matches_the_online_fitter(finished_sweep):
         assert offline["verdict"] == expected["verdict"]
 
 
+def test_a_refit_from_the_command_line_prints_the_laws_without_progress_bars(finished_sweep, capsys):
+    from raysweep.cli import main
+
+    spec, *_ = finished_sweep
+    assert main(["fit", spec.source_file]) == 0
+    captured = capsys.readouterr()
+    assert "== task en-de, D_f = 1,000 tokens, bleu" in captured.out and "verdict: " in captured.out
+    # MLflow's bar for each trial's artifacts buried the laws (one per trial).
+    assert "Downloading artifacts" not in captured.out + captured.err
+
+
 def test_status_shows_progress_failures_and_latest_laws(finished_sweep, tmp_path, capsys):
     from raysweep.cli import main
 

@@ -34,6 +34,10 @@ from raysweep.tracking.schema import (
 
 logger = logging.getLogger(__name__)
 
+# MLflow draws a progress bar for every artifact it downloads or uploads: `raysweep fit SPEC`
+# printed one per trial (28 on the demo) above the laws. Set the variable to true to see them.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 MAX_DESCRIPTION = 8000
 
 
