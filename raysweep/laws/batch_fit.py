@@ -55,6 +55,7 @@ def refit_many(law: Law, x, log_ys, huber_delta: float, starts, weights=None
     scale = 1.0 / (huber_delta * huber_delta)
 
     def evaluate(candidates: np.ndarray, targets: np.ndarray):
+        # fit.py's scaled objective (_scaled_objective), for a stack of thetas
         log_pred, jac = law.log_predict_grad(candidates, x)
         residual = weights * (targets - log_pred)
         loss = scale * scipy.special.huber(huber_delta, residual).sum(axis=-1)
@@ -66,8 +67,8 @@ def refit_many(law: Law, x, log_ys, huber_delta: float, starts, weights=None
     todo = np.arange(rows)  # the rows still moving: the others cost nothing more
     for _ in range(MAX_ITERATIONS):
         # Gradient of the scaled Huber sum: d huber(r) / dr = clip(r, -delta, delta).
-        grad = -scale * np.einsum("bn,bnp->bp", weights * np.clip(residual[todo], -huber_delta, huber_delta),
-                                  jac[todo])
+        psi = weights * np.clip(residual[todo], -huber_delta, huber_delta)
+        grad = -scale * np.einsum("bn,bnp->bp", psi, jac[todo])
         at = theta[todo]
         pinned = ((at <= lower) & (grad > 0)) | ((at >= upper) & (grad < 0))
         grad = np.where(pinned, 0.0, grad)
@@ -85,7 +86,8 @@ def refit_many(law: Law, x, log_ys, huber_delta: float, starts, weights=None
         candidate = np.clip(at + step, lower, upper)
         new_loss, new_residual, new_jac = evaluate(candidate, log_ys[todo])
         better = new_loss < loss[todo]
-        reduction = (loss[todo] - new_loss) / np.maximum(np.maximum(np.abs(loss[todo]), np.abs(new_loss)), 1.0)
+        reduction = (loss[todo] - new_loss) / np.maximum.reduce(
+            [np.abs(loss[todo]), np.abs(new_loss), np.ones_like(new_loss)])
         converged[todo[better & (damping[todo] <= 1.0) & (reduction <= RELATIVE_REDUCTION)]] = True
         won = todo[better]
         theta[won], loss[won] = candidate[better], new_loss[better]

@@ -90,9 +90,10 @@ def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: 
     # The same draws, in the same order, as one resample at a time would take them.
     y_stars = full.predict(x) * np.exp(scale * (rng.standard_normal((resamples, x.size)) @ root.T))
     at = np.asarray(list(at), dtype=float)
-    fits, failed = _refit_resamples(law, full, x, y_stars, huber_delta, weights)
-    params = [form.to_public(theta) for form, theta in fits]
-    draws = [form.predict(theta, at) for form, theta in fits] if at.size else []
+    form = full.law_form or law.anchored(full.log_x_ref)  # every resample's fit is read at it
+    thetas, failed = _refit_resamples(form, full.theta, x, y_stars, huber_delta, weights)
+    params = [form.to_public(theta) for theta in thetas]
+    draws = [form.predict(theta, at) for theta in thetas] if at.size else []
     names = params[0].keys() if params else ()
     table = np.asarray(draws) if draws else np.full((0, at.size), np.nan)
     return Bootstrap(level, resamples, failed,
@@ -101,30 +102,26 @@ def bootstrap(law: Law, x, y, huber_delta: float, resamples: int = 1000, level: 
                      table)
 
 
-def _refit_resamples(law: Law, full: FitResult, x, y_stars, huber_delta: float, weights
-                     ) -> tuple[list[tuple[Law, np.ndarray]], int]:
-    """(law, theta) of each resample's fit, warm-started from the full data's optimum in its
-    anchoring, and how many could not be fitted. All at once where the law allows
+def _refit_resamples(form: Law, start: np.ndarray, x, y_stars, huber_delta: float, weights
+                     ) -> tuple[list[np.ndarray], int]:
+    """Each resample's theta, warm-started from the full data's optimum `start` (form is
+    anchored as it is), and how many could not be fitted. All at once where the law allows
     (raysweep.laws.batch_fit: 5 to 20x faster); resamples the batch leaves unconverged, and laws
-    that cannot be batched, one by one with L-BFGS-B."""
-    form = full.law_form or law.anchored(full.log_x_ref)
-    starts = np.tile(full.theta, (len(y_stars), 1))
-    done = np.zeros(len(y_stars), dtype=bool)
+    that cannot be batched, one by one with L-BFGS-B from where the batch left them."""
+    starts, done = np.tile(start, (len(y_stars), 1)), np.zeros(len(y_stars), dtype=bool)
     if form.batched and len(y_stars):
-        starts, _, done = refit_many(form, x, np.log(y_stars), huber_delta, full.theta, weights)
-    fits, failed = [], 0
-    for y_star, start, converged in zip(y_stars, starts, done):
-        if converged:
-            fits.append((form, start))
-            continue
-        try:
-            fit = fit_law(form, x, y_star, huber_delta, start_points=[start],
-                          log_x_ref=full.log_x_ref, weights=weights)
-        except ValueError:
-            failed += 1
-            continue
-        fits.append((fit.law_form, fit.theta))
-    return fits, failed
+        starts, _, done = refit_many(form, x, np.log(y_stars), huber_delta, start, weights)
+    thetas, failed = [], 0
+    for y_star, theta, converged in zip(y_stars, starts, done):
+        if not converged:
+            try:
+                theta = fit_law(form, x, y_star, huber_delta, start_points=[theta],
+                                log_x_ref=form.log_x_ref, weights=weights).theta
+            except ValueError:
+                failed += 1
+                continue
+        thetas.append(theta)
+    return thetas, failed
 
 
 def backtest(law: Law, x, y, huber_delta: float, k: int = 4, log_sigma=None,
