@@ -29,6 +29,8 @@ from pathlib import Path
 import yaml
 from _common import load_bench_spec, refuse
 
+from raysweep.spec_loader import read_spec_data
+
 BIN = Path(sys.executable).parent
 
 
@@ -36,7 +38,8 @@ def write_corpus(folder: Path, language: str, size: float) -> Path:
     """About `size` bytes of JSONL: distinct synthetic documents, numbered, cycled."""
     from raysweep.data import synthetic
 
-    lines = [json.dumps({"text": synthetic.monolingual_document(language, i)}) for i in range(20000)]
+    lines = [json.dumps({"text": synthetic.monolingual_document(language, i)})
+             for i in range(20000)]
     block = "\n".join(lines) + "\n"
     path = folder / f"{language}.jsonl"
     with path.open("w") as out:
@@ -69,7 +72,8 @@ def seconds_to_first_step(spec: Path, root: Path) -> float:
                 continue
             client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
             runs = [r for e in client.search_experiments() if e.name != "Default"
-                    for r in client.search_runs([e.experiment_id], "tags.`raysweep.kind` = 'pretrain'")]
+                    for r in client.search_runs([e.experiment_id],
+                                                "tags.`raysweep.kind` = 'pretrain'")]
             if runs and "loss" in runs[0].data.metrics:
                 return time.perf_counter() - started
         sys.exit("bench_big_corpus: the run ended before pretraining logged a step")
@@ -89,7 +93,7 @@ def main() -> None:
     if args.gb <= 0:
         refuse("--gb must be positive")
     load_bench_spec(args.spec)  # a bad spec is refused here, not in a subprocess
-    data = yaml.safe_load(Path(args.spec).read_text())
+    data = read_spec_data(Path(args.spec))  # `extends` merged
     with tempfile.TemporaryDirectory(prefix="raysweep-bench-corpus-") as temp:
         folder = Path(temp)
         files = [write_corpus(folder, language, args.gb * 1e9 / 2) for language in ("en", "de")]

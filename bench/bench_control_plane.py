@@ -6,7 +6,7 @@ thousands of trial keys, with the work taken out.
 
 One sweep through the real driver (`run_sweep`): the real CheckpointWatcher hosting the Tune
 experiment, real Tune trials with their exactly-once MLflow runs, the real LawFitter refitting
-online, MLflow on SQLite. Two things are stand-ins, passed through run_sweep's `pretrain` and
+online, MLflow on SQLite. Two things are stand-ins, passed through run_sweep's `source` and
 `measure`: pretraining publishes real (tiny) checkpoints on a schedule instead of training them,
 and each trial returns simulated metrics at once (laws of D_p with seed noise, and paired
 bootstrap replicates of the size real trials log) instead of finetuning. Defaults: 3 tasks x 31
@@ -70,24 +70,26 @@ def paper_sized(spec, args, storage: str):
                                evaluation=evaluation)
 
 
-def publish_on_a_schedule(every: float):
-    """Stands in for pretraining: publishes every scheduled checkpoint (a real export of the
-    untrained model, manifest last, the watcher told), one each `every` seconds."""
+def publish_on_a_schedule(spec, every: float):
+    """Stands in for pretraining: a checkpoint source that publishes every scheduled checkpoint
+    (a real export of the untrained model, manifest last, the watcher told), one each `every`
+    seconds; the rest (checks, baseline) is pretraining's."""
+    from raysweep import checkpoints
+    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
+    from raysweep.plan import tell_watcher
+    from raysweep.pretrain.source import PretrainingSource
 
-    def pretrain(spec, run_id: str) -> None:
-        from raysweep import checkpoints
-        from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-        from raysweep.model import build_model
-        from raysweep.pretrain.loop import tell_watcher
+    class OnASchedule(PretrainingSource):
+        def produce(self, run_id: str, echo) -> None:
+            tokenizer = load_tokenizer(fetch_tokenizer(spec))
+            model = self.baseline_model(tokenizer)
+            for tokens in spec.pretrain.published_tokens():
+                checkpoints.publish(spec, model, tokens,
+                                    tokens // spec.pretrain.tokens_per_step(), {})
+                tell_watcher(spec)
+                time.sleep(every)
 
-        tokenizer = load_tokenizer(fetch_tokenizer(spec))
-        model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-        for tokens in spec.pretrain.published_tokens():
-            checkpoints.publish(spec, model, tokens, tokens // spec.pretrain.tokens_per_step(), {})
-            tell_watcher(spec)
-            time.sleep(every)
-
-    return pretrain
+    return OnASchedule(spec)
 
 
 def simulated_measure(spec, key, tracker, run_id: str):
@@ -201,14 +203,16 @@ def trial_phase(spec) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", default="jobs/demo.yaml", help="the base spec (model, task settings)")
+    parser.add_argument("--spec", default="jobs/demo.yaml",
+                        help="the base spec (model, task settings)")
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--checkpoints", type=int, default=30)
     parser.add_argument("--sizes", type=int, default=3, help="finetune sizes D_f per task")
     parser.add_argument("--lrs", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="trials at once")
-    parser.add_argument("--publish-every", type=float, default=0.5, help="seconds between checkpoints")
+    parser.add_argument("--publish-every", type=float, default=0.5,
+                        help="seconds between checkpoints")
     args = parser.parse_args()
 
     import ray
@@ -218,8 +222,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-control-") as storage:
         spec = paper_sized(load_bench_spec(args.spec), args, storage)
         total = spec.num_trials()
-        print(f"{total:,} trial keys: {args.tasks} tasks x {args.checkpoints + 1} starting points x "
-              f"{args.sizes} D_f x {args.lrs} lrs x {args.seeds} seeds; {args.concurrency} at once",
+        print(f"{total:,} trial keys: {args.tasks} tasks x "
+              f"{args.checkpoints + 1} starting points x {args.sizes} D_f x {args.lrs} lrs x "
+              f"{args.seeds} seeds; {args.concurrency} at once",
               flush=True)
         started = time.time()
         sampler = None
@@ -232,7 +237,7 @@ def main() -> None:
 
         try:
             outcome = run_sweep(spec, echo=echo, poll_seconds=10.0,
-                                pretrain=publish_on_a_schedule(args.publish_every),
+                                source=publish_on_a_schedule(spec, args.publish_every),
                                 measure=simulated_measure)
             memory = sampler.at_quarters(total) if sampler else []
         finally:

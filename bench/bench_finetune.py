@@ -50,9 +50,11 @@ def prepare(spec, name: str, storage: str, **task_changes):
 
 def direct_seconds(spec, keys) -> list[float]:
     """Wall seconds of each trial called directly, after one warm-up trial."""
-    from raysweep.finetune import TrialKey, run_trial
+    from raysweep.finetune import run_trial
+    from raysweep.plan import TrialKey
 
-    run_trial(spec, TrialKey(keys[0].task, 0, keys[0].d_f, 0.0123, 0), None)  # warm-up: imports, caches
+    # warm-up: imports, caches
+    run_trial(spec, TrialKey(keys[0].task, 0, keys[0].d_f, 0.0123, 0), None)
     seconds = []
     for key in keys:
         started = time.perf_counter()
@@ -67,7 +69,7 @@ def tune_seconds(spec, run_id) -> list[float]:
     node's COMET scorer), each next one from the previous run's end to its own."""
     import ray
 
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
 
@@ -97,9 +99,8 @@ def publication_delays(spec, run_id, publications: int) -> list[float]:
 
     from raysweep import checkpoints
     from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
-    from raysweep.finetune import WATCHER_NAME
     from raysweep.model import build_model
-    from raysweep.pretrain.loop import tell_watcher
+    from raysweep.plan import WATCHER_NAME, tell_watcher
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
 
@@ -149,8 +150,8 @@ def main() -> None:
 
     import ray
 
-    from raysweep.finetune import TrialKey
-    from raysweep.pretrain.loop import worker_env
+    from raysweep.plan import TrialKey
+    from raysweep.sweep import worker_env
 
     base = load_bench_spec(args.spec)
     base = dataclasses.replace(base, resources=dataclasses.replace(base.resources,

@@ -1,4 +1,5 @@
-"""Pretraining throughput and MFU on one GPU: raysweep's DeepSpeed step against a plain PyTorch step.
+"""Pretraining throughput and MFU on one GPU: raysweep's DeepSpeed step against a plain \
+PyTorch step.
 
     .venv/bin/python bench/bench_gpu_pretrain.py                  # t5-base, bf16, ZeRO-2, one GPU
     .venv/bin/python bench/bench_gpu_pretrain.py --preset t5-770m --micro-batch 16
@@ -11,7 +12,8 @@ own benchmark), side by side in one run:
      builds from the spec (bf16, ZeRO stage, gradient clipping, the inverse-sqrt schedule);
   2. plain: torch autocast bf16, fused AdamW, the same clipping and schedule.
 Prints tokens/s (raw text tokens, the unit of D_p), model TFLOP/s and MFU against the device's peak
-(raysweep.pretrain.throughput.device_peak_flops), and the engine's peak memory beside raysweep's estimate.
+(raysweep.pretrain.throughput.device_peak_flops), and the engine's peak memory beside \
+raysweep's estimate.
 """
 
 from __future__ import annotations
@@ -106,11 +108,13 @@ def plain_step_time(spec, vocab: int, data, warmup: int, device) -> float:
     cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.pretrain.lr, weight_decay=0.0,
                                   fused=cuda)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(spec.pretrain.warmup_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                 inverse_sqrt(spec.pretrain.warmup_steps))
 
     def step(batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = model(input_ids=batch["input_ids"].to(device), labels=batch["labels"].to(device)).loss
+            loss = model(input_ids=batch["input_ids"].to(device),
+                         labels=batch["labels"].to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.pretrain.gradient_clipping)
         optimizer.step()

@@ -102,8 +102,8 @@ def main() -> None:
     tokenizer = train_tokenizer(spec)
     pipeline = pipeline_rate(spec, tokenizer, args.steps)
     train = step_rate(spec, tokenizer, min(args.steps, 50))
-    print(f"spec {args.spec}: {spec.pretrain.batch_size} x {spec.pretrain.seq_len} tokens per step, "
-          f"one thread")
+    print(f"spec {args.spec}: {spec.pretrain.batch_size} x {spec.pretrain.seq_len} tokens per "
+          f"step, one thread")
     print(f"  input pipeline (source -> batches): {pipeline:12,.0f} tokens/s")
     print(f"  pretraining step of the model:      {train:12,.0f} tokens/s")
     print(f"  ratio pipeline / step: {pipeline / train:.1f}x (target: at least 10x)")

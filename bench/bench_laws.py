@@ -5,7 +5,8 @@
 Prints: the time of one full-grid fit of 30 points (log-law and power law) and of a 1,000-resample
 bootstrap, batched against one L-BFGS-B run at a time, side by side; the coverage of 90%
 bootstrap intervals of the prediction at 10x the largest D over many noisy data sets with known
-truth (target: about 0.9); and, at the 1-30% noise sweeps measure, the coverage and width of the 90% intervals of the prediction at the largest D and of
+truth (target: about 0.9); and, at the 1-30% noise sweeps measure, the coverage and width of \
+the 90% intervals of the prediction at the largest D and of
 the log-law's parameters (coverage_study; tests/test_law_analysis.py asserts it).
 """
 
@@ -72,7 +73,8 @@ def main() -> None:
     for law, fn, delta in ((LOG_LAW, log_law, 0.1), (POWER_LAW, power_law, 1e-3)):
         y = fn(d30) * (1 + 0.01 * rng.standard_normal(30))
         seconds = {}
-        for arm, form in (("batched", law), ("one by one", dataclasses.replace(law, batched=False))):
+        for arm, form in (("batched", law),
+                          ("one by one", dataclasses.replace(law, batched=False))):
             seconds[arm] = (
                 timed(lambda form=form, y=y, delta=delta: fit_law(form, d30, y, delta), repeat=5),
                 timed(lambda form=form, y=y, delta=delta: bootstrap(form, d30, y, delta,
@@ -83,7 +85,8 @@ def main() -> None:
               f"{boot_1:5.2f} s ({boot_1 / boot_b:4.1f}x)")
 
     d8 = np.logspace(5, 9, 8)
-    for law, fn, delta, noise in ((LOG_LAW, log_law, 0.1, 0.02), (POWER_LAW, power_law, 1e-3, 0.005)):
+    for law, fn, delta, noise in ((LOG_LAW, log_law, 0.1, 0.02),
+                                  (POWER_LAW, power_law, 1e-3, 0.005)):
         truth, covered = fn(d8[-1] * 10), 0
         for seed in range(args.seeds):
             y = fn(d8) * (1 + noise * np.random.default_rng(seed).standard_normal(8))
@@ -95,8 +98,8 @@ def main() -> None:
 
     # At the noise sweeps measure (5-30%), with the errors known as a sweep measures them.
     studies = max(args.seeds // 5, 2)
-    print(f"log_law at realistic noise, 8 points, errors measured, {args.resamples} resamples, {studies} "
-          f"data sets: coverage of 90% intervals (width / truth)")
+    print(f"log_law at realistic noise, 8 points, errors measured, {args.resamples} resamples, "
+          f"{studies} data sets: coverage of 90% intervals (width / truth)")
     for noise in (0.01, 0.05, 0.15, 0.30):
         coverage, width = coverage_study(noise, studies, resamples=args.resamples)
         print(f"  {noise:4.0%} noise: " + ", ".join(

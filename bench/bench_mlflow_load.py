@@ -128,7 +128,8 @@ def load(uri: str, writers: int, seconds: float) -> dict:
     from raysweep.tracking import Tracker
 
     Tracker(uri, EXPERIMENT).ensure_experiment()
-    context, queue = multiprocessing.get_context("fork"), multiprocessing.get_context("fork").Queue()
+    context, queue = (multiprocessing.get_context("fork"),
+                      multiprocessing.get_context("fork").Queue())
     until = time.time() + seconds
     processes = [context.Process(target=trial_writer, args=(uri, i, until, queue))
                  for i in range(writers)]

@@ -57,7 +57,8 @@ def spread(values: list[float]) -> str:
 
 
 def measure(label: str, spec, tokenizer, late: int, repeats: int) -> None:
-    early_position, late_position = position_at(spec, tokenizer, 1), position_at(spec, tokenizer, late - 1)
+    early_position, late_position = (position_at(spec, tokenizer, 1),
+                                     position_at(spec, tokenizer, late - 1))
     early, later, reread = [], [], []
     for _ in range(repeats):  # interleaved, so a drift in load falls on all three alike
         early.append(seconds_to_first_batch(spec, tokenizer, 2, early_position))
@@ -110,7 +111,8 @@ def main() -> None:
             spec, tokenizer, args.late, args.repeats)
     if args.file_mb:
         with tempfile.TemporaryDirectory() as folder:
-            measure(f"local JSONL corpus, {args.file_mb} MB", file_spec(spec, Path(folder), args.file_mb),
+            measure(f"local JSONL corpus, {args.file_mb} MB",
+                    file_spec(spec, Path(folder), args.file_mb),
                     tokenizer, args.late, args.repeats)
 
 

@@ -97,13 +97,15 @@ def raysweep_loop(spec) -> tuple[float, dict]:
     thread = threading.Thread(target=run_pretraining, args=(spec, run_id))
     thread.start()
     thread.join()
-    windows = [m.value for m in sorted(tracker.client.get_metric_history(run_id, "tokens_per_second"),
-                                       key=lambda m: m.step)]
+    windows = [m.value
+               for m in sorted(tracker.client.get_metric_history(run_id, "tokens_per_second"),
+                               key=lambda m: m.step)]
     return statistics.median(windows[1:]), tracker.client.get_run(run_id).data.metrics
 
 
 def spread(values: list[float], fmt: str) -> str:
-    return f"{format(statistics.median(values), fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+    return (f"{format(statistics.median(values), fmt)} "
+            f"[{format(min(values), fmt)}-{format(max(values), fmt)}]")
 
 
 def main() -> None:
@@ -127,16 +129,17 @@ def run_pairs(spec, steps: int, pairs: int) -> None:
     import ray
 
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
-    from raysweep.pretrain.loop import worker_env
+    from raysweep.sweep import worker_env
 
     tokens = steps * spec.pretrain.tokens_per_step()
     pre = dataclasses.replace(spec.pretrain, workers=1, checkpoints=(tokens // 2, tokens),
                               tokens=tokens)
     spec = dataclasses.replace(spec, pretrain=pre, tracking_uri=None)
     tokenizer = train_tokenizer(spec)
-    print(f"model {spec.model.preset or 'custom'} ({spec.model.family}), {pre.batch_size} x {pre.seq_len} tokens per step, "
-          f"{steps} steps, {pre.optimizer}, one worker (ZeRO off), 1 thread, windows of "
-          f"{pre.log_every} steps, recovery checkpoint every {pre.recovery_every} steps; {pairs} pairs")
+    print(f"model {spec.model.preset or 'custom'} ({spec.model.family}), "
+          f"{pre.batch_size} x {pre.seq_len} tokens per step, {steps} steps, {pre.optimizer}, "
+          f"one worker (ZeRO off), 1 thread, windows of {pre.log_every} steps, "
+          f"recovery checkpoint every {pre.recovery_every} steps; {pairs} pairs")
     plain, ours, ratios, metrics = [], [], [], {}
     ray.init(num_cpus=2, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
     try:
@@ -161,7 +164,8 @@ def run_pairs(spec, steps: int, pairs: int) -> None:
     print(f"raysweep / plain:               {spread(ratios, '.2f')} (median [min-max] over "
           f"{pairs} pairs; target >= 0.9)")
     print(f"estimated MFU {metrics.get('mfu', 0):.3%} "
-          f"({metrics.get('model_tflops_per_second', 0) * 1e3:.2f} model GFLOP/s), last raysweep run")
+          f"({metrics.get('model_tflops_per_second', 0) * 1e3:.2f} model GFLOP/s), "
+          f"last raysweep run")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def truth(shape: str, u: np.ndarray, effect: float, rising: bool) -> tuple[np.nd
     if shape == "falling":
         return level * (1 - better * effect * u), level
     if shape == "peaked":
-        return level * (1 + better * effect * (1 - ((u - 0.5) / 0.5) ** 2) - better * effect * u), level
+        return level * (1 + better * effect * (1 - ((u - 0.5) / 0.5) ** 2)
+                        - better * effect * u), level
     if shape == "harmful":
         return np.full(u.size, level * (1 - better * effect)), level
     return np.full(u.size, level), level
@@ -151,7 +152,8 @@ def print_matrix(results: dict[tuple[str, str], Counter]) -> None:
         if totals["total"]:
             t = totals["total"]
             print(f"{'all (' + str(t) + ')':22}" + " " * 13 * len(columns)
-                  + f"{totals['right'] / t:>8.1%}{totals['unsure'] / t:>9.1%}{totals['wrong'] / t:>7.1%}")
+                  + f"{totals['right'] / t:>8.1%}{totals['unsure'] / t:>9.1%}"
+                    f"{totals['wrong'] / t:>7.1%}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def table(rows: list[dict]) -> list[str]:
 
     lines = ["| fault | times injected | survived | results lost | results duplicated | how |",
              "|---|---:|---|---:|---:|---|"]
-    rank = {fault: next((i for i, prefix in enumerate(ORDER) if fault.startswith(prefix)), len(ORDER))
+    rank = {fault: next((i for i, prefix in enumerate(ORDER) if fault.startswith(prefix)),
+                        len(ORDER))
             for fault in merged}
     for row in sorted(merged.values(), key=lambda row: rank[row["fault"]]):
         lines.append(f"| {row['fault']} | {row['injected']} | {'yes' if row['survived'] else 'NO'} "
@@ -80,16 +81,21 @@ def table(rows: list[dict]) -> list[str]:
 
 def write_page(rows: list[dict], outcomes: dict, status: int, minutes: float) -> str:
     security = outcomes.get("test_security", [])
-    failed = [f"{module}::{name}" for module, tests in outcomes.items() for name, ok in tests if not ok]
+    failed = [f"{module}::{name}" for module, tests in outcomes.items()
+              for name, ok in tests if not ok]
     lines = [
         "# Reliability",
         "",
         "What raysweep survives, measured by fault injection on a local Ray cluster (tiny models,",
         "fixed seeds; real Ray, DeepSpeed, Tune, MLflow and `mlflow server`; SIGKILL to real",
-        "processes). After each fault the test audits what landed in storage and MLflow against the",
-        "plan: a result is *lost* when a planned trial key has no finished run holding every metric",
-        "or a scheduled checkpoint was not published; *duplicated* when a key has more than one run",
-        "of any lifecycle (a deleted twin counts), when a run logged its results more than once, or",
+        "processes). After each fault the test audits what landed in storage and MLflow "
+        "against the",
+        "plan: a result is *lost* when a planned trial key has no finished run "
+        "holding every metric",
+        "or a scheduled checkpoint was not published; *duplicated* when a key has "
+        "more than one run",
+        "of any lifecycle (a deleted twin counts), when a run logged its results "
+        "more than once, or",
         "when a checkpoint was published twice. A trial kill counts only if it interrupted a",
         "running trial, which then ran again. Target: every fault survived, 0 lost, 0 duplicated.",
         "",
@@ -112,18 +118,22 @@ def write_page(rows: list[dict], outcomes: dict, status: int, minutes: float) ->
         "",
         "## What the tests are",
         "",
-        "- `tests/test_pretrain_recovery.py`: pretraining workers SIGKILLed at seeded random moments;",
+        "- `tests/test_pretrain_recovery.py`: pretraining workers SIGKILLed at seeded "
+        "random moments;",
         "  tokens seen continue without a gap, every checkpoint is published once.",
         "- `tests/test_actor_faults.py`: the watcher (it hosts the Tune experiment), a finetune",
         "  trial's worker and the law fitter SIGKILLed, twice each, in one sweep; Ray restarts the",
         "  coordinators, which rebuild from storage and MLflow; the fitter's laws are the same",
         "  before and after its restart, and equal a refit from MLflow at the end.",
         "- `tests/test_outage_and_driver_kill.py`, one sweep: a real `mlflow server` on a real",
-        "  PostgreSQL (as cluster.yaml deploys it) SIGKILLed for 30 s at least mid-sweep and started",
-        "  again (pretraining metrics logged meanwhile arrive with their times); then `raysweep run`",
+        "  PostgreSQL (as cluster.yaml deploys it) SIGKILLed for 30 s at least "
+        "mid-sweep and started",
+        "  again (pretraining metrics logged meanwhile arrive with their times); "
+        "then `raysweep run`",
         "  and its local Ray SIGKILLed while a trial runs, and the same command again: it resumes.",
         "- `tests/test_autoscaling_cluster.py`: a sweep on Ray's fake multi-node autoscaling",
-        "  cluster (node types shaped like cluster.yaml's) that starts on the head alone; one whole",
+        "  cluster (node types shaped like cluster.yaml's) that starts on the head alone; "
+        "one whole",
         "  node (raylet, object store, workers) SIGKILLed mid-pretraining and one mid-trial; the",
         "  autoscaler adds nodes as asked and removes the idle ones at the end.",
         "- `tests/test_checkpoint_integrity.py`: truncated weights, a missing and a broken",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 
+from raysweep.data.mixture import alignment_score
+from raysweep.laws.group import LawGroup
 from raysweep.spec import SweepSpec
 
 NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L", "comet": "COMET",
@@ -48,34 +50,34 @@ def with_interval(entry: dict | None, signed: bool = False) -> str:
     return f"{value} [{number(entry['low'])}, {number(entry['high'])}]"
 
 
-def answer_rows(spec: SweepSpec, groups: list[dict]) -> list[dict]:
+def answer_rows(spec: SweepSpec, groups: list[LawGroup]) -> list[dict]:
     """One row per (task, D_f, metric), in the words of the table."""
     rows = []
     for g in groups:
-        a = g["analysis"]
+        a = g.analysis
         prediction = "-"
         for p in a.predictions:
             prediction = with_interval(p) + (f" ({p['extrapolation']:.2g}x past the data)"
                                               if p.get("extrapolation", 1) > 1 else "")
-        target = spec.fit.target_score.get(g["metric"])
+        target = spec.fit.target_score.get(g.metric)
         needed = "-"
         if target is not None and a.params:
             needed = (f"{tokens(a.required_x)} for {number(target)}" if a.required_x is not None
                       else f"not reached ({number(target)})")
-        rows.append({"task": g["task"], "d_f": g["d_f"], "metric": g["metric"],
+        rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric,
                      "points": a.num_points, "gain": with_interval(a.gain, signed=True),
                      "prediction": prediction, "needed": needed, "verdict": short_verdict(a),
                      "reason": a.reason})
     return rows
 
 
-def _headline(task: str, mine: list[dict]) -> str:
+def _headline(task: str, mine: list[LawGroup]) -> str:
     """The task's answer in one sentence, led by its first task metric (BLEU in the paper)."""
-    quality = [g for g in mine if g["metric"] != "cross_entropy" and g["analysis"].verdict != "not fitted"]
+    quality = [g for g in mine if g.metric != "cross_entropy" and g.analysis.verdict != "not fitted"]
     if not quality:
         return f"No task metric has a law for {task} yet."
-    lead = quality[0]["metric"]
-    verdicts = {g["d_f"]: g["analysis"].verdict for g in quality if g["metric"] == lead}
+    lead = quality[0].metric
+    verdicts = {g.d_f: g.analysis.verdict for g in quality if g.metric == lead}
     sizes = lambda v: ", ".join(f"{d:,}" for d, w in sorted(verdicts.items()) if w == v)  # noqa: E731
     name = NAMES.get(lead, lead)
     if "aligned" in verdicts.values():
@@ -89,17 +91,16 @@ def _headline(task: str, mine: list[dict]) -> str:
                 f"D_f = {sizes('no effect')} (the paper's flattening at large D_f).")
     # Inconclusive in the lead metric: say which other laws did tell (often cross-entropy), so
     # the page does not read as "nothing is known".
-    told = [f"{NAMES.get(g['metric'], g['metric'])} at D_f = {g['d_f']:,}" for g in mine
-            if g["metric"] != lead and g["analysis"].verdict == "aligned"]
+    told = [f"{NAMES.get(g.metric, g.metric)} at D_f = {g.d_f:,}" for g in mine
+            if g.metric != lead and g.analysis.verdict == "aligned"]
     return (f"**Not enough evidence yet for {task} in {name}:** its noise is larger than the "
             f"effect" + (f"; these improve with more pretraining beyond their noise: "
                          f"{', '.join(told)}" if told else "")
             + "; the reasons below say what would resolve it.")
 
 
-def answer_markdown(spec: SweepSpec, groups: list[dict], checkpoints_in: int | None = None) -> str:
+def answer_markdown(spec: SweepSpec, groups: list[LawGroup], checkpoints_in: int | None = None) -> str:
     """The page: a headline and a table per task, the reasons under it."""
-    from raysweep.data.mixture import alignment_score
 
     scheduled = len(spec.published_tokens())
     status = ("final" if checkpoints_in is None or checkpoints_in >= scheduled else
@@ -110,7 +111,7 @@ def answer_markdown(spec: SweepSpec, groups: list[dict], checkpoints_in: int | N
     rows = answer_rows(spec, groups)
     target = f"at {tokens(spec.fit.target_tokens)} tokens" if spec.fit.target_tokens else "prediction"
     for task in spec.tasks:
-        mine = [g for g in groups if g["task"] == task.name]
+        mine = [g for g in groups if g.task == task.name]
         score = alignment_score(spec.pretrain.mixture, task)
         lines += [f"## {task.name} (alignment score of the mixture {score:.2f})", "",
                   _headline(task.name, mine), "",
@@ -125,7 +126,7 @@ def answer_markdown(spec: SweepSpec, groups: list[dict], checkpoints_in: int | N
     return "\n".join(lines)
 
 
-def answer_table(spec: SweepSpec, groups: list[dict]) -> str:
+def answer_table(spec: SweepSpec, groups: list[LawGroup]) -> str:
     """The law table printed at the end of `raysweep run` (plain text, a reason under each row)."""
     target = f"at {tokens(spec.fit.target_tokens)}" if spec.fit.target_tokens else "prediction"
     level = f" [{spec.fit.interval_level:.0%}]"

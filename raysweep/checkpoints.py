@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
+from raysweep import model
 from raysweep.spec import SweepSpec
-from raysweep.storage import write_json_atomic
+from raysweep.storage import SweepFolder, write_json_atomic
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -39,8 +41,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool:
-    """Export `model` (a plain transformers model with full weights) as checkpoint D_p = tokens.
+def publish(spec: SweepSpec, trained, tokens: int, step: int, extra: dict) -> bool:
+    """Export `trained` (a plain transformers model with full weights) as checkpoint D_p = tokens.
 
     Idempotent: an already published checkpoint is left as it is (returns False; True when it
     was published now). A half-written folder without a manifest is written again."""
@@ -49,21 +51,19 @@ def publish(spec: SweepSpec, model, tokens: int, step: int, extra: dict) -> bool
     if bucket.size(f"{shared}/{MANIFEST}") is not None if bucket else (folder / MANIFEST).exists():
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder), safe_serialization=True)
+    trained.save_pretrained(str(folder), safe_serialization=True)
     manifest = {
         "tokens_seen": tokens,
         "step": step,
         "weights": WEIGHTS,
         "weights_sha256": sha256(folder / WEIGHTS),
         "weights_bytes": (folder / WEIGHTS).stat().st_size,
-        "model_config": model.config.to_dict(),
+        "model_config": trained.config.to_dict(),
         "published_at": time.time(),
         **extra,
     }
     write_json_atomic(folder / MANIFEST, manifest)
     if bucket:  # the weights first, the manifest last: its appearance publishes the checkpoint
-        import shutil
-
         bucket.commit_folder(folder, shared, MANIFEST)
         shutil.rmtree(folder)  # the pretraining node keeps no copy of every checkpoint
     return True
@@ -77,10 +77,8 @@ def fetch(spec: SweepSpec, tokens: int) -> Path:
         return folder
     if not (folder / ".verified").exists():
         bucket.fetch_folder(f"checkpoints/{folder.name}", folder, complete=MANIFEST)
-        manifest, reason = inspect(folder, verify_weights=True)
+        manifest, reason = inspect(spec.folder.local_copy(), folder.name, verify_weights=True)
         if manifest is None:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)  # the next attempt downloads it again
             raise RuntimeError(f"checkpoint {folder.name} in {bucket.uri} is unusable: {reason}")
         (folder / ".verified").touch()
@@ -90,58 +88,43 @@ def fetch(spec: SweepSpec, tokens: int) -> Path:
 def load_model(spec: SweepSpec, tokens: int):
     """The published model D_p = tokens, built from its safetensors weights: a pickle next to
     them (pytorch_model.bin) is never read, so a planted file cannot run code."""
-    from raysweep.model import load_model
-
-    return load_model(str(fetch(spec, tokens)))
+    return model.load_model(str(fetch(spec, tokens)))
 
 
 NO_MANIFEST = "no manifest.json (not published, or its publication was cut short)"
 
 
-def inspect(folder: Path, verify_weights: bool = True) -> tuple[dict | None, str | None]:
-    """(manifest, None) for a sound published checkpoint, else (None, why it cannot be used).
+def inspect(folder: SweepFolder, name: str,
+            verify_weights: bool = True) -> tuple[dict | None, str | None]:
+    """(manifest, None) for a sound published checkpoint `checkpoints/<name>` of the sweep's
+    folder, else (None, why it cannot be used).
 
     Checks what a trial relies on: a readable manifest naming this folder's D_p, and weights
-    whose SHA-256 matches the manifest's (a partial or corrupted upload does not). Hashing reads
-    the whole file (gigabytes at paper scale): verify_weights=False skips it where a count is
-    enough."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
+    whose SHA-256 matches the manifest's. Hashing reads the whole file (gigabytes at paper
+    scale): verify_weights=False skips it where a count is enough. In a bucket the weights are
+    not downloaded here: an object of the manifest's size (an object is only ever whole, so a
+    partial upload shows as missing) is enough, and `fetch` checks the SHA-256 on the node that
+    loads them."""
+    where = f"checkpoints/{name}"
+    if folder.size(f"{where}/{MANIFEST}") is None:
         return None, NO_MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text())
-        tokens, weights, digest = (int(manifest["tokens_seen"]), manifest["weights"],
-                                   manifest["weights_sha256"])
-    except (ValueError, KeyError, TypeError) as err:
-        return None, f"manifest.json is unreadable or incomplete ({type(err).__name__}: {err})"
-    if folder.name != f"dp_{tokens:015d}":
-        return None, f"manifest.json says tokens_seen {tokens}, which is not this folder's D_p"
-    if not (folder / weights).is_file():
-        return None, f"the weights file {weights} named by manifest.json is missing"
-    if verify_weights and sha256(folder / weights) != digest:
-        return None, (f"{weights} does not match the SHA-256 in manifest.json "
-                      f"(corrupted or partly written)")
-    return manifest, None
-
-
-def inspect_in_bucket(bucket, name: str) -> tuple[dict | None, str | None]:
-    """inspect() for a checkpoint folder in a bucket, without downloading the weights: the
-    manifest, and a weights object of the manifest's size (an object is only ever whole, so a
-    partial upload shows as missing; the SHA-256 is checked by `fetch` on the node that loads it)."""
-    if bucket.size(f"checkpoints/{name}/{MANIFEST}") is None:
-        return None, NO_MANIFEST
-    try:
-        manifest = json.loads(bucket.read_bytes(f"checkpoints/{name}/{MANIFEST}"))
+        manifest = json.loads(folder.read_bytes(f"{where}/{MANIFEST}"))
         tokens, weights = int(manifest["tokens_seen"]), manifest["weights"]
+        digest = manifest["weights_sha256"]
     except (ValueError, KeyError, TypeError) as err:
         return None, f"manifest.json is unreadable or incomplete ({type(err).__name__}: {err})"
     if name != f"dp_{tokens:015d}":
         return None, f"manifest.json says tokens_seen {tokens}, which is not this folder's D_p"
-    size = bucket.size(f"checkpoints/{name}/{weights}")
+    size = folder.size(f"{where}/{weights}")
     if size is None:
         return None, f"the weights file {weights} named by manifest.json is missing"
-    if size != manifest.get("weights_bytes", size):
+    local = folder.local_path(f"{where}/{weights}")
+    if local is None and size != manifest.get("weights_bytes", size):  # what a bucket can tell
         return None, f"{weights} has {size} bytes, manifest.json says {manifest['weights_bytes']}"
+    if verify_weights and local is not None and sha256(local) != digest:
+        return None, (f"{weights} does not match the SHA-256 in manifest.json "
+                      f"(corrupted or partly written)")
     return manifest, None
 
 
@@ -149,15 +132,9 @@ def scan(spec: SweepSpec, known: set[str] = frozenset(),
          verify_weights: bool = True) -> tuple[dict[int, dict], dict[str, str]]:
     """Checkpoint folders on storage, except the `known` folder names (already inspected):
     (D_p -> manifest of each sound one, folder name -> why each other one cannot be used)."""
-    bucket = spec.folder.bucket()
-    if bucket is not None:
-        names = bucket.folders("checkpoints")
-        inspected = {name: inspect_in_bucket(bucket, name) for name in names
-                     if name.startswith("dp_") and name not in known}
-        return _sort_out(inspected)
-    inspected = {folder.name: inspect(folder, verify_weights)
-                 for folder in sorted(checkpoints_dir(spec).glob("dp_*"))
-                 if folder.is_dir() and folder.name not in known}
+    inspected = {name: inspect(spec.folder, name, verify_weights)
+                 for name in spec.folder.folders("checkpoints")
+                 if name.startswith("dp_") and name not in known}
     return _sort_out(inspected)
 
 

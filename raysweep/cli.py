@@ -1,5 +1,8 @@
 """Command line: `raysweep validate|run|stop|status|report|fit`.
 
+Each command imports its own modules when it runs: `raysweep fit --csv` needs numpy and scipy,
+not Ray, torch, transformers and MLflow (seconds at every start), and `raysweep validate` no Ray.
+
 Exit status: 0 success, 1 the sweep ran but failed, 2 bad input (nothing was written), 143
 stopped by SIGTERM (`ray job stop`) or 130 by Ctrl-C (unfinished runs marked KILLED; a rerun
 resumes).
@@ -8,10 +11,16 @@ resumes).
 from __future__ import annotations
 
 import argparse
-import logging
+import csv
+import importlib
+import json
 import os
 import sys
 
+from raysweep.laws import DEFAULT_HUBER_DELTA, REGISTERED_LAWS
+from raysweep.laws.analysis import analyse, describe
+from raysweep.logs import LEVEL_VARIABLE, LEVELS
+from raysweep.logs import configure as configure_logging
 from raysweep.spec import SpecError
 from raysweep.spec_loader import load_spec
 
@@ -22,17 +31,16 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow tables..."
 
 
 def cmd_validate(args) -> int:
+    # this command's modules (see the module docstring)
+    from raysweep.cluster import check_resources, load_cluster_config
     from raysweep.preflight import check, plan_text
 
     spec = load_spec(args.spec)
     _, available = check(spec, offline=True)
     if args.cluster:
-        from raysweep.cluster import check_resources, load_cluster_config
-
         check_resources(spec, load_cluster_config(args.cluster), args.cluster)
     print(plan_text(spec, available))
     print("spec is valid" + (f" and fits the node types of {args.cluster}" if args.cluster else ""))
@@ -40,8 +48,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    # this command's modules (see the module docstring)
     from raysweep.answer import answer_table
-    from raysweep.series import trials_planned
+    from raysweep.checkpoint_source import checkpoint_source
+    from raysweep.plan import count_trials
     from raysweep.sweep import SweepStopped, run_sweep
 
     spec = load_spec(args.spec)
@@ -58,7 +68,8 @@ def cmd_run(args) -> int:
         print(f"sweep {spec.name!r} finished in {outcome.wall_seconds:.0f} s")
         return 0
     print(f"sweep {spec.name!r} FAILED after {outcome.wall_seconds:.0f} s:", file=sys.stderr)
-    for error in outcome.errors or [f"only {outcome.progress} of {trials_planned(spec)} trials finished"]:
+    planned = count_trials(spec, checkpoint_source(spec).final_checkpoints())
+    for error in outcome.errors or [f"only {outcome.progress} of {planned} trials finished"]:
         print(f"  {error}", file=sys.stderr)
     return 1
 
@@ -66,20 +77,21 @@ def cmd_run(args) -> int:
 def cmd_stop(args) -> int:
     """Ask a sweep that follows a trainer's folder (series.attach) to take no more checkpoints:
     the trials of those it has are finished and their laws fitted, then it ends."""
-    from raysweep.series import request_stop
+    # this command's modules (see the module docstring)
+    from raysweep.checkpoint_source import checkpoint_source
 
     spec = load_spec(args.spec)
-    if not (spec.series and spec.series.attach):
+    if not checkpoint_source(spec).request_stop():
         raise SpecError(f"{spec.source_file}: `raysweep stop` is for a sweep that follows a series "
                         f"being written (series.attach: true); stop any other with `ray job stop` "
                         f"or Ctrl-C (a rerun resumes it).")
-    request_stop(spec)
     print(f"asked sweep {spec.name!r} to take no more checkpoints; it finishes the trials of "
           f"those it has, then ends")
     return 0
 
 
 def cmd_status(args) -> int:
+    # this command's modules (see the module docstring)
     from raysweep.report import status_text, sweep_status
 
     spec = load_spec(args.spec)
@@ -88,6 +100,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
+    # this command's modules (see the module docstring)
     from raysweep.report import write_report
 
     spec = load_spec(args.spec)
@@ -99,8 +112,6 @@ def cmd_report(args) -> int:
 
 def _read_csv_columns(path: str, *names: str) -> list[list[float]]:
     """Numeric columns of a CSV file; SpecError (exit 2) naming the file and column."""
-    import csv
-
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -126,11 +137,6 @@ def _read_csv_columns(path: str, *names: str) -> list[list[float]]:
 
 
 def cmd_fit(args) -> int:
-    import json
-
-    from raysweep.laws import DEFAULT_HUBER_DELTA, REGISTERED_LAWS
-    from raysweep.laws.analysis import analyse, describe
-
     if args.spec:
         return _fit_sweep(args)
     if not (args.csv and args.x and args.y):
@@ -139,8 +145,6 @@ def cmd_fit(args) -> int:
     if args.law_module:
         # A user's module that declares laws and calls register_law on import: the only way a
         # command-line run can see laws that are not built in.
-        import importlib
-
         try:
             importlib.import_module(args.law_module)
         except ImportError as err:
@@ -170,10 +174,8 @@ def cmd_fit(args) -> int:
 
 
 def _fit_sweep(args) -> int:
-    import json
-
+    # this command's modules (see the module docstring)
     from raysweep.fitter import analyse_sweep
-    from raysweep.laws.analysis import describe
     from raysweep.tracking import Tracker
 
     spec = load_spec(args.spec)
@@ -183,18 +185,30 @@ def _fit_sweep(args) -> int:
                         f"{args.spec}`.")
     groups = analyse_sweep(spec, resamples=args.resamples)
     if args.json:
-        print(json.dumps([{**g, "analysis": g["analysis"].to_dict()} for g in groups], indent=2,
+        print(json.dumps([{"task": g.task, "d_f": g.d_f, "metric": g.metric, "points": g.points,
+                           "analysis": g.analysis.to_dict()} for g in groups], indent=2,
                          default=float))
         return 0
     for group in groups:
-        print(f"== task {group['task']}, D_f = {group['d_f']:,} tokens, {group['metric']}")
-        print(describe(group["analysis"], "D_p", group["metric"]))
+        print(f"== task {group.task}, D_f = {group.d_f:,} tokens, {group.metric}")
+        print(describe(group.analysis, "D_p", group.metric))
         print()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return args.func(args)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Every command and its options (long: one line or three per option, nothing else)."""
     parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check a spec and print the plan")
@@ -248,12 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(func=cmd_fit)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for command in (validate, run, stop, status, report, fit):
+        command.add_argument("--log-level", choices=LEVELS, type=str.upper,
+                             help=f"raysweep's log level (default: ${LEVEL_VARIABLE}, else INFO; "
+                                  f"the libraries log at WARNING)")
+    return parser
 
 
 if __name__ == "__main__":

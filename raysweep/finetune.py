@@ -13,59 +13,32 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
+import ray
+import torch
+from ray import tune
+
+from raysweep import checkpoints
+from raysweep.checkpoint_source import checkpoint_source
+from raysweep.data.collators import finetune_prefix
+from raysweep.data.sources import parallel_splits
+from raysweep.data.synthetic import Family
+from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
+from raysweep.evaluation.comet_model import comet_scores, load_comet
+from raysweep.evaluation.metrics import bleu_chrf, cross_entropy, evaluate_translation, translate
+from raysweep.evaluation.scorer import scorer_for_this_node
+from raysweep.model import for_model, on_device
+from raysweep.plan import FITTER_NAME, REPLICATES_FILE, TrialKey, TrialResult
 from raysweep.spec import SweepSpec
-from raysweep.tracking import COMET_SCORER, KEY_FIELD, KIND, SIGNATURE, TRIAL_KEY
+from raysweep.tracking import COMET_SCORER, FAILURE, SIGNATURE, TRIAL_KEY, Tracker, trial_tags
 
 logger = logging.getLogger(__name__)
-
-FITTER_NAME = "raysweep-fitter-{}"
-WATCHER_NAME = "raysweep-watcher-{}"
-"""The coordinators' Ray names (by sweep name): trials hand results to the fitter, pretraining
-tells the watcher a checkpoint is out."""
-REPLICATES_FILE = "test_bootstrap.json"
-"""Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluation.metrics): the law
-analysis reads the test-set noise that checkpoints share from them."""
-
-
-@dataclass(frozen=True, order=True)
-class TrialKey:
-    task: str
-    d_p: int
-    d_f: int
-    lr: float
-    seed: int
-
-    def __str__(self) -> str:
-        return f"{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
-
-    def tags(self) -> dict[str, str]:
-        return {KIND: "trial", TRIAL_KEY: str(self),
-                **{KEY_FIELD.format(name): value for name, value in (
-                    ("task", self.task), ("d_p", str(self.d_p)), ("d_f", str(self.d_f)),
-                    ("lr", f"{self.lr:g}"), ("seed", str(self.seed)))}}
-
-    @staticmethod
-    def from_tags(tags: dict[str, str]) -> TrialKey:
-        field = {name: tags[KEY_FIELD.format(name)] for name in ("task", "d_p", "d_f", "lr", "seed")}
-        return TrialKey(field["task"], int(field["d_p"]), int(field["d_f"]), float(field["lr"]),
-                        int(field["seed"]))
-
-
-def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
-    """Every trial a starting point with D_p tokens of pretraining gets."""
-    return [TrialKey(task.name, d_p, d_f, lr, spec.seed + replicate)
-            for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs
-            for replicate in range(task.seeds)]
 
 
 def finetune_trial(config: dict, spec: SweepSpec, measure=None) -> None:
     """The Tune trainable (function API). `config["key"]` is a TrialKey as a dict; `measure`:
     see run_trial."""
-    import ray
-    from ray import tune
-
     key = TrialKey(**config["key"])
     result = run_trial(spec, key, config.get("parent_run_id"), measure)
     if result is not None:  # None: this key already had a finished run (exactly-once)
@@ -76,7 +49,7 @@ def finetune_trial(config: dict, spec: SweepSpec, measure=None) -> None:
             logger.warning("could not hand %s to the fitter: %s: %s", key, type(err).__name__, err)
     # The trial's metrics in Tune's results too (ResultGrid, result.json), for Tune's own tools.
     tune.report({"done": 1, "skipped": int(result is None),
-                 **(result["metrics"] if result is not None else {})})
+                 **(result.metrics if result is not None else {})})
 
 
 _PROCESS_CACHE: dict[tuple, object] = {}
@@ -98,10 +71,7 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
     cross-entropy is checked every that many steps; with task.patience too, training stops after
     that many checks without improvement and the best weights are kept (early stopping).
     Returns train_loss, steps_run and the dev checks [(step, dev cross-entropy)]."""
-    import torch
 
-    from raysweep.evaluation.metrics import cross_entropy
-    from raysweep.model import for_model, on_device
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if seed is not None:
@@ -143,12 +113,8 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
     scorer actor (loaded once per node, recorded on the trial run); outside, a model loaded once
     per process. Called when a trial starts, so a scorer that is starting loads while the trial
     finetunes."""
-    import ray
-
     batch = spec.evaluation.comet_batch_size
     if ray.is_initialized():
-        from raysweep.evaluation.scorer import scorer_for_this_node
-
         scorer = scorer_for_this_node(spec)
 
         def score(sources, hypotheses, references) -> tuple[list[float], float]:
@@ -158,7 +124,6 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
             return ray.get(scorer.score.remote(sources, hypotheses, references, batch))
 
         return score
-    from raysweep.evaluation.comet_model import comet_scores, load_comet
 
     model = _cached((str(spec.root), "comet", spec.evaluation.comet_model),
                     lambda: load_comet(spec.evaluation.comet_model, spec.root))
@@ -168,8 +133,6 @@ def comet_scorer(spec: SweepSpec, tracker, run_id: str):
 def _dev_scores(spec: SweepSpec, task, model, tokenizer, dev_pairs) -> dict[str, float]:
     """What the lr is chosen on: dev cross-entropy, and dev BLEU and chrF where the spec chooses
     on translations (fit.lr_choice)."""
-    from raysweep.evaluation.metrics import bleu_chrf, cross_entropy, translate
-
     dev = {"dev_cross_entropy": cross_entropy(model, dev_pairs, tokenizer, task.max_length)}
     if spec.fit.lr_choice in ("dev_bleu", "dev_chrf"):
         ev = spec.evaluation
@@ -181,21 +144,19 @@ def _dev_scores(spec: SweepSpec, task, model, tokenizer, dev_pairs) -> dict[str,
 
 
 def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
-              measure=None) -> dict | None:
+              measure=None) -> TrialResult | None:
     """One trial key's MLflow run, exactly once: None if the key already has a finished run.
     `measure(spec, key, tracker, run_id)` does the work and returns the trial's Measurement
     (default: finetune_and_score; bench/bench_control_plane.py passes one that returns simulated
     metrics at once, to load the coordinators with a paper-sized sweep)."""
-    import torch
 
-    from raysweep.tracking import FAILURE, Tracker
 
     torch.set_num_threads(1)  # trials share the machine with pretraining
     tracker = Tracker.for_spec(spec)
     runs = tracker.find_runs({TRIAL_KEY: str(key)})  # the tag that names the key's runs
     if any(run.info.status == "FINISHED" for run in runs):
         return None
-    run_id = tracker.get_or_create_run(key.tags(), str(key), parent_run_id, reuse_finished=False,
+    run_id = tracker.get_or_create_run(trial_tags(key), str(key), parent_run_id, reuse_finished=False,
                                        found=runs)
     logged = _logged_before(tracker, key, next((r for r in runs if r.info.run_id == run_id), None))
     if logged is not None:  # an attempt killed after its results, before its end: end it
@@ -225,22 +186,21 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
         tracker.set_tags(run_id, {FAILURE: f"{type(err).__name__}: {err}"[:5000]})
         tracker.end_run(run_id, "FAILED")
         raise
-    return {"key": asdict(key), "metrics": numbers, "run_id": run_id, "replicates": replicates}
+    return TrialResult(key, numbers, run_id, replicates)
 
 
-def _logged_before(tracker, key: TrialKey, run) -> dict | None:
+def _logged_before(tracker, key: TrialKey, run) -> TrialResult | None:
     """The result an earlier attempt of this run logged in full (trial_seconds, in the last
     batch of numbers, is there) before it was killed, or None."""
     if run is None or "trial_seconds" not in run.data.metrics:
         return None
-    return {"key": asdict(key), "metrics": dict(run.data.metrics), "run_id": run.info.run_id,
-            "replicates": tracker.load_dict(run.info.run_id, REPLICATES_FILE)}
+    return TrialResult(key, dict(run.data.metrics), run.info.run_id,
+                       tracker.load_dict(run.info.run_id, REPLICATES_FILE))
 
 
 @dataclass
 class Measurement:
     """What a trial measured, for its MLflow run and the fitter."""
-
     metrics: dict[str, float]
     """Test metrics, dev metrics (the lr choice), train_loss, steps_run."""
     tags: dict[str, str]
@@ -254,15 +214,7 @@ class Measurement:
 def finetune_and_score(spec: SweepSpec, key: TrialKey, tracker, run_id: str) -> Measurement:
     """Load the starting point (fresh weights for D_p = 0), finetune on the first D_f tokens,
     score the dev set (the lr choice) and the test set (the laws)."""
-    import torch
 
-    from raysweep import checkpoints
-    from raysweep.data.collators import finetune_prefix
-    from raysweep.data.sources import parallel_splits
-    from raysweep.data.synthetic import Family
-    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-    from raysweep.evaluation.metrics import evaluate_translation
-    from raysweep.model import build_model
 
     task = next(t for t in spec.tasks if t.name == key.task)
     root = str(spec.root)
@@ -274,7 +226,7 @@ def finetune_and_score(spec: SweepSpec, key: TrialKey, tracker, run_id: str) -> 
 
     torch.manual_seed(key.seed)
     if key.d_p == 0:
-        model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        model = checkpoint_source(spec).baseline_model(tokenizer)
     else:
         model = checkpoints.load_model(spec, key.d_p)
     # The trial's GPU where it has one (resources.use_gpu gives each trial one); batches follow

@@ -17,20 +17,30 @@ checkpoints arrived; a tag `raysweep.verdict.<task>.df_<D_f>.<metric>`; and `law
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import tempfile
 import threading
+from pathlib import Path
 
+import numpy as np
 import ray
 
+from raysweep.answer import answer_markdown, short_verdict
+from raysweep.evaluation.comet_model import TINY_MODEL as STAND_IN_COMET
 from raysweep.law_tables import earlier_fits, law_metrics, laws_table, points_table
+from raysweep.laws import DEFAULT_HUBER_DELTA, DEFAULT_MIN_EFFECT, law_for_metric
+from raysweep.laws.analysis import Analysis, analyse
+from raysweep.laws.group import LawGroup
+from raysweep.laws.points import best_lr_runs, law_points
+from raysweep.plan import REPLICATES_FILE, TrialResult
+from raysweep.plots import band_points, law_figure, metric_vs_cross_entropy_figure, save_figure
 from raysweep.spec import SweepSpec
-from raysweep.tracking import BEST_LR, KIND, VERDICT
+from raysweep.tracking import BEST_LR, KIND, VERDICT, Tracker, trial_key_from_tags
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-
-STAND_IN_COMET = "tiny-local"
 PROVISIONAL_RESAMPLES = 50
 """Bootstrap resamples of a law while checkpoints are still missing (its verdict is provisional):
 the fitter refits after every result, and on a laptop the full count cost a core for the whole
@@ -44,48 +54,31 @@ def resamples_for(spec: SweepSpec, points: dict, resamples: int) -> int:
     return resamples if complete else min(resamples, PROVISIONAL_RESAMPLES)
 
 
-def finished_results(spec: SweepSpec, known=()) -> dict[str, dict]:
-    """Trial key -> {"key", "metrics", "run_id", "replicates"} of every finished trial run in
-    MLflow whose key is not in `known` (replicates None for a run that logged none)."""
-    from raysweep.finetune import REPLICATES_FILE, TrialKey
-    from raysweep.tracking import Tracker
-
+def finished_results(spec: SweepSpec, known=()) -> dict[str, TrialResult]:
+    """Trial key -> result of every finished trial run in MLflow whose key is not in `known`
+    (replicates None for a run that logged none)."""
     tracker = Tracker.for_spec(spec)
     results = {}
     for run in tracker.find_runs({KIND: "trial"}, "FINISHED"):
-        key = TrialKey.from_tags(run.data.tags)
+        key = trial_key_from_tags(run.data.tags)
         if str(key) in known:
             continue
-        results[str(key)] = {"key": key.__dict__, "metrics": run.data.metrics,
-                             "run_id": run.info.run_id,
-                             "replicates": compact(tracker.load_dict(run.info.run_id,
-                                                                     REPLICATES_FILE))}
+        results[str(key)] = TrialResult(key, run.data.metrics, run.info.run_id, compact(
+            tracker.load_dict(run.info.run_id, REPLICATES_FILE)))
     return results
 
 
 def compact(replicates: dict | None) -> dict | None:
     """A trial's replicates as float32 arrays: ~20 KB a trial, not the ~120 KB of Python floats
     (the fitter holds every trial's)."""
-    import numpy as np
-
     return None if replicates is None else {name: np.asarray(values, dtype=np.float32)
                                             for name, values in replicates.items()}
 
 
-def _key_string(key: dict) -> str:
-    from raysweep.finetune import TrialKey
-
-    return str(TrialKey(**key))
-
-
 def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
-                  noise=None):
+                  noise=None) -> Analysis:
     """Fit, bootstrap, backtest and judge one law on law_points' {D_p: {"y", "se", ...}}
     (D_p = 0 is the no-pretraining baseline: the gain is measured against it, it is not fitted)."""
-    from raysweep.laws import DEFAULT_HUBER_DELTA, DEFAULT_MIN_EFFECT, law_for_metric
-    from raysweep.laws.analysis import Analysis, analyse
-    from raysweep.plots import band_points
-
     law = law_for_metric(metric)
     pretrained = sorted(d for d in points if d > 0)
     if metric == "comet" and spec.evaluation.comet_model == STAND_IN_COMET:
@@ -133,10 +126,8 @@ def analyse_laws(spec: SweepSpec, laws: list[tuple[dict, str, object]]) -> list:
     return ray.get(refs)
 
 
-def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
+def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[LawGroup]:
     """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
-    from raysweep.laws.points import law_points
-
     results = list(finished_results(spec).values())
     resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
     groups = []
@@ -144,8 +135,8 @@ def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[dict]:
         for d_f in task.finetune_tokens:
             for metric in spec.fit.metrics:
                 points, noise = law_points(results, task.name, d_f, metric, spec.fit.lr_choice)
-                groups.append({"task": task.name, "d_f": d_f, "metric": metric, "points": points,
-                               "analysis": analyse_group(spec, points, metric, resamples, noise)})
+                groups.append(LawGroup(task.name, d_f, metric, points,
+                                       analyse_group(spec, points, metric, resamples, noise)))
     return groups
 
 
@@ -164,14 +155,12 @@ class LawFitter:
     minutes behind a paper-sized sweep (bench/bench_control_plane.py)."""
 
     def __init__(self, spec: SweepSpec, laws_run_id: str):
-        from raysweep.tracking import Tracker
-
         self.spec, self.run_id = spec, laws_run_id
         self.tracker = Tracker.for_spec(spec)
         # The answer goes on the sweep run's page: the laws run's parent.
-        self.sweep_run_id = self.tracker.client.get_run(laws_run_id).data.tags["mlflow.parentRunId"]
+        self.sweep_run_id = self.tracker.parent_run_id(laws_run_id)
         self.results = finished_results(spec)
-        self.groups: dict[tuple, dict] = {}  # (task, d_f, metric) -> {"points", "analysis"}
+        self.groups: dict[tuple, LawGroup] = {}  # (task, d_f, metric) -> its law
         self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         self.lock = threading.Lock()  # one refit at a time
@@ -186,11 +175,11 @@ class LawFitter:
         threading.Thread(target=self._refit_when_woken, name="refit", daemon=True).start()
         self.wake.set()  # the answer and the figures of the laws just fitted
 
-    def add_result(self, result: dict) -> None:
+    def add_result(self, result: TrialResult) -> None:
         """Record a trial's result; the refit follows in the background."""
-        key = result["key"]
-        self.results[_key_string(key)] = {**result, "replicates": compact(result.get("replicates"))}
-        self.stale.add((key["task"], key["d_f"]))
+        result.replicates = compact(result.replicates)
+        self.results[str(result.key)] = result
+        self.stale.add((result.key.task, result.key.d_f))
         self.wake.set()
 
     def _refit_when_woken(self) -> None:
@@ -200,7 +189,7 @@ class LawFitter:
             try:
                 self._refit_stale()
             except Exception:  # the results are kept: the next result of that D_f refits again
-                log.exception("a refit failed")
+                logger.exception("a refit failed")
 
     def sync(self) -> int:
         """Take in the finished trial runs in MLflow that never reached this fitter (a trial whose
@@ -208,7 +197,7 @@ class LawFitter:
         how many results came from MLflow."""
         missing = finished_results(self.spec, known=set(self.results))
         self.results.update(missing)
-        self.stale.update((r["key"]["task"], r["key"]["d_f"]) for r in missing.values())
+        self.stale.update((r.key.task, r.key.d_f) for r in missing.values())
         self._refit_stale()
         return len(missing)
 
@@ -225,25 +214,21 @@ class LawFitter:
                     task, d_f = min(self.figures_due)
                     self._log_figures(task, d_f, self.figures_due.pop((task, d_f)))
 
-    def _mark_best_lrs(self, task: str, d_f: int, results: list[dict]) -> None:
+    def _mark_best_lrs(self, task: str, d_f: int, results: list[TrialResult]) -> None:
         """Tag the trial runs of the best lr of each (task, D_f, D_p) (every seed of it): true on
         the new best, false on the ones it replaces and on the other lrs."""
-        from raysweep.laws.points import best_lr_runs
-
         for d_p, best in best_lr_runs(results, task, d_f, self.spec.fit.lr_choice).items():
-            chosen = tuple(sorted(r["run_id"] for r in best if "run_id" in r))
+            chosen = tuple(sorted(r.run_id for r in best if r.run_id))
             if not chosen or self.best_runs.get((task, d_f, d_p)) == chosen:
                 continue
             self.best_runs[(task, d_f, d_p)] = chosen
             for r in results:
-                if (r["key"]["task"], r["key"]["d_f"], r["key"]["d_p"]) == (task, d_f, d_p) and "run_id" in r:
-                    self.tracker.set_tags(r["run_id"], {BEST_LR: str(r["run_id"] in chosen).lower()})
+                if (r.key.task, r.key.d_f, r.key.d_p) == (task, d_f, d_p) and r.run_id:
+                    self.tracker.set_tags(r.run_id, {BEST_LR: str(r.run_id in chosen).lower()})
 
     def _refit(self, stale: list[tuple[str, int]]) -> None:
         """Refit the laws of these (task, D_f) whose points changed, their analyses side by side
         (analyse_laws), and log each law's numbers."""
-        from raysweep.laws.points import law_points
-
         self.stale.difference_update(stale)  # results arriving from now on mark them stale again
         results = list(self.results.values())
         jobs = []  # (task, D_f, metric, points, noise) of every law whose points changed
@@ -252,26 +237,22 @@ class LawFitter:
             for metric in self.spec.fit.metrics:
                 points, noise = law_points(results, task, d_f, metric, self.spec.fit.lr_choice)
                 group = self.groups.get((task, d_f, metric))
-                if group is None or group["points"] != points:  # else: this law is unchanged
+                if group is None or group.points != points:  # else: this law is unchanged
                     jobs.append((task, d_f, metric, points, noise))
         analyses = analyse_laws(self.spec, [(points, metric, noise)
                                             for _, _, metric, points, noise in jobs])
         for (task, d_f, metric, points, _), analysis in zip(jobs, analyses):
             group = self.groups.get((task, d_f, metric))
-            history = (earlier_fits(group["history"], group["analysis"], analysis.num_points)
+            history = (earlier_fits(group.history, group.analysis, analysis.num_points)
                        if group else [])
-            self.groups[(task, d_f, metric)] = {"task": task, "d_f": d_f, "metric": metric,
-                                                "points": points, "analysis": analysis,
-                                                "history": history}
+            self.groups[(task, d_f, metric)] = LawGroup(task, d_f, metric, points, analysis,
+                                                        history)
             self._log_law(task, d_f, metric)
             self.answer_due = True
             self.figures_due.setdefault((task, d_f), set()).add(metric)
 
     def _log_law(self, task: str, d_f: int, metric: str) -> None:
-        from raysweep.answer import short_verdict
-
-        group = self.groups[(task, d_f, metric)]
-        analysis = group["analysis"]
+        analysis = self.groups[(task, d_f, metric)].analysis
         prefix = f"{task}/df_{d_f}/{metric}"
         self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
                                  step=analysis.num_points)
@@ -285,13 +266,11 @@ class LawFitter:
 
     def _log_answer(self) -> None:
         """The answer on one page (the sweep run's description), and the laws as tables."""
-        from raysweep.answer import answer_markdown
-
         groups = self.answer_groups()
         self.tracker.log_dict(self.run_id, self.summary(), "laws.json")
         self.tracker.log_table(self.run_id, points_table(groups), "tables/law_points.json")
         self.tracker.log_table(self.run_id, laws_table(groups), "tables/laws.json")
-        checkpoints_in = len({d_p for g in groups for d_p in g["points"] if d_p > 0})
+        checkpoints_in = len({d_p for g in groups for d_p in g.points if d_p > 0})
         self.tracker.set_description(self.sweep_run_id,
                                      answer_markdown(self.spec, groups, checkpoints_in))
 
@@ -299,42 +278,37 @@ class LawFitter:
         """The figures of the laws of (task, D_f) that changed, as they stand now."""
         for metric in sorted(metrics):
             group = self.groups[(task, d_f, metric)]
-            if group["analysis"].params:
-                self._log_plot(task, d_f, metric, group["points"], group["analysis"], group["history"])
+            if group.analysis.params:
+                self._log_plot(group)
         self._log_metric_vs_cross_entropy(task, d_f)
 
-    def _log_plot(self, task: str, d_f: int, metric: str, points: dict, analysis, history) -> None:
+    def _log_plot(self, group: LawGroup) -> None:
         """The law's figure, with the earlier fits faint under the latest, as artifact
         plots/<task>/df_<D_f>/<metric>.png; each drawn update's figure is also kept, as
         plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png (drawn once the fitter has
         caught up with the results: a burst of results gives one figure). Rendered once to a file and
         uploaded under both names, not logged twice with log_figure: rendering is most of a
         refit's plotting time."""
-        import tempfile
-        from pathlib import Path
-
-        from raysweep.plots import law_figure, save_figure
-
+        task, d_f, metric, analysis = group.task, group.d_f, group.metric, group.analysis
         folder = f"plots/{task}/df_{d_f}"
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{metric}.png"
-                save_figure(path, law_figure(task, d_f, metric, points, analysis, history))
+                save_figure(path, law_figure(task, d_f, metric, group.points, analysis,
+                                             group.history))
                 self.tracker.log_artifact(self.run_id, str(path), folder)
                 kept = path.with_name(f"{metric}_{analysis.num_points}_checkpoints.png")
                 path.rename(kept)
                 self.tracker.log_artifact(self.run_id, str(kept), f"{folder}/history")
         except Exception as err:  # a figure is worth less than keeping the fitter alive
-            log.warning("could not plot %s D_f=%s %s: %s: %s", task, d_f, metric,
+            logger.warning("could not plot %s D_f=%s %s: %s: %s", task, d_f, metric,
                         type(err).__name__, err)
 
     def _log_metric_vs_cross_entropy(self, task: str, d_f: int) -> None:
         """plots/<task>/df_<D_f>/<metric>_vs_cross_entropy.png for each task metric."""
-        from raysweep.plots import metric_vs_cross_entropy_figure
-
-        ce = self.groups.get((task, d_f, "cross_entropy"), {}).get("points", {})
+        ce = self._points(task, d_f, "cross_entropy")
         for metric in self.spec.fit.metrics:
-            values = self.groups.get((task, d_f, metric), {}).get("points", {})
+            values = self._points(task, d_f, metric)
             if metric == "cross_entropy" or len(set(ce) & set(values)) < 2:
                 continue
             try:
@@ -342,27 +316,25 @@ class LawFitter:
                     self.run_id, metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
                     f"plots/{task}/df_{d_f}/{metric}_vs_cross_entropy.png")
             except Exception as err:  # as above
-                log.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
+                logger.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
                             metric, type(err).__name__, err)
+
+    def _points(self, task: str, d_f: int, metric: str) -> dict:
+        group = self.groups.get((task, d_f, metric))
+        return group.points if group else {}
 
     def latest(self) -> str:
         return self.latest_line
 
     def summary(self) -> list[dict]:
-        laws = []
-        for (t, d_f, m), g in sorted(list(self.groups.items())):  # a snapshot: see class
-            law = g["analysis"].to_dict()
-            law["fitted_points"] = law.pop("points")  # with the errors they were judged with
-            laws.append({"task": t, "d_f": d_f, "metric": m, "baseline": g["points"].get(0),
-                         "points": {str(d_p): p for d_p, p in g["points"].items()},  # D_p -> y, se
-                         **law})
-        return laws
+        """laws.json: every law, sorted by (task, D_f, metric)."""
+        return [group.summary() for _, group in sorted(list(self.groups.items()))]  # a snapshot
 
-    def answer_groups(self) -> list[dict]:
-        """The groups as analyse_sweep returns them (the answer's input), without the history."""
+    def answer_groups(self) -> list[LawGroup]:
+        """The laws as analyse_sweep returns them (the answer's input), without the history."""
         # In the spec's order (tasks, D_f, fit.metrics), as analyse_sweep gives them, so the page
         # and `raysweep report` list the same rows in the same order.
         groups = dict(self.groups)  # a snapshot: see class
-        return [{k: v for k, v in groups[(t.name, d_f, m)].items() if k != "history"}
+        return [dataclasses.replace(groups[(t.name, d_f, m)], history=[])
                 for t in self.spec.tasks for d_f in t.finetune_tokens for m in self.spec.fit.metrics
                 if (t.name, d_f, m) in groups]

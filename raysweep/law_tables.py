@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from raysweep.laws.group import LawGroup
+
 
 def law_metrics(prefix: str, analysis) -> dict[str, float]:
     """The numbers of one analysis as MLflow metrics: the answer under `<prefix>/` (gain over no
@@ -41,21 +43,21 @@ def earlier_fits(history: list[tuple[int, list, list]], replaced, num_points: in
     return kept
 
 
-def points_table(groups: list[dict]) -> dict[str, list]:
+def points_table(groups: list[LawGroup]) -> dict[str, list]:
     """Every law point as table columns (a JSON table artifact: columns, data)."""
-    rows = [{"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "d_p": d_p,
+    rows = [{"task": g.task, "d_f": g.d_f, "metric": g.metric, "d_p": d_p,
              "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
-            for g in groups for d_p, p in sorted(g["points"].items())]
+            for g in groups for d_p, p in sorted(g.points.items())]
     return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
 
 
-def laws_table(groups: list[dict]) -> dict[str, list]:
+def laws_table(groups: list[LawGroup]) -> dict[str, list]:
     """One row per law: verdict, reason, gain, prediction and parameters, as table columns."""
     rows = []
     for g in groups:
-        a = g["analysis"]
+        a = g.analysis
         prediction = a.predictions[0] if a.predictions else {}
-        rows.append({"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "law": a.law,
+        rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric, "law": a.law,
                      "points": a.num_points, "verdict": a.verdict, "provisional": a.provisional,
                      "reason": a.reason,
                      **{f"gain_{k}": (a.gain or {}).get(k, math.nan) for k in ("value", "low", "high")},

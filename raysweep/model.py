@@ -24,7 +24,9 @@ from raysweep.data.collators import (
     padded,
     prompt_target_batch,
     seq2seq_batch,
+    span_corruption_batch,
 )
+from raysweep.data.tokenizer import sentinel_ids
 from raysweep.spec import SweepSpec
 
 
@@ -47,8 +49,6 @@ class Seq2Seq:
 
     def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
                           tokenizer) -> dict:
-        from raysweep.data.collators import span_corruption_batch
-        from raysweep.data.tokenizer import sentinel_ids
 
         pre = spec.pretrain
         return span_corruption_batch(sequences, rng, sentinel_ids(tokenizer), tokenizer.eos_token_id,
@@ -145,12 +145,7 @@ def for_model(model) -> Seq2Seq | Causal:
 
 
 def build_model(spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
-    """A freshly initialised model of the spec's family and dims, or for a series of checkpoints
-    made elsewhere, of the series' architecture."""
-    if spec.series:
-        from raysweep.series import baseline_model
-
-        return baseline_model(spec)
+    """A freshly initialised model of the spec's family and dims (seeded by the caller)."""
     return family(spec).build(spec, vocab_size, pad_token_id, eos_token_id)
 
 

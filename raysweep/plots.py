@@ -13,6 +13,8 @@ import textwrap
 
 import numpy as np
 
+from raysweep.laws.group import LawGroup
+
 UNITS = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L F1", "comet": "COMET",
          "cross_entropy": "cross-entropy (nats/token)"}
 
@@ -343,26 +345,26 @@ def metric_vs_cross_entropy_figure(task: str, d_f: int, metric: str, cross_entro
     return fig
 
 
-def _task_panel(ax, metric: str, groups: list[dict], sizes: list[int]) -> None:
+def _task_panel(ax, metric: str, groups: list[LawGroup], sizes: list[int]) -> None:
     """One metric's panel of task_figure: each D_f's points, law and baseline in its colour, on
     axes chosen by the same rule as law_figure (data first, bands within BAND_REACH)."""
     drawn, data, extra, xs = [], [], [], []
     for g in groups:
-        rows, baseline = _measured(g["points"], g["analysis"])
+        rows, baseline = _measured(g.points, g.analysis)
         drawn.append((g, rows, baseline))
         data += _data_extent(rows, baseline)
-        extra += _fit_extent(g["analysis"])
-        xs += [r["x"] for r in rows] + [_number(b["x"]) for b in g["analysis"].band]
+        extra += _fit_extent(g.analysis)
+        xs += [r["x"] for r in rows] + [_number(b["x"]) for b in g.analysis.band]
     ylim, xlim = _y_limits(data, extra), _x_limits(xs)
     largest = max((r["x"] for _, rows, _ in drawn for r in rows if r["fitted"]), default=math.inf)
-    if any(g["analysis"].band for g in groups):  # no law drawn, nothing extrapolated
+    if any(g.analysis.band for g in groups):  # no law drawn, nothing extrapolated
         _shade_extrapolation(ax, largest, xlim, None)
     for g, rows, baseline in drawn:
-        color, analysis = f"C{sizes.index(g['d_f'])}", g["analysis"]
+        color, analysis = f"C{sizes.index(g.d_f)}", g.analysis
         _draw_baseline(ax, baseline, color, None, linewidth=0.9)
         _draw_law(ax, analysis, color, 0.15)
         _draw_points(ax, rows, color, None)
-        ax.plot([], [], "o-", color=color, label=f"D_f = {g['d_f']:,}: {analysis.verdict}"
+        ax.plot([], [], "o-", color=color, label=f"D_f = {g.d_f:,}: {analysis.verdict}"
                 + (" (provisional)" if analysis.provisional else ""))
     ax.set_xscale("log")
     ax.set_xlim(*xlim)
@@ -375,13 +377,13 @@ def _task_panel(ax, metric: str, groups: list[dict], sizes: list[int]) -> None:
     ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
 
 
-def task_figure(task: str, groups: list[dict]):
+def task_figure(task: str, groups: list[LawGroup]):
     """The paper's view of one task: a panel per metric, each finetune size D_f in its own colour
     (points with error bars, fitted law, interval band; its no-pretraining baseline dashed, with
     its +-SE band). `groups`: analyse_sweep's entries of this task ({"d_f", "metric", "points",
     "analysis"})."""
-    metrics = list(dict.fromkeys(g["metric"] for g in groups))
-    sizes = sorted({g["d_f"] for g in groups})
+    metrics = list(dict.fromkeys(g.metric for g in groups))
+    sizes = sorted({g.d_f for g in groups})
     cols = min(3, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     legend_in = 0.14 * len(sizes)
@@ -389,10 +391,10 @@ def task_figure(task: str, groups: list[dict]):
     fig = _figure(figsize=(4.6 * cols, (3.4 + legend_in) * rows), dpi=110, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        _task_panel(ax, metric, [g for g in groups if g["metric"] == metric], sizes)
+        _task_panel(ax, metric, [g for g in groups if g.metric == metric], sizes)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    level = groups[0]["analysis"].level if groups else 0.9
+    level = groups[0].analysis.level if groups else 0.9
     fig.suptitle(_wrap([f"{task}: fitted laws per finetune size. Points: ±{ERROR_BAR_SE:g} SE; "
                         f"dashed: no pretraining (shaded ±{ERROR_BAR_SE:g} SE); bands: "
                         f"{level:.0%} bootstrap intervals; shaded right of the largest checkpoint: "

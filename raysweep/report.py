@@ -14,14 +14,26 @@ import math
 import re
 from pathlib import Path
 
+from raysweep import checkpoints
+from raysweep.answer import answer_markdown
+from raysweep.checkpoint_source import checkpoint_source
+from raysweep.fitter import analyse_sweep
+from raysweep.laws.group import LawGroup
+from raysweep.plots import save_figure, save_law_figure, task_figure
 from raysweep.spec import SpecError, SweepSpec
-from raysweep.tracking import KIND, KINDS, REJECTED_PREFIX, TRIAL_KEY, VERDICT_PREFIX
+from raysweep.tracking import (
+    FAILURE,
+    KIND,
+    KINDS,
+    REJECTED_PREFIX,
+    TRIAL_KEY,
+    VERDICT_PREFIX,
+    Tracker,
+)
 
 
 def sweep_status(spec: SweepSpec) -> dict:
     """Progress of a running or finished sweep."""
-    from raysweep import checkpoints
-    from raysweep.tracking import FAILURE, Tracker
 
     tracker = Tracker.of_existing_sweep(spec)
     if tracker is None:
@@ -56,8 +68,7 @@ def status_text(spec: SweepSpec, status: dict) -> str:
         return (f"sweep {spec.name!r}: nothing in MLflow yet ({spec.resolved_tracking_uri()}); "
                 f"start it with `raysweep run {spec.source_file or 'SPEC'}`")
     pre = status["pretrain"]
-    stage = (f"importing the series ({spec.series.hub or spec.series.folder})" if spec.series
-             else "pretraining")
+    stage = checkpoint_source(spec).stage
     lines = [f"sweep {spec.name!r}: {status['sweep_status']}",
              f"  {stage}: {status['pretrain_status']}, {pre.get('tokens_seen', 0):,.0f} of "
              f"{status['scheduled'][-1]:,} tokens"
@@ -87,17 +98,17 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "-"
 
 
-def law_rows(groups: list[dict]) -> list[dict]:
+def law_rows(groups: list[LawGroup]) -> list[dict]:
     """One row per (task, D_f, metric): the fitted law itself (supporting material)."""
     rows = []
     for g in groups:
-        a = g["analysis"]
+        a = g.analysis
         params = ", ".join(
             f"{k} = {_number(v)} [{_number(a.intervals.get(k, (math.nan,) * 2)[0])}, "
             f"{_number(a.intervals.get(k, (math.nan,) * 2)[1])}]" for k, v in a.params.items())
         fit = (f"chi2 {a.chi2:.1f} / {a.dof} dof" + (f", p = {a.p_fit:.2g}" if a.p_fit is not None
                                                       else "") if a.chi2 is not None else "-")
-        rows.append({"task": g["task"], "d_f": g["d_f"], "metric": g["metric"], "law": a.law,
+        rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric, "law": a.law,
                      "points": a.num_points, "params": params or "-", "fit": fit,
                      "backtest": (_number(a.backtest["max_relative_error"]) if a.backtest else "-"),
                      "noise": a.noise_source or "-"})
@@ -133,22 +144,21 @@ def markdown_to_html(markdown: str) -> str:
     return "\n".join(out + (["</table>"] if table else []))
 
 
-def _figures(spec: SweepSpec, groups: list[dict], out: Path) -> list[tuple[dict, str]]:
+def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[dict, str]]:
     """The paper's view first (a panel per metric, a curve per D_f), then one figure per law."""
-    from raysweep.plots import save_figure, save_law_figure, task_figure
 
     figures = []
     for task in spec.tasks:
-        fitted = [g for g in groups if g["task"] == task.name and g["analysis"].params]
+        fitted = [g for g in groups if g.task == task.name and g.analysis.params]
         if fitted:
             name = f"figures/{task.name}.png"
             save_figure(out / name, task_figure(task.name, fitted))
             figures.append(({"task": task.name, "d_f": "all", "metric": "all metrics"}, name))
     for g in groups:
-        if not g["analysis"].params:
+        if not g.analysis.params:
             continue
-        name = f"figures/{g['task']}_df{g['d_f']}_{g['metric']}.png"
-        save_law_figure(out / name, g["task"], g["d_f"], g["metric"], g["points"], g["analysis"])
+        name = f"figures/{g.task}_df{g.d_f}_{g.metric}.png"
+        save_law_figure(out / name, g.task, g.d_f, g.metric, g.points, g.analysis)
         figures.append((g, name))
     return figures
 
@@ -162,8 +172,6 @@ LAW_COLUMNS = (("task", "task"), ("d_f", "D_f"), ("metric", "metric"), ("law", "
 def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None) -> Path:
     """report.md (figures beside it, in figures/) and report.html (one file, figures inlined):
     the answer first (as on the sweep run's MLflow page), then the figures, then the laws."""
-    from raysweep.answer import answer_markdown
-    from raysweep.fitter import analyse_sweep
 
     status = sweep_status(spec)
     if not status["started"]:
@@ -179,7 +187,7 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
             "|" + "---|" * len(LAW_COLUMNS)]
     laws += ["| " + " | ".join(str(r[c]) for c, _ in LAW_COLUMNS) + " |" for r in rows]
     md = [answer, "## Figures", ""]
-    md += [f"![{g['task']} D_f={g['d_f']} {g['metric']}]({name})\n" for g, name in figures]
+    md += [f"![{g.task} D_f={g.d_f} {g.metric}]({name})\n" for g, name in figures]
     md += laws + ["", "## Progress", "", "```", progress, "```", ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 

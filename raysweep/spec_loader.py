@@ -2,14 +2,15 @@
 
 A generic, strict dict -> dataclass builder: unknown fields, missing required ones and values of
 the wrong type are errors that name the field's full path (`tasks[0].lrs[1]`); a spec file may
-`extends` another (mappings merge, lists replace); `storage` and `tracking_uri` take `${VAR}`
-from the environment; relative paths are taken from the spec file's folder. Then the spec checks
-itself (SweepSpec.check).
+`extends` another, or a list of others merged in order (mappings merge, lists replace, later
+files win); `storage` and `tracking_uri` take `${VAR}` from the environment; relative paths are
+taken from the spec file's folder. Then the spec checks itself (SweepSpec.check).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import types
@@ -28,7 +29,7 @@ from raysweep.spec import (
     SweepSpec,
     fail,
 )
-from raysweep.storage import is_remote
+from raysweep.storage import Location, absolute
 
 
 def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
@@ -63,7 +64,8 @@ def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
             number = float(value) if isinstance(value, str) else value
         except ValueError:
             number = None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number != int(number):
+        if (isinstance(number, bool) or not isinstance(number, (int, float))
+                or number != int(number)):
             fail(where, path, "must be a whole number", value)
         return int(number)
     if hint is float:
@@ -101,10 +103,11 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
     if unknown:
         prefix = f"{path}." if path else ""
         key = unknown[0]
-        shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key else repr(key)
+        readable = isinstance(key, str) and key.isprintable() and key.strip() == key
+        shown = key if readable else repr(key)
         raise SpecError(
             f"{where}: unknown field `{prefix}{shown}`. Expected one of: "
-            f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec.py for what each "
+            f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec/ for what each "
             f"field means); nothing was written."
         )
     kwargs = {}
@@ -114,7 +117,7 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
                 prefix = f"{path}." if path else ""
                 raise SpecError(
                     f"{where}: required field `{prefix}{f.name}` is missing. "
-                    f"Add it (see raysweep/spec.py for what it means); nothing was written."
+                    f"Add it (see raysweep/spec/ for what it means); nothing was written."
                 )
             continue
         sub = f"{path}.{f.name}" if path else f.name
@@ -138,12 +141,12 @@ def _log_spaced(form: dict, budget: Any, path: str, where: str) -> list[int]:
     return [round(first * (last / first) ** (i / (count - 1))) for i in range(count)]
 
 
-def _read_yaml(path: Path, where: str, chain: tuple[str, ...] = ()) -> dict:
-    """A spec file's mapping, with the files it `extends` merged underneath it."""
-    if not path.is_file():
-        if chain:
-            raise SpecError(f"{chain[-1]}: field `extends`: {str(path)!r} is not a file. Give the "
-                            f"path of a spec YAML file, relative to this one; nothing was written.")
+def _read_yaml(path: Path, where: str, chain: tuple[Path, ...] = ()) -> dict:
+    """A spec file's mapping, with the files it `extends` merged underneath it, in order.
+
+    `chain` is the files being read below this one (resolved paths), so a file that comes back
+    to one of them is named as a cycle instead of recursing until Python gives up."""
+    if not path.is_file():  # only the top file: the files it extends are checked by _bases
         raise SpecError(f"{where}: spec file not found. Pass the path of a sweep spec YAML file, "
                         f"e.g. jobs/demo.yaml.")
     try:
@@ -153,19 +156,54 @@ def _read_yaml(path: Path, where: str, chain: tuple[str, ...] = ()) -> dict:
                         f"Fix the syntax; nothing was written.") from None
     if not isinstance(data, dict):
         return data  # _build names what was expected
-    base = data.pop("extends", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        fail(where, "extends", "must be the path of a spec file (relative to this one)", base)
-    base_path = (path.parent / base).resolve()
-    if str(base_path) in chain:
-        fail(where, "extends", "must not form a cycle of files extending each other", base)
-    return _merge(_read_yaml(base_path, str(base_path), chain + (where,)), data)
+    chain = chain + (path.resolve(),)
+    merged: dict = {}
+    for field, base_path in _bases(data.pop("extends", None), path, where, chain):
+        base = _read_yaml(base_path, str(base_path), chain)
+        if not isinstance(base, dict):
+            fail(where, field, f"must name a spec file that holds a mapping of fields ({base_path} "
+                  f"holds {type(base).__name__})", str(base_path))
+        merged = _merge(merged, base)
+    return _merge(merged, data)
+
+
+def _bases(extends: Any, path: Path, where: str, chain: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """The files `extends` names, checked before any is read: one path or a list of paths, each
+    relative to the file that names it, so a fragment can be shared from any folder. A list
+    merges in order (later entries win), which is how a job combines fragments that each hold
+    one part (a model, a mixture) instead of copying one of them. Each entry is merged whole,
+    with what it extends: two entries that extend one base would apply it twice, the second time
+    over the first entry, so a fragment listed after another should extend nothing (as
+    jobs/paper's mixtures do not). Returns (field, path) pairs, the field (`extends[1]`) for
+    errors about that file."""
+    if extends is None:
+        return []
+    if isinstance(extends, str):
+        entries = [("extends", extends)]
+    elif isinstance(extends, list):
+        entries = [(f"extends[{i}]", entry) for i, entry in enumerate(extends)]
+    else:
+        fail(where, "extends", "must be the path of a spec file (relative to this one) or a list "
+              "of them", extends)
+    bases = []
+    for field, entry in entries:
+        if not isinstance(entry, str) or not entry:
+            fail(where, field, "must be the path of a spec file (relative to this one)", entry)
+        base = (path.parent / entry).resolve()
+        if not base.is_file():
+            raise SpecError(f"{where}: field `{field}`: {str(base)!r} is not a file. Give the "
+                            f"path of a spec YAML file, relative to this one; nothing was written.")
+        if base in chain:
+            cycle = " -> ".join(str(p) for p in chain[chain.index(base):] + (base,))
+            fail(where, field, f"must not form a cycle of files extending each other ({cycle})",
+                 entry)
+        bases.append((field, base))
+    return bases
 
 
 def _merge(base: dict, override: dict) -> dict:
-    """`override` on top of `base`: mappings merge key by key, anything else (lists too) replaces."""
+    """`override` on top of `base`: mappings merge key by key, anything else replaces. Lists
+    replace too (a job's mixture or task list is its own, not its base's plus more)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -195,8 +233,8 @@ def _resolve_locations(spec: SweepSpec, base_dir: Path, where: str) -> SweepSpec
             fail(where, "storage", "must name a folder of this machine when it is a file:// URI "
                   "(file:///data/sweeps: three slashes, an absolute path)", spec.storage)
         storage = path
-    if not is_remote(storage) and not os.path.isabs(storage):
-        storage = str((base_dir / storage).resolve())
+    if absolute(storage, base_dir) != storage:
+        storage = absolute(storage, base_dir)
         if "/runtime_resources/working_dir_files/" in storage:
             # `ray job submit --working-dir .` runs the spec from Ray's temporary copy of the
             # folder: results written beside it would vanish with the Ray session.
@@ -218,6 +256,17 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     return spec
 
 
+def read_spec_data(path: str | os.PathLike) -> dict:
+    """A spec file's fields with the files it `extends` merged in, nothing else resolved or
+    checked: for a tool that edits a job and writes it somewhere else, where the job's relative
+    `extends` would no longer find its base files (tests/test_demo_pair.py's shortened demos)."""
+    path = Path(path)
+    data = _read_yaml(path, str(path))
+    if not isinstance(data, dict):
+        fail(str(path), "(top level)", "must be a mapping of fields", data)
+    return data
+
+
 def spec_from_dict(data: dict, where: str = "<spec>", base_dir: str | None = None) -> SweepSpec:
     """Build and validate a spec from a dict (tests, notebooks)."""
     spec = _resolve_locations(_build(SweepSpec, data, "", where), Path(base_dir or "."), where)
@@ -227,12 +276,30 @@ def spec_from_dict(data: dict, where: str = "<spec>", base_dir: str | None = Non
 
 
 def _series_tokens_from_files(spec: SweepSpec) -> SweepSpec:
-    """A local folder series whose checkpoints leave out their D_p: read each from its tokens
-    file, so the plan is whole before anything runs (raysweep.series.tokens_from_files)."""
+    """A local folder series whose checkpoints leave out their D_p: read each from the tokens
+    file in its folder (`series.tokens_file`: `{"tokens": N}`), so the plan is whole before
+    anything runs. Raises SpecError naming the checkpoint. (A series elsewhere gives its D_p in
+    the spec: SeriesSpec.check says so.)"""
     series = spec.series
-    if not (series and series.folder and not series.attach and not is_remote(series.folder)
+    if not (series and series.folder and not series.attach
             and any(p.tokens is None for p in series.checkpoints)):
         return spec
-    from raysweep.series import tokens_from_files
-
-    return tokens_from_files(spec)
+    folder = Location(series.folder, spec.base_dir)
+    if folder.remote:
+        return spec
+    points = []
+    for i, point in enumerate(series.checkpoints):
+        if point.tokens is None:
+            relative = f"{point.folder}/{series.tokens_file}"
+            try:
+                tokens = int(json.loads(folder.read_bytes(relative))["tokens"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise SpecError(
+                    f"{spec.source_file or '<spec>'}: field `series.checkpoints[{i}].tokens` is "
+                    f"left out, so it is read from {folder.name_of(relative)}, which does not "
+                    f"give it ({type(err).__name__}: {err}). Write {{\"tokens\": N}} there (the "
+                    f"tokens the checkpoint has seen), or give `tokens` in the spec; nothing was "
+                    f"written.") from None
+            point = dataclasses.replace(point, tokens=tokens)
+        points.append(point)
+    return dataclasses.replace(spec, series=dataclasses.replace(series, checkpoints=tuple(points)))

@@ -18,8 +18,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import ray
+
+from raysweep import checkpoints
+from raysweep.checkpoint_source import checkpoint_source
+from raysweep.cluster import check_resources, live_node_types
+from raysweep.data.mixture import alignment_score, mixture_text
+from raysweep.data.tokenizer import save_tokenizer
+from raysweep.evaluation.comet_model import load_comet
+from raysweep.evaluation.scorer import stop_scorers
+from raysweep.fitter import LawFitter
+from raysweep.logs import LEVEL_VARIABLE, configure_worker
+from raysweep.plan import FITTER_NAME, WATCHER_NAME, count_trials
+from raysweep.preflight import check
 from raysweep.spec import SweepSpec
-from raysweep.tracking import KIND, KINDS
+from raysweep.tracking import KIND, KINDS, Tracker, sweep_params
+from raysweep.watcher import CheckpointWatcher
 
 NAMESPACE = "raysweep"
 RESOLVED_SPEC_FILE = "spec.resolved.yaml"
@@ -40,13 +54,10 @@ class SweepOutcome:
 def _connect_ray(spec: SweepSpec) -> str | None:
     """Connect to the cluster (RAY_ADDRESS) or start a local Ray; returns the dashboard's address
     when this call started Ray (Ray binds it to 127.0.0.1 unless told otherwise)."""
-    import ray
-
-    from raysweep.pretrain.loop import worker_env
-
     if ray.is_initialized():
         return None
-    runtime_env = {"env_vars": worker_env()}
+    # Each worker process configures logging as the driver did (raysweep.logs).
+    runtime_env = {"env_vars": worker_env(), "worker_process_setup_hook": configure_worker}
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or pointed at a cluster
         context = ray.init(namespace=NAMESPACE, runtime_env=runtime_env)
     else:  # a local Ray for this sweep; oversubscribed CPUs let pretraining and trials overlap
@@ -57,6 +68,14 @@ def _connect_ray(spec: SweepSpec) -> str | None:
                            log_to_driver=os.environ.get("RAYSWEEP_WORKER_LOGS") == "1",
                            logging_level=logging.WARNING)
     return context.dashboard_url or None
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for every Ray worker process of a sweep."""
+    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update({k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", LEVEL_VARIABLE)
+                if k in os.environ})
+    return env
 
 
 def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -> str:
@@ -102,25 +121,21 @@ class _StopSignals:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0, *, pretrain=None,
+def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0, *, source=None,
               measure=None) -> SweepOutcome:
     """Run (or resume) the sweep to its end. SIGTERM or Ctrl-C stops it: the runs it leaves
     unfinished are marked KILLED, its actors and COMET scorers stopped, and SweepStopped raised;
-    a rerun resumes. `pretrain(spec, run_id)` (default: Ray Train, run_pretraining) and
-    `measure` (what a trial does: raysweep.finetune.run_trial) are for benchmarks of the
-    coordinators alone (bench/bench_control_plane.py)."""
-    import ray
-
-    from raysweep.evaluation.scorer import stop_scorers
-    from raysweep.tracking import Tracker
-
+    a rerun resumes. `source` (default: the spec's checkpoint source) and `measure` (what a
+    trial does: raysweep.finetune.run_trial) are for benchmarks of the coordinators alone
+    (bench/bench_control_plane.py)."""
+    source = source or checkpoint_source(spec)
     started, stops, actors = time.time(), _StopSignals(), ()
     stops.arm()
     try:
-        runs = _prepare(spec, echo)
+        runs = _prepare(spec, source, echo)
         stops.arm()  # again, over Ray's own handler (ray.init in _prepare)
         actors = _start_coordinators(spec, runs, measure)
-        return _follow(spec, runs, actors, echo, poll_seconds, started, pretrain)
+        return _follow(spec, source, runs, actors, echo, poll_seconds, started)
     except KeyboardInterrupt:
         name = signal.Signals(stops.received).name
         echo(f"[raysweep] stopping ({name}): marking unfinished runs KILLED")
@@ -137,16 +152,10 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0, *, pretrai
         stops.disarm()
 
 
-def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
-    """Preflight, Ray, the tokenizer, the COMET model, the experiment and the sweep's own runs
-    (sweep, pretrain, laws: MLflow run ids by name) with what the sweep runs with."""
-    from raysweep.cluster import check_resources, live_node_types
-    from raysweep.data.mixture import alignment_score
-    from raysweep.data.tokenizer import save_tokenizer
-    from raysweep.evaluation.comet_model import load_comet
-    from raysweep.preflight import check
-    from raysweep.tracking import Tracker
-
+def _prepare(spec: SweepSpec, source, echo) -> dict[str, str]:
+    """Preflight, Ray, the tokenizer, the checkpoint source, the COMET model, the experiment and
+    the sweep's own runs (sweep, pretrain, laws: MLflow run ids by name) with what the sweep
+    runs with."""
     tokenizer, _ = check(spec)  # raises SpecError before anything is written
     dashboard = _connect_ray(spec)
     check_resources(spec, live_node_types(), "this Ray cluster")  # ditto
@@ -154,14 +163,7 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
         echo(f"[raysweep] Ray dashboard: http://{dashboard}")
     spec.root.mkdir(parents=True, exist_ok=True)
     save_tokenizer(spec, tokenizer)
-    if spec.series:  # the D_p = 0 baseline is the series' architecture
-        from raysweep.series import check_series, clear_stop, save_architecture
-
-        architecture = check_series(spec, only_complete=spec.series.attach)
-        if architecture is not None:  # else the first checkpoint of an attached series brings it
-            save_architecture(spec, architecture)
-        if spec.series.attach:
-            clear_stop(spec)
+    source.prepare()
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
     load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
 
@@ -178,11 +180,12 @@ def _prepare(spec: SweepSpec, echo) -> dict[str, str]:
     # What the sweep runs with, whatever files it was built from (`extends`), and the settings
     # that tell sweeps apart as params.
     tracker.log_dict(sweep_run, spec.as_dict(), RESOLVED_SPEC_FILE)
-    tracker.log_params(sweep_run, {**spec.key_settings(), "num_trials": spec.num_trials(),
+    tracker.log_params(sweep_run, {**sweep_params(spec, source.settings()),
+                                   "num_trials": spec.num_trials(),
                                    "checkpoints": ",".join(map(str, spec.published_tokens()))})
     # The translation alignment score of the mixture for every task: the paper's predictor of
     # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
-    mixture_params = {"mixture": ", ".join(f"{c.source} x {c.weight:g}" for c in spec.pretrain.mixture),
+    mixture_params = {"mixture": mixture_text(spec.pretrain.mixture),
                       **{f"alignment.{task.name}": round(alignment_score(spec.pretrain.mixture, task), 4)
                          for task in spec.tasks}}
     for run_id in (sweep_run, runs["pretrain"]):
@@ -194,10 +197,6 @@ def _start_coordinators(spec: SweepSpec, runs: dict[str, str], measure=None) -> 
     """The fitter and the watcher actors. They come back if their process dies (a lost node, an
     OOM kill): Ray restarts them from the spec, their __init__ rebuilds their state from storage
     and MLflow, and the calls in flight (the watcher's `run` included) are retried."""
-    from raysweep.finetune import FITTER_NAME, WATCHER_NAME
-    from raysweep.fitter import LawFitter
-    from raysweep.watcher import CheckpointWatcher
-
     coordinators = {"resources": spec.resources.coordinator_resources,
                     "max_restarts": -1, "max_task_retries": -1}
     fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, runs["laws"])
@@ -206,55 +205,38 @@ def _start_coordinators(spec: SweepSpec, runs: dict[str, str], measure=None) -> 
     return watcher, fitter
 
 
-def _pretrain_in_background(spec: SweepSpec, runs: dict[str, str], watcher, echo,
-                            pretrain=None) -> tuple:
-    """Pretraining in a driver thread (Ray Train drives its workers from here); returns the
-    thread and the list its error lands in."""
-    from raysweep import checkpoints
-    from raysweep.pretrain.loop import run_pretraining
-    from raysweep.tracking import Tracker
-
-    schedule, errors, tracker = spec.published_tokens(), [], Tracker.for_spec(spec)
+def _produce_in_background(spec: SweepSpec, source, runs: dict[str, str], watcher,
+                           echo) -> tuple:
+    """The checkpoint source in a driver thread (Ray Train drives its workers from here); returns
+    the thread and the list its error lands in."""
+    errors, tracker = [], Tracker.for_spec(spec)
 
     def in_thread() -> None:
         try:
             # The watcher verifies each checkpoint's weights; here a manifest is enough.
-            if set(schedule) <= set(checkpoints.published(spec, verify_weights=False)):
-                echo("[raysweep] pretraining: every scheduled checkpoint is already published")
-            elif spec.series:
-                from raysweep.series import import_series
-
-                where = spec.series.hub or spec.series.folder
-                echo(f"[raysweep] importing {len(schedule)} checkpoints of {where} (no pretraining)")
-                (pretrain or import_series)(spec, runs["pretrain"])
+            if set(spec.published_tokens()) <= set(checkpoints.published(spec, verify_weights=False)):
+                echo(f"[raysweep] {source.stage}: every scheduled checkpoint is already published")
             else:
-                echo(f"[raysweep] pretraining: {spec.pretrain.workers} workers, up to "
-                     f"{schedule[-1]:,} tokens")
-                (pretrain or run_pretraining)(spec, runs["pretrain"])
+                source.produce(runs["pretrain"], echo)
             tracker.end_run(runs["pretrain"], "FINISHED")
         except Exception as err:  # reported by the driver; the watcher still finishes what exists
-            errors.append(f"pretraining failed: {type(err).__name__}: {err}")
+            errors.append(f"{source.stage} failed: {type(err).__name__}: {err}")
             tracker.end_run(runs["pretrain"], "FAILED")
         finally:
             watcher.pretraining_finished.remote()
 
-    thread = threading.Thread(target=in_thread, name="pretraining", daemon=True)
+    thread = threading.Thread(target=in_thread, name="checkpoints", daemon=True)
     thread.start()
     return thread, errors
 
 
-def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_seconds: float,
-            started: float, pretrain=None) -> SweepOutcome:
-    """Pretrain, print progress until the watcher's experiment ends, then the final laws."""
-    import ray
-
-    from raysweep.evaluation.scorer import stop_scorers
-    from raysweep.series import trials_planned
-    from raysweep.tracking import Tracker
-
+def _follow(spec: SweepSpec, source, runs: dict[str, str], actors: tuple, echo,
+            poll_seconds: float, started: float) -> SweepOutcome:
+    """Produce the checkpoints, print progress until the watcher's experiment ends, then the
+    final laws."""
     watcher, fitter = actors
     experiment = watcher.run.remote()
-    thread, pretrain_errors = _pretrain_in_background(spec, runs, watcher, echo, pretrain)
+    thread, pretrain_errors = _produce_in_background(spec, source, runs, watcher, echo)
     total_checkpoints, last = len(spec.published_tokens()), None
     while True:
         done, _ = ray.wait([experiment], timeout=poll_seconds)
@@ -278,7 +260,7 @@ def _follow(spec: SweepSpec, runs: dict[str, str], actors: tuple, echo, poll_sec
     laws, groups = ray.get([fitter.summary.remote(), fitter.answer_groups.remote()])
     errors = pretrain_errors + final.pop("errors")
     finished = final["done"] + final["skipped"]
-    ok = not errors and finished == trials_planned(spec)
+    ok = not errors and finished == count_trials(spec, source.final_checkpoints())
     tracker = Tracker.for_spec(spec)
     tracker.end_run(runs["laws"], "FINISHED")
     tracker.end_run(runs["sweep"], "FINISHED" if ok else "FAILED")

@@ -27,11 +27,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import ray
+from ray import tune
 from ray.tune.search import Searcher
 
-from raysweep.finetune import TrialKey, finetune_trial, plan_keys
+from raysweep import checkpoints
+from raysweep.checkpoint_source import checkpoint_source
+from raysweep.finetune import finetune_trial
+from raysweep.plan import TrialKey, plan_keys
 from raysweep.spec import SweepSpec
-from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY
+from raysweep.storage import write_json_atomic
+from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY, Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +72,6 @@ class WatcherSearcher(Searcher):
     # first. Tune saves the searcher with its experiment; the watcher also saves it whenever a
     # trial starts or ends.
     def save(self, checkpoint_path: str) -> None:
-        from raysweep.storage import write_json_atomic
-
         write_json_atomic(Path(checkpoint_path), self.watcher.state())
 
     def restore(self, checkpoint_path: str) -> None:
@@ -79,9 +82,8 @@ class WatcherSearcher(Searcher):
 class CheckpointWatcher:
     def __init__(self, spec: SweepSpec, parent_run_id: str, measure=None):
         """`measure`: what a trial does (raysweep.finetune.run_trial; None: finetune and score)."""
-        from raysweep.tracking import Tracker
-
         self.spec, self.parent_run_id, self.measure = spec, parent_run_id, measure
+        self.source = checkpoint_source(spec)
         self.tracker = Tracker.for_spec(spec)
         self.lock = threading.Lock()
         self.keys_queued = threading.Condition(self.lock)  # a scan queued keys, or was the last
@@ -117,12 +119,9 @@ class CheckpointWatcher:
         """Queue the trials of every starting point not seen before. A checkpoint folder that
         cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its reason;
         one without a manifest only once pretraining is over (until then it may be mid-publication)."""
-        from raysweep import checkpoints
-        from raysweep.series import baseline_ready
-
         sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
         # 0: the baseline, once it can be built (a series' architecture comes with its first checkpoint)
-        baseline = [0] if 0 in self.seen_checkpoints or baseline_ready(self.spec) else []
+        baseline = [0] if 0 in self.seen_checkpoints or self.source.baseline_ready() else []
         new = [p for p in baseline + sorted(sound) if p not in self.seen_checkpoints]
         # MLflow is read before any state changes, so a scan that fails (MLflow down past its
         # retries) leaves nothing half-done and the next scan does it all again.
@@ -205,8 +204,6 @@ class CheckpointWatcher:
     # ---- the experiment -------------------------------------------------------------------------
     def run(self) -> dict:
         """Run the sweep's finetune experiment until pretraining is over and every key is done."""
-        from ray import tune
-
         saved = self.spec.folder.read_json(WATCHER_STATE)
         if saved is not None:  # a restarted driver or watcher: resume what was running first
             self.restore_state(saved)

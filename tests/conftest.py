@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -140,3 +141,15 @@ def s3_bucket(tmp_path_factory):
         s3.create_bucket(Bucket=BUCKET)
         yield s3
     server.stop()
+
+
+LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) raysweep[.\w]*: ")
+
+
+def error_paragraph(err: str) -> str:
+    """The one-paragraph error a refused command ends stderr with: before it, raysweep's own log
+    records only (what it did before it found the problem), never a traceback."""
+    *logged, last = err.splitlines()
+    assert last.startswith("error: ") and err.endswith("\n") and "Traceback" not in err, err
+    assert all(LOG_RECORD.match(line) for line in logged), logged
+    return last

@@ -25,7 +25,7 @@ def audit(spec, tracker, expected_failures: set[str] = frozenset(),
     """Lost and duplicated results of a sweep. `expected_failures`: keys meant to fail (and be
     recorded as failed), not counted as lost. `starting_points`: only the trials of these D_p,
     and no checkpoint checks (a test without pretraining); default: the whole sweep."""
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
 
     points = spec.checkpoint_tokens() if starting_points is None else starting_points
     planned = {str(k) for d_p in points for k in plan_keys(spec, d_p)}
@@ -79,7 +79,8 @@ def audit_pretraining(spec, tracker, run_id: str) -> dict:
     from raysweep.checkpoints import published
 
     schedule, on_storage = spec.pretrain.published_tokens(), set(published(spec))
-    publications = Counter(m.value for m in tracker.client.get_metric_history(run_id, "published_tokens"))
+    publications = Counter(m.value
+                           for m in tracker.client.get_metric_history(run_id, "published_tokens"))
     missing = sorted(t for t in schedule if t not in on_storage or not publications[t])
     republished = sorted(t for t, n in publications.items() if n > 1)
     return {"missing": missing, "republished": republished, "lost": len(missing),

@@ -55,7 +55,7 @@ def chaos_sweep(tmp_path_factory):
     import yaml
     from conftest import TINY_SPEC
 
-    from raysweep.finetune import FITTER_NAME
+    from raysweep.plan import FITTER_NAME
     from raysweep.spec_loader import load_spec
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
@@ -167,7 +167,8 @@ def chaos_sweep(tmp_path_factory):
 def test_the_sweep_finishes_after_its_actors_are_killed(chaos_sweep):
     _, _, result, kills, *_ = chaos_sweep
     assert result.ok, result.errors
-    assert {target: len(set(pids)) for target, pids in kills.items()} == {t: ROUNDS for t in TARGETS}
+    assert ({target: len(set(pids)) for target, pids in kills.items()}
+            == {t: ROUNDS for t in TARGETS})
 
 
 def test_no_key_is_lost_or_run_twice(chaos_sweep):
@@ -176,12 +177,14 @@ def test_no_key_is_lost_or_run_twice(chaos_sweep):
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
     # The trials a kill interrupted (a watcher's death takes every trial of its experiment; a
     # trial process's death, the trial it ran) were run again in their own runs: a second attempt.
-    runs = {r.data.tags["raysweep.trial_key"]: r for r in tracker.find_runs({"raysweep.kind": "trial"})}
+    runs = {r.data.tags["raysweep.trial_key"]: r
+            for r in tracker.find_runs({"raysweep.kind": "trial"})}
     retried = {key for key, run in runs.items() if int(run.data.tags["raysweep.attempts"]) >= 2}
     assert len(interrupted) == ROUNDS and len(interrupted_trials) == ROUNDS
     for keys in interrupted:
         assert keys and keys <= retried, (keys, retried)
-    assert None not in interrupted_trials, f"a trial kill came after its trial finished: {interrupted_trials}"
+    assert None not in interrupted_trials, (f"a trial kill came after its trial finished: "
+                                            f"{interrupted_trials}")
     assert set(interrupted_trials) <= retried, (interrupted_trials, retried)
 
 
@@ -225,7 +228,7 @@ def test_the_final_laws_equal_a_refit_from_mlflow(chaos_sweep):
     from raysweep.fitter import analyse_sweep
 
     spec, _, result, *_ = chaos_sweep
-    refit = {(g["task"], g["d_f"], g["metric"]): g["analysis"].to_dict() for g in analyse_sweep(spec)}
+    refit = {(g.task, g.d_f, g.metric): g.analysis.to_dict() for g in analyse_sweep(spec)}
     assert len(result.laws) == len(refit)
     for law in result.laws:
         assert same_laws(law, refit[(law["task"], law["d_f"], law["metric"])])

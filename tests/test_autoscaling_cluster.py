@@ -81,7 +81,8 @@ def start_fake_cluster(config: dict, folder: Path) -> tuple[str, str]:
          f"--num-cpus={head['CPU']}", "--object-store-memory=300000000", "--disable-usage-stats",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          "--resources", json.dumps({k: v for k, v in head.items() if k != "CPU"})],
-        env={**os.environ, **NO_TOKENS, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
+        env={**os.environ, **NO_TOKENS, "RAY_FAKE_CLUSTER": "1",
+             "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
         check=True, capture_output=True)
     return f"{ip}:{port}", f"http://127.0.0.1:{dashboard}"
 
@@ -184,14 +185,16 @@ def autoscaled_sweep(tmp_path_factory):
     try:
         # Bad input first: a trial asks for more of its pool than any node type has.
         refused = cluster_spec(base, "refused", trial_resources={"finetune_pool": 2})
-        refusal = subprocess.run([sys.executable, "-m", "raysweep", "run", str(refused.source_file)],
+        refusal = subprocess.run([sys.executable, "-m", "raysweep", "run",
+                                  str(refused.source_file)],
                                  env=env, capture_output=True, text=True, timeout=600, check=False)
         nodes = NodeLog(dashboard)
         started_on = len(nodes.alive())
         spec = cluster_spec(base, "autoscaled")
         tracker = Tracker.for_spec(spec)
         with open(base / "sweep.log", "w") as out:
-            driver = subprocess.Popen([sys.executable, "-m", "raysweep", "run", str(spec.source_file)],
+            driver = subprocess.Popen([sys.executable, "-m", "raysweep", "run",
+                                       str(spec.source_file)],
                                       env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             pretraining_node, published_at_kill = lose_the_pretraining_node(

@@ -20,7 +20,8 @@ def test_gpu_pretraining_benchmark_runs_on_cpu():
          "--warmup", "1", "--seq-len", "32", "--micro-batch", "2", "--vocab", "600"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    rates = re.findall(r"^(raysweep \(DeepSpeed\)|plain PyTorch)\s+([\d,]+) tokens/s", done.stdout, re.M)
+    rates = re.findall(r"^(raysweep \(DeepSpeed\)|plain PyTorch)\s+([\d,]+) tokens/s",
+                       done.stdout, re.M)
     assert [label for label, _ in rates] == ["raysweep (DeepSpeed)", "plain PyTorch"], done.stdout
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rates)
     assert re.search(r"raysweep / plain: \d+\.\d\d", done.stdout)
@@ -28,8 +29,8 @@ def test_gpu_pretraining_benchmark_runs_on_cpu():
 
 def test_verdict_benchmark_prints_its_confusion_matrix():
     done = subprocess.run(
-        [sys.executable, "bench/bench_verdicts.py", "--quick", "--repeats", "1", "--resamples", "20",
-         "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+        [sys.executable, "bench/bench_verdicts.py", "--quick", "--repeats", "1", "--resamples",
+         "20", "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "noise below the effect" in done.stdout
     # Per band: studies, then the shares right / inconclusive / wrong, which add up to 100%.
@@ -43,7 +44,8 @@ def bench(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_train_loop_benchmark_refuses_a_spec_its_plain_arm_cannot_mirror(tiny_spec_dict, write_spec):
+def test_train_loop_benchmark_refuses_a_spec_its_plain_arm_cannot_mirror(
+        tiny_spec_dict, write_spec):
     tiny_spec_dict["pretrain"]["gradient_accumulation"] = 2
     done = bench("bench_train_loop.py", "--spec", str(write_spec(tiny_spec_dict)))
     assert done.returncode == 2, done.stderr[-3000:]
@@ -101,7 +103,8 @@ def test_resume_benchmark_times_an_early_and_a_late_restart(tiny_spec_dict, writ
     assert done.returncode == 0, done.stderr[-3000:]
     ratios = re.findall(r"^  late / early: (\d+\.\d\d) \[", done.stdout, re.M)
     assert len(ratios) == 2, done.stdout  # the synthetic mixture and the local file
-    assert len(re.findall(r"without a position \(re-read\), at step 40:\s+\d+\.\d+ s", done.stdout)) == 2
+    assert len(re.findall(r"without a position \(re-read\), at step 40:\s+\d+\.\d+ s",
+                          done.stdout)) == 2
 
 
 def test_resume_benchmark_refuses_a_step_it_cannot_resume_at(tiny_spec_dict, write_spec):
@@ -109,11 +112,13 @@ def test_resume_benchmark_refuses_a_step_it_cannot_resume_at(tiny_spec_dict, wri
     assert done.returncode == 2 and "--late must be at least 3" in done.stderr, done.stderr[-3000:]
 
 
-def test_big_corpus_benchmark_times_the_validation_of_a_generated_corpus(tiny_spec_dict, write_spec):
+def test_big_corpus_benchmark_times_the_validation_of_a_generated_corpus(
+        tiny_spec_dict, write_spec):
     done = bench("bench_big_corpus.py", "--spec", str(write_spec(tiny_spec_dict)), "--gb", "0.004",
                  "--validate-only")
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = re.findall(r"^(synthetic|local JSONL, [\d.]+ GB)\s+validate\s+\d+\.\d s$", done.stdout, re.M)
+    rows = re.findall(r"^(synthetic|local JSONL, [\d.]+ GB)\s+validate\s+\d+\.\d s$",
+                      done.stdout, re.M)
     assert [row.split(",")[0] for row in rows] == ["synthetic", "local JSONL"], done.stdout
 
 
@@ -138,8 +143,8 @@ def test_finetune_benchmark_runs(tiny_spec_dict, write_spec):
 
 @pytest.mark.slow
 def test_control_plane_benchmark_runs_a_small_grid(tiny_spec_dict, write_spec):
-    done = bench("bench_control_plane.py", "--spec", str(write_spec(tiny_spec_dict)), "--tasks", "2",
-                 "--checkpoints", "3", "--sizes", "1", "--lrs", "2", "--seeds", "1",
+    done = bench("bench_control_plane.py", "--spec", str(write_spec(tiny_spec_dict)),
+                 "--tasks", "2", "--checkpoints", "3", "--sizes", "1", "--lrs", "2", "--seeds", "1",
                  "--concurrency", "2", "--publish-every", "0.1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "16 trial keys" in done.stdout and "ok=True" in done.stdout, done.stdout

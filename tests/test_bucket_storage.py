@@ -43,13 +43,15 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
     for d_p in (2048, 4096, 8192):  # published to the bucket, manifest and weights
         folder = f"{prefix}checkpoints/dp_{d_p:015d}/"
         assert {folder + "manifest.json", folder + "model.safetensors"} <= set(stored)
-        manifest = json.loads(s3_bucket.get_object(Bucket=BUCKET, Key=folder + "manifest.json")["Body"].read())
+        manifest = json.loads(s3_bucket.get_object(Bucket=BUCKET,
+                                                   Key=folder + "manifest.json")["Body"].read())
         assert manifest["tokens_seen"] == d_p
     assert f"{prefix}tokenizer/tokenizer_config.json" in stored
     assert any(k.startswith(f"{prefix}ray/pretrain/checkpoint_") for k in stored)  # recovery state
     assert any(k.startswith(f"{prefix}ray/finetune/") for k in stored)  # Tune's experiment state
     # The watcher's state too (a watcher restarted on another node finds it), none on the node.
-    watcher = json.loads(s3_bucket.get_object(Bucket=BUCKET, Key=f"{prefix}watcher_state.json")["Body"].read())
+    watcher = json.loads(s3_bucket.get_object(Bucket=BUCKET,
+                                              Key=f"{prefix}watcher_state.json")["Body"].read())
     assert watcher == {"running": []} and not (spec.root / "watcher_state.json").exists()
     # Trials loaded verified node-local copies; the pretraining node kept none of its own.
     for d_p in (2048, 4096, 8192):
@@ -61,7 +63,8 @@ def test_a_sweep_on_bucket_storage(s3_bucket, tiny_spec_dict, write_spec, tmp_pa
     assert any((spec.root / "mlartifacts").rglob("laws.json"))
 
 
-def test_a_corrupt_or_partial_checkpoint_in_the_bucket_is_refused(s3_bucket, tiny_spec_dict, write_spec):
+def test_a_corrupt_or_partial_checkpoint_in_the_bucket_is_refused(s3_bucket, tiny_spec_dict,
+                                                                  write_spec):
     from raysweep import checkpoints
     from raysweep.spec_loader import load_spec
     tiny_spec_dict.update(name="damaged", storage=f"s3://{BUCKET}/sweeps",

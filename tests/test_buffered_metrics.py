@@ -35,7 +35,8 @@ def any_store_run(request, tmp_path, monkeypatch):
 
 
 def history(tracker, run_id, key) -> list[tuple[int, int, float]]:
-    return sorted((m.step, m.timestamp, m.value) for m in tracker.client.get_metric_history(run_id, key))
+    return sorted((m.step, m.timestamp, m.value)
+                  for m in tracker.client.get_metric_history(run_id, key))
 
 
 def test_points_are_written_with_the_time_they_were_logged(sqlite_run):
@@ -57,7 +58,8 @@ def test_points_handed_back_after_a_restart_are_written_once(any_store_run):
     first.log({"loss": 2.0, "tokens_seen": 256}, step=1)
     first.flush()
     written = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
-               for key in ("loss", "tokens_seen") for m in tracker.client.get_metric_history(run_id, key)]
+               for key in ("loss", "tokens_seen")
+               for m in tracker.client.get_metric_history(run_id, key)]
     # What a recovery checkpoint held: the points above (written after it was saved, before the
     # worker died) and one that never reached MLflow.
     lost = {"key": "loss", "value": 1.5, "timestamp": written[0]["timestamp"] + 5, "step": 2}

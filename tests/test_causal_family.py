@@ -73,10 +73,13 @@ def test_a_pair_is_source_eos_target_eos_with_the_loss_on_the_target_only(causal
     batch = prompt_target_batch(pairs, tokenizer, 32)
     eos = tokenizer.eos_token_id
     for row, labels, (source, target) in zip(batch["input_ids"], batch["labels"], pairs):
-        (source_ids,), (target_ids,) = encode(tokenizer, [source], 32), encode(tokenizer, [target], 32)
+        (source_ids,), (target_ids,) = (encode(tokenizer, [source], 32),
+                                        encode(tokenizer, [target], 32))
         n = len(source_ids) + len(target_ids)
-        assert row[:n].tolist() == source_ids + target_ids and source_ids[-1] == target_ids[-1] == eos
-        assert labels[:len(source_ids)].eq(-100).all() and labels[len(source_ids):n].tolist() == target_ids
+        assert (row[:n].tolist() == source_ids + target_ids
+                and source_ids[-1] == target_ids[-1] == eos)
+        assert (labels[:len(source_ids)].eq(-100).all()
+                and labels[len(source_ids):n].tolist() == target_ids)
         assert labels[n:].eq(-100).all()
     # D_f counts exactly the tokens a pair brings: source and target, each with its </s>.
     assert pair_token_counts(pairs, tokenizer, 32) == batch["attention_mask"].sum(1).tolist()

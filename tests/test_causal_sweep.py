@@ -10,7 +10,8 @@ import math
 import pytest
 from conftest import CAUSAL_TINY
 
-from raysweep.finetune import TrialKey, plan_keys
+from raysweep.plan import TrialResult, plan_keys
+from raysweep.tracking import trial_key_from_tags
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,8 @@ def test_every_trial_of_the_causal_sweep_finished_with_its_metrics(causal_sweep)
         m = run.data.metrics
         assert run.info.status == "FINISHED"
         assert 0 <= m["bleu"] <= 100 and 0 <= m["chrf"] <= 100 and 0 <= m["rougeL"] <= 1
-        assert 0 < m["cross_entropy"] < 20 and m["cross_entropy_se"] > 0 and math.isfinite(m["comet"])
+        assert (0 < m["cross_entropy"] < 20 and m["cross_entropy_se"] > 0
+                and math.isfinite(m["comet"]))
         assert m["steps_run"] == spec.tasks[0].steps
 
 
@@ -57,7 +59,8 @@ def test_checkpoints_are_decoder_only_models_plain_transformers_loads(causal_swe
     manifests = published(spec)
     assert sorted(manifests) == [2048, 4096, 8192]
     assert {m["model_config"]["model_type"] for m in manifests.values()} == {"llama"}
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir(spec, 8192)), use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir(spec, 8192)),
+                                                 use_safetensors=True)
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 2
 
 
@@ -77,12 +80,13 @@ def test_causal_pretraining_improves_the_tasks_cross_entropy_and_the_law_is_fitt
     from raysweep.laws.points import law_points
 
     _, outcome, tracker = causal_sweep
-    results = [{"key": TrialKey.from_tags(r.data.tags).__dict__, "metrics": r.data.metrics}
+    results = [TrialResult(trial_key_from_tags(r.data.tags), r.data.metrics)
                for r in tracker.find_runs({"raysweep.kind": "trial"})]
     points, _ = law_points(results, "en-de", 3000, "cross_entropy")
     assert points[8192]["y"] < points[0]["y"]
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     for d_f in (1000, 3000):
-        assert {f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(laws.data.metrics)
+        assert ({f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")}
+                <= set(laws.data.metrics))
         assert laws.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"] in VERDICTS
     assert any(f["metric"] == "cross_entropy" and f["num_points"] == 3 for f in outcome.laws)

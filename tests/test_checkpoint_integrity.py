@@ -9,7 +9,7 @@ import pytest
 from reliability import record
 
 from raysweep import checkpoints
-from raysweep.finetune import plan_keys
+from raysweep.plan import plan_keys
 from raysweep.spec_loader import spec_from_dict
 
 pytestmark = pytest.mark.fault
@@ -26,7 +26,8 @@ def storage_with_bad_checkpoints(tiny_spec_dict, tmp_path):
         assert checkpoints.publish(spec, model, tokens, tokens // 256, {})
     weights = checkpoints.checkpoint_dir(spec, 4096) / checkpoints.WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])  # a partial upload
-    (checkpoints.checkpoint_dir(spec, 8192) / checkpoints.MANIFEST).unlink()  # publication cut short
+    # publication cut short
+    (checkpoints.checkpoint_dir(spec, 8192) / checkpoints.MANIFEST).unlink()
     (checkpoints.checkpoint_dir(spec, 16384) / checkpoints.MANIFEST).write_text("{not json")
     return spec
 
@@ -41,11 +42,13 @@ def test_only_sound_checkpoints_count_as_published(storage_with_bad_checkpoints)
     assert unusable["dp_000000000008192"] == checkpoints.NO_MANIFEST
     assert "unreadable" in unusable["dp_000000000016384"]
     # Publishing again is a no-op for a sound checkpoint: never published twice.
-    manifest = json.loads((checkpoints.checkpoint_dir(spec, 2048) / checkpoints.MANIFEST).read_text())
+    manifest = json.loads((checkpoints.checkpoint_dir(spec, 2048)
+                           / checkpoints.MANIFEST).read_text())
     from raysweep.model import build_model
 
     assert not checkpoints.publish(spec, build_model(spec, 100, 0, 1), 2048, 8, {})
-    assert json.loads((checkpoints.checkpoint_dir(spec, 2048) / checkpoints.MANIFEST).read_text()) == manifest
+    assert json.loads((checkpoints.checkpoint_dir(spec, 2048)
+                       / checkpoints.MANIFEST).read_text()) == manifest
 
 
 def test_the_watcher_skips_unusable_checkpoints_and_records_why(storage_with_bad_checkpoints):
@@ -56,9 +59,11 @@ def test_the_watcher_skips_unusable_checkpoints_and_records_why(storage_with_bad
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
     sweep_run = tracker.get_or_create_run({"raysweep.kind": "sweep"}, spec.name)
-    watcher = CheckpointWatcher.__ray_actor_class__(spec, sweep_run)  # the actor's class, in-process
+    # the actor's class, in-process
+    watcher = CheckpointWatcher.__ray_actor_class__(spec, sweep_run)
 
-    watcher.scan(final=False)  # pretraining still running: a folder without manifest may be mid-write
+    # pretraining still running: a folder without manifest may be mid-write
+    watcher.scan(final=False)
     assert set(watcher.progress()["rejected"]) == {"dp_000000000004096", "dp_000000000016384"}
     assert sorted(watcher.queue) == sorted(plan_keys(spec, 0) + plan_keys(spec, 2048))
 

@@ -72,4 +72,5 @@ def test_mlflow_runs_on_postgresql_and_its_password_stays_off_command_lines(clus
     uri = start.split("MLFLOW_BACKEND_STORE_URI=")[1].split(" nohup ")[0]
     assert "~/.mlflow-backend-uri" in uri and "postgresql://mlflow:" in uri  # managed, else local
     # The URI is the server's environment alone: not exported to `ray start` and so to the jobs.
-    assert "export MLFLOW_BACKEND_STORE_URI" not in start and "--default-artifact-root s3://" in start
+    assert ("export MLFLOW_BACKEND_STORE_URI" not in start
+            and "--default-artifact-root s3://" in start)

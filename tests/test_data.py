@@ -17,10 +17,12 @@ def test_synthetic_streams_are_deterministic_and_languages_differ():
     assert (de, en) == synthetic.parallel_pair("de", "en", 3)  # one meaning, either direction
     assert set(en.split()) - {"."} != set(de.split()) - {"."}
     # Word order is part of the language: German stand-in is verb-final.
-    assert synthetic.language("de").shape.order == "SOV" and synthetic.language("en").shape.order == "SVO"
+    assert (synthetic.language("de").shape.order == "SOV"
+            and synthetic.language("en").shape.order == "SVO")
 
 
-@pytest.mark.parametrize("length, density, span", [(64, 0.15, 3.0), (512, 0.15, 3.0), (100, 0.5, 2.0)])
+@pytest.mark.parametrize("length, density, span",
+                         [(64, 0.15, 3.0), (512, 0.15, 3.0), (100, 0.5, 2.0)])
 def test_noise_mask_has_exact_noise_and_span_counts(length, density, span):
     rng = np.random.default_rng(0)
     num_noise, num_spans = span_counts(length, density, span)
@@ -70,7 +72,8 @@ def test_relatedness_controls_shared_words():
     assert synthetic.shared_words("en", "de", unrelated) == 0
     assert synthetic.shared_words("en", "de", cognate) > 0.8
     # Each language inherits independently, so two languages share about relatedness^2.
-    shares = [synthetic.shared_words(a, b, default) for a, b in [("en", "de"), ("en", "fr"), ("de", "ro")]]
+    shares = [synthetic.shared_words(a, b, default)
+              for a, b in [("en", "de"), ("en", "fr"), ("de", "ro")]]
     assert 0.02 < np.mean(shares) < 0.25
     # Cognates look alike: a cognate pair differs in a few sounds, not in shape.
     en, de = synthetic.language("en", cognate), synthetic.language("de", cognate)
@@ -83,7 +86,8 @@ def test_languages_differ_in_morphology_and_have_no_homonyms():
     for code in ("en", "de", "fr", "ro", "xx"):
         lang = synthetic.language(code, family)
         words = lang.nouns + lang.verbs + lang.adjectives + (lang.conjunction,)
-        assert len(set(words)) == len(words), code  # one word, one meaning: translation is well defined
+        # one word, one meaning: translation is well defined
+        assert len(set(words)) == len(words), code
     de, en = synthetic.language("de", family), synthetic.language("en", family)
     assert de.object_suffix and not en.object_suffix  # German stand-in marks objects with a case
     # One meaning, rendered: plural subject, past tense, object with an adjective.
@@ -92,8 +96,8 @@ def test_languages_differ_in_morphology_and_have_no_homonyms():
     assert english == [en.nouns[0] + en.plural_suffix, en.verbs[1] + en.past_marker,
                        en.adjectives[3], en.nouns[2], "."]
     german = synthetic.render(de, clause).split()  # verb-final, object in the accusative
-    assert german == [de.nouns[0] + de.plural_suffix, de.adjectives[3], de.nouns[2] + de.object_suffix,
-                      de.verbs[1] + de.past_marker, "."]
+    assert german == [de.nouns[0] + de.plural_suffix, de.adjectives[3],
+                      de.nouns[2] + de.object_suffix, de.verbs[1] + de.past_marker, "."]
     fr = synthetic.language("fr", family)  # past tense as an auxiliary word, adjective after
     assert synthetic.render(fr, clause).split()[1:5] == [fr.past_marker, fr.verbs[1], fr.nouns[2],
                                                         fr.adjectives[3]]
@@ -240,7 +244,8 @@ def test_a_stream_resumed_from_its_position_continues_exactly_and_reads_nothing_
         assert source_a == source_b
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     # Tokenized on resuming: only the documents read after the position, none before it.
-    documents_read = [sum(s["documents"] for s in p["sources"]) for p in (position, whole.position())]
+    documents_read = [sum(s["documents"] for s in p["sources"])
+                      for p in (position, whole.position())]
     assert counting.encoded == documents_read[1] - documents_read[0] > 0
 
 

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def shortened(job: str, storage: Path):
     import yaml
 
-    from raysweep.spec_loader import load_spec
+    from raysweep.spec_loader import load_spec, read_spec_data
 
-    data = yaml.safe_load((ROOT / "jobs" / job).read_text())
+    data = read_spec_data(ROOT / "jobs" / job)  # `extends` merged
     data["storage"] = str(storage)
     # 280 steps instead of 640: the checkpoints 51k, 91k, 161k and 287k tokens.
     data["pretrain"].update(tokens=286720, checkpoints={"first": 51200, "count": 4})
@@ -64,7 +64,8 @@ def test_aligned_pretraining_reads_aligned_and_misaligned_never_does(tmp_path):
     assert ce["verdict"] == "aligned", ce["reason"]
     assert ce["gain"]["high"] < 0  # below no pretraining beyond the interval
     assert law(misaligned, "bleu")["verdict"] != "aligned", law(misaligned, "bleu")["reason"]
-    assert law(aligned, "cross_entropy")["gain"]["value"] < law(misaligned, "cross_entropy")["gain"]["value"] - 0.1
+    assert (law(aligned, "cross_entropy")["gain"]["value"]
+            < law(misaligned, "cross_entropy")["gain"]["value"] - 0.1)
     assert law(aligned, "bleu")["gain"]["value"] > law(misaligned, "bleu")["gain"]["value"]
     # BLEU itself: above no pretraining beyond its interval after aligned pretraining, never
     # above it after misaligned pretraining.

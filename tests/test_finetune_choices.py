@@ -8,12 +8,12 @@ import re
 import pytest
 
 from raysweep.laws.points import best_lr_runs, law_points
+from raysweep.plan import TrialKey, TrialResult
 from raysweep.spec_loader import spec_from_dict
 
 
-def result(d_p: int, lr: float, **metrics) -> dict:
-    return {"key": {"task": "en-de", "d_p": d_p, "d_f": 1000, "lr": lr, "seed": 0},
-            "metrics": metrics, "run_id": f"run-{d_p}-{lr}"}
+def result(d_p: int, lr: float, **metrics) -> TrialResult:
+    return TrialResult(TrialKey("en-de", d_p, 1000, lr, 0), metrics, f"run-{d_p}-{lr}")
 
 
 RESULTS = [result(0, 0.001, dev_cross_entropy=2.0, dev_bleu=5.0, bleu=6.0),
@@ -24,7 +24,7 @@ RESULTS = [result(0, 0.001, dev_cross_entropy=2.0, dev_bleu=5.0, bleu=6.0),
 
 def test_the_best_lr_is_lowest_dev_cross_entropy_or_highest_dev_bleu():
     by_ce = best_lr_runs(RESULTS, "en-de", 1000, "dev_cross_entropy")
-    assert {d_p: runs[0]["key"]["lr"] for d_p, runs in by_ce.items()} == {0: 0.001, 2048: 0.003}
+    assert {d_p: runs[0].key.lr for d_p, runs in by_ce.items()} == {0: 0.001, 2048: 0.003}
     points, _ = law_points(RESULTS, "en-de", 1000, "bleu")
     assert {d_p: p["y"] for d_p, p in points.items()} == {0: 6.0, 2048: 9.5}
     by_bleu, _ = law_points(RESULTS, "en-de", 1000, "bleu", lr_choice="dev_bleu")
@@ -33,7 +33,7 @@ def test_the_best_lr_is_lowest_dev_cross_entropy_or_highest_dev_bleu():
 
 
 def test_seeds_plan_replicates_that_shuffle_the_batches_differently(tiny_spec_dict):
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
 
     tiny_spec_dict["tasks"][0]["seeds"] = 3
     spec = spec_from_dict(tiny_spec_dict)
@@ -62,14 +62,16 @@ def test_early_stopping_keeps_the_weights_of_the_best_dev_check(tiny_spec_dict, 
     train, _ = finetune_prefix(splits.train, tokenizer, task.max_length, 3000)
     torch.manual_seed(0)
     model = build_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-    trained = finetune(model, train, task, 0.05, tokenizer, splits.dev)  # a high lr: dev turns worse
+    # a high lr: dev turns worse
+    trained = finetune(model, train, task, 0.05, tokenizer, splits.dev)
 
     steps = [s for s, _ in trained["dev_checks"]]
     values = [v for _, v in trained["dev_checks"]]
     assert steps == list(range(3, trained["steps_run"] + 1, 3))
     assert trained["steps_run"] < task.steps  # it stopped early...
     assert min(values[-2:]) >= min(values)  # ...after two checks without a better dev score
-    assert cross_entropy(model, splits.dev, tokenizer, task.max_length) == pytest.approx(min(values))
+    assert (cross_entropy(model, splits.dev, tokenizer, task.max_length)
+            == pytest.approx(min(values)))
 
 
 @pytest.mark.parametrize("change, field", [

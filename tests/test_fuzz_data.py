@@ -17,7 +17,8 @@ from raysweep.spec import SpecError
 pytestmark = pytest.mark.fault
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 OUTCOMES = {"read": 0, "clear errors": 0}
 
 words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -51,7 +52,8 @@ def lines_of(draw, good, broken):
 
 def json_lines(kind: str):
     good = good_rows[kind].map(json.dumps)
-    broken = st.one_of(bad_rows.map(json.dumps), good.map(lambda s: s[:len(s) // 2]), words, st.just(""))
+    broken = st.one_of(bad_rows.map(json.dumps), good.map(lambda s: s[:len(s) // 2]), words,
+                       st.just(""))
     return lines_of(good, broken)
 
 

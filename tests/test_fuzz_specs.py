@@ -29,7 +29,8 @@ def record_outcomes():
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True)
     | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8)
 
 
@@ -70,7 +71,8 @@ def mutated_specs(draw):
     return spec
 
 
-@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated_specs())
 def test_any_mutation_of_a_spec_loads_or_gives_one_clear_error(data, tmp_path):
     path = tmp_path / "fuzzed.yaml"
@@ -87,7 +89,8 @@ def test_any_mutation_of_a_spec_loads_or_gives_one_clear_error(data, tmp_path):
         assert "Traceback" not in message
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200) | st.binary(max_size=200))
 def test_any_file_content_loads_or_gives_one_clear_error(text, tmp_path):
     path = tmp_path / "garbage.yaml"

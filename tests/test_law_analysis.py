@@ -243,7 +243,8 @@ def test_a_verdict_before_every_checkpoint_is_in_is_provisional():
     y = noisy(rising_bleu(DP), 0.01, 4)
     a = analyse(LOG_LAW, DP[:4], y[:4], 0.1, se=0.01 * y[:4], expected_points=6, resamples=50)
     assert a.provisional and a.reason.startswith("provisional (4 of 6 checkpoints)")
-    assert not analyse(LOG_LAW, DP, y, 0.1, se=0.01 * y, expected_points=6, resamples=50).provisional
+    assert not analyse(LOG_LAW, DP, y, 0.1, se=0.01 * y, expected_points=6,
+                       resamples=50).provisional
     # A checkpoint that arrived with a value the law cannot take (a BLEU of 0) is in, not missing.
     zero_first = np.concatenate([[0.0], y[1:]])
     a = analyse(LOG_LAW, DP, zero_first, 0.1, se=0.01 * y, expected_points=6, resamples=50)

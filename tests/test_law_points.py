@@ -4,27 +4,29 @@ page built from the fitted laws (raysweep.answer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from raysweep.laws.group import LawGroup
 from raysweep.laws.points import best_lr_runs, law_points
+from raysweep.plan import TrialKey, TrialResult
 
 
 def result(d_p, lr, seed, bleu, bleu_se=0.5, dev_ce=2.0, d_f=4000):
-    return {"key": {"task": "en-de", "d_p": d_p, "d_f": d_f, "lr": lr, "seed": seed},
-            "metrics": {"bleu": bleu, "bleu_se": bleu_se, "dev_cross_entropy": dev_ce,
-                        "test_sentences": 200.0},
-            "run_id": f"{d_p}-{lr}-{seed}"}
+    return TrialResult(TrialKey("en-de", d_p, d_f, lr, seed),
+                       {"bleu": bleu, "bleu_se": bleu_se, "dev_cross_entropy": dev_ce,
+                        "test_sentences": 200.0}, f"{d_p}-{lr}-{seed}")
 
 
 def test_the_best_lr_is_chosen_on_the_mean_dev_score_of_its_seeds():
     results = [result(100, 0.001, 0, 10, dev_ce=2.0), result(100, 0.001, 1, 11, dev_ce=2.4),
                result(100, 0.003, 0, 30, dev_ce=2.1), result(100, 0.003, 1, 31, dev_ce=2.1)]
     (runs,) = best_lr_runs(results, "en-de", 4000, "dev_cross_entropy").values()
-    assert {r["key"]["lr"] for r in runs} == {0.003}  # mean 2.1 beats mean 2.2, not the best seed
-    assert [r["key"]["seed"] for r in runs] == [0, 1]
+    assert {r.key.lr for r in runs} == {0.003}  # mean 2.1 beats mean 2.2, not the best seed
+    assert [r.key.seed for r in runs] == [0, 1]
 
 
 def test_a_point_is_the_mean_over_seeds_with_test_and_pooled_seed_noise():
@@ -59,7 +61,7 @@ def test_paired_replicates_give_the_shared_test_noise_between_points():
         for seed in (0, 1):
             own = rng.standard_normal(1000)
             r = result(d_p, 0.001, seed, 10.0 + d_p / 100 + seed, bleu_se=0.9)
-            r["replicates"] = {"bleu": list(r["metrics"]["bleu"] + 0.8 * common + 0.3 * own)}
+            r.replicates = {"bleu": list(r.metrics["bleu"] + 0.8 * common + 0.3 * own)}
             results.append(r)
     points, noise = law_points(results, "en-de", 4000, "bleu")
     cov = noise.test_cov
@@ -72,7 +74,7 @@ def test_paired_replicates_give_the_shared_test_noise_between_points():
                                                         + noise.seed_var / 2))
     assert noise.seed_var == pytest.approx(0.5)  # seeds 1.0 apart at every point
     # A run without replicates (an older sweep): no shared noise claimed, the logged errors used.
-    del results[-1]["replicates"]
+    results[-1].replicates = None
     points, noise = law_points(results, "en-de", 4000, "bleu")
     assert noise.test_cov is None and points[200]["test_se"] == pytest.approx(0.9)
 
@@ -80,7 +82,7 @@ def test_paired_replicates_give_the_shared_test_noise_between_points():
 def test_results_without_errors_give_points_with_unknown_errors():
     results = [result(100, 0.001, 0, 10.0), result(200, 0.001, 0, 12.0)]
     for r in results:
-        del r["metrics"]["bleu_se"]
+        del r.metrics["bleu_se"]
     points, _ = law_points(results, "en-de", 4000, "bleu")
     assert all(math.isnan(p["se"]) for p in points.values())
 
@@ -102,8 +104,7 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     y = np.array([8.0, 10.1, 11.9, 12.8])
     a = analyse(LOG_LAW, d_p, y, 0.1, se=[0.2] * 4, baseline=5.0, baseline_se=0.2,
                 predict_at=[1e6], target_y=14, resamples=50)
-    groups = [{"task": "en-de", "d_f": 4000, "metric": "bleu", "analysis": a,
-               "points": {0: {"y": 5.0, "se": 0.2}}}]
+    groups = [LawGroup("en-de", 4000, "bleu", {0: {"y": 5.0, "se": 0.2}}, a)]
     page = answer_markdown(spec, groups, checkpoints_in=4)
     assert "**Yes: this pretraining data helps en-de.**" in page and "final" in page
     assert f"**{a.verdict}**" in page and "+7.8 [" in page  # the gain, with its interval
@@ -118,7 +119,8 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     ce = analyse(LOG_LAW, d_p, 3.0 - 0.1 * np.log(d_p / 1e4), 0.1, se=[0.01] * 4,
                  increasing=False, baseline=3.2, baseline_se=0.01, resamples=50)
     assert (flat.verdict, ce.verdict) == ("inconclusive", "aligned"), (flat.reason, ce.reason)
-    mixed = answer_markdown(spec, [{**groups[0], "analysis": flat},
-                                   {**groups[0], "metric": "cross_entropy", "analysis": ce}])
+    mixed = answer_markdown(spec, [dataclasses.replace(groups[0], analysis=flat),
+                                   dataclasses.replace(groups[0], metric="cross_entropy",
+                                                       analysis=ce)])
     assert "**Not enough evidence yet for en-de in BLEU:**" in mixed
     assert "beyond their noise: cross-entropy at D_f = 4,000" in mixed

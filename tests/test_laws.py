@@ -58,7 +58,8 @@ def test_huber_quadratic_inside_linear_outside_and_continuous():
     expected = np.array([0.0, 0.00125, 0.00125, 0.005, 0.1 * (0.3 - 0.05), 0.1 * (0.3 - 0.05)])
     np.testing.assert_allclose(huber(r, delta), expected, rtol=1e-12, atol=1e-15)
     # Continuous at |r| = delta from both sides.
-    assert huber(delta * (1 - 1e-9), delta) == pytest.approx(huber(delta * (1 + 1e-9), delta), rel=1e-6)
+    assert huber(delta * (1 - 1e-9), delta) == pytest.approx(huber(delta * (1 + 1e-9), delta),
+                                                             rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ def test_log_law_fit_predicts_fitted_points_and_extrapolates(case, seed):
     fitted_error = np.max(np.abs(result.predict(D_P) / truth - 1))
     assert fitted_error < 0.03, fitted_error
     # One decade past the data: within 10% (measured max 1.7%).
-    extrapolation_error = abs(result.predict(D_EXTRAPOLATE) / log_law_value(*case, D_EXTRAPOLATE) - 1)
+    extrapolation_error = abs(result.predict(D_EXTRAPOLATE)
+                              / log_law_value(*case, D_EXTRAPOLATE) - 1)
     assert extrapolation_error < 0.10, extrapolation_error
 
     # The public (A, alpha, beta) are the paper's parameters: plugging them into the paper's
@@ -254,7 +256,8 @@ def test_analytic_gradient_matches_finite_differences(law):
             # Central differences lose ~eps * |value| / step to rounding (values reach ~1e5 on
             # the floor's penalty); beyond that, agreement to 1e-5.
             rounding = 8 * np.finfo(float).eps * np.abs(value) / step
-            assert np.all(np.abs(jac[:, j] - numeric) <= 1e-5 * np.abs(numeric) + 1e-6 + rounding), (
+            assert np.all(np.abs(jac[:, j] - numeric)
+                          <= 1e-5 * np.abs(numeric) + 1e-6 + rounding), (
                 theta, j, jac[:, j], numeric)
 
 

@@ -16,7 +16,8 @@ from conftest import free_port, start_mlflow, stop_process_group
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Headless as root, with nothing reaching out to Google's services (the test machine has no network).
+# Headless as root, with nothing reaching out to Google's services (the test machine has no
+# network).
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -85,7 +86,8 @@ def test_the_ui_shows_the_sweeps_runs_and_the_laws_plot(finished_sweep, mlflow_u
             # The plot itself is shown: an image as large as the PNG the fitter logged.
             image = page.locator("img[src^='blob:']").first
             expect(image).to_be_visible()
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                   arg=image.element_handle())
             shown = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
             assert tuple(shown) == png_size(local)
         except Exception:

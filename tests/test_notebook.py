@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
 
 
-def test_the_analysis_notebook_runs_on_a_sweep_and_shows_the_laws_of_mlflow(finished_sweep, monkeypatch):
+def test_the_analysis_notebook_runs_on_a_sweep_and_shows_the_laws_of_mlflow(
+        finished_sweep, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 

@@ -97,7 +97,8 @@ class Watch:
 
     def finished_since(self, moment: float) -> bool:
         """A trial has finished after `moment` (time.time())."""
-        return any(r.info.end_time / 1000 > moment for r in self.trials("FINISHED") if r.info.end_time)
+        return any(r.info.end_time / 1000 > moment
+                   for r in self.trials("FINISHED") if r.info.end_time)
 
     def mid_trial(self) -> tuple | None:
         """(the running trials, the finished ones by key), once two have finished and one has
@@ -153,7 +154,8 @@ def kill_the_driver(driver, watch: Watch, down_at: float, up_at: float) -> tuple
     assert not [p for p in alive if p.is_running()], "the killed sweep's Ray outlived its driver"
     # The runs running at the kill that did not finish. Read one by one: a failed search must
     # not read as "none were running".
-    interrupted = [run for run in map(watch.tracker.client.get_run, [r.info.run_id for r in running])
+    interrupted = [run
+                   for run in map(watch.tracker.client.get_run, [r.info.run_id for r in running])
                    if run.info.status != "FINISHED"]
     # No trial finished after its driver died.
     assert all(r.info.end_time is None or r.info.end_time / 1000 < killed_at + 2
@@ -199,7 +201,8 @@ def sweep_through_faults(tmp_path_factory):
         mlflow, down_at, up_at, missing = take_the_outage(mlflow, server, watch, driver)
         finished_before, interrupted = kill_the_driver(driver, watch, down_at, up_at)
         try:
-            result = run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)  # the same spec again
+            # the same spec again
+            result = run_sweep(spec, echo=lambda line: None, poll_seconds=1.0)
         finally:
             ray.shutdown()
         counts = audit(spec, watch.tracker)
@@ -254,7 +257,8 @@ def test_no_result_is_lost_or_duplicated(sweep_through_faults):
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
 
 
-def test_pretraining_metrics_logged_during_the_outage_arrived_with_their_times(sweep_through_faults):
+def test_pretraining_metrics_logged_during_the_outage_arrived_with_their_times(
+        sweep_through_faults):
     spec, tracker = sweep_through_faults["spec"], sweep_through_faults["tracker"]
     down_at, up_at = sweep_through_faults["down_at"], sweep_through_faults["up_at"]
     pre = spec.pretrain
@@ -274,7 +278,7 @@ def test_the_laws_were_fitted_on_every_result(sweep_through_faults):
     from raysweep.fitter import analyse_sweep
 
     spec, result = sweep_through_faults["spec"], sweep_through_faults["result"]
-    refit = {(g["task"], g["d_f"], g["metric"]): g["points"] for g in analyse_sweep(spec, resamples=10)}
+    refit = {(g.task, g.d_f, g.metric): g.points for g in analyse_sweep(spec, resamples=10)}
     assert result.laws
     for law in result.laws:
         points = refit[(law["task"], law["d_f"], law["metric"])]
@@ -290,7 +294,7 @@ def test_the_outage_reached_raysweeps_own_retries(sweep_through_faults):
 
 
 def test_after_the_driver_kill_no_key_runs_twice_and_none_is_missing(sweep_through_faults):
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
 
     spec, tracker = sweep_through_faults["spec"], sweep_through_faults["tracker"]
     finished_before = sweep_through_faults["finished_before"]

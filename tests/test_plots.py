@@ -23,6 +23,7 @@ from matplotlib.container import ErrorbarContainer  # noqa: E402
 from raysweep import plots  # noqa: E402
 from raysweep.laws import DEFAULT_HUBER_DELTA, LOG_LAW  # noqa: E402
 from raysweep.laws.analysis import Analysis, analyse  # noqa: E402
+from raysweep.laws.group import LawGroup  # noqa: E402
 
 TARGET = 1e8
 BASELINE, BASELINE_SE = 9.0, 0.4
@@ -214,10 +215,10 @@ def test_task_figure_error_bars_and_same_range_rule(fitted, wild, out):
     points, se, analysis = fitted
     wild_points, wild_analysis, _ = wild
     _, _, se2, points2 = _synthetic(seed=2, scale=1.3)
-    groups = [{"d_f": 1000, "metric": "bleu", "points": points, "analysis": analysis},
-              {"d_f": 3000, "metric": "bleu", "points": points2,
-               "analysis": _analyse(points2, se2, baseline=BASELINE * 1.3)},
-              {"d_f": 1000, "metric": "chrf", "points": wild_points, "analysis": wild_analysis}]
+    groups = [LawGroup("en-de", 1000, "bleu", points, analysis),
+              LawGroup("en-de", 3000, "bleu", points2,
+                       _analyse(points2, se2, baseline=BASELINE * 1.3)),
+              LawGroup("en-de", 1000, "chrf", wild_points, wild_analysis)]
     fig = plots.task_figure("en-de", groups)
     bleu, chrf = fig.axes[0], fig.axes[1]
     assert _errorbars(bleu) and _errorbars(chrf)

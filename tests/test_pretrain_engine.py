@@ -21,8 +21,8 @@ def test_tokens_per_step_do_not_depend_on_the_worker_count(tiny_spec_dict, worke
     spec = spec_from_dict(tiny_spec_dict)
     config = deepspeed_config(spec, world_size=workers)
     assert config["train_batch_size"] == 16
-    assert (config["train_micro_batch_size_per_gpu"] * workers * config["gradient_accumulation_steps"]
-            == 16)
+    assert (config["train_micro_batch_size_per_gpu"] * workers
+            * config["gradient_accumulation_steps"] == 16)
     assert config["bf16"]["enabled"] is False  # CPU: fp32
 
 
@@ -39,7 +39,8 @@ def test_bf16_adafactor_runs_under_autocast_so_its_moments_stay_factored(tiny_sp
     assert deepspeed_config(spec_from_dict(tiny_spec_dict), 1, cuda=True)["bf16"]["enabled"]
     tiny_spec_dict["pretrain"].update(optimizer="adafactor", zero_stage=0)
     config = deepspeed_config(spec_from_dict(tiny_spec_dict), 1, cuda=True)
-    assert "bf16" not in config and config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert ("bf16" not in config
+            and config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"})
 
 
 def test_memory_estimate_shrinks_with_zero_stage_and_checkpointing(tiny_spec_dict):
@@ -108,21 +109,25 @@ ENGINE_SCRIPT = textwrap.dedent("""
     print(json.dumps({"losses": losses, "optimizer": type(inner).__name__, "factored": factored,
                       "recovery": recovery,
                       "global_steps": engine.global_steps, "max_logit_diff": (got - expected).abs().max().item()}))
-""")
+""")  # noqa: E501
 
 
-def test_adafactor_accumulation_checkpointing_engine_export_and_recovery_round_trip(tiny_spec_dict, tmp_path):
+def test_adafactor_accumulation_checkpointing_engine_export_and_recovery_round_trip(
+        tiny_spec_dict, tmp_path):
     tiny_spec_dict["pretrain"].update(optimizer="adafactor", gradient_accumulation=2, workers=1,
                                       lr=0.01, zero_stage=0)
     script = tmp_path / "engine.py"
     script.write_text(ENGINE_SCRIPT)
     port = str(29500 + os.getpid() % 1000)
-    done = subprocess.run([sys.executable, str(script), json.dumps(tiny_spec_dict), port, str(tmp_path)],
+    done = subprocess.run([sys.executable, str(script), json.dumps(tiny_spec_dict), port,
+                           str(tmp_path)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "Adafactor" in result["optimizer"] and result["factored"]  # the paper's optimizer, as designed
-    assert result["global_steps"] == len(result["losses"]) == 8192 // (8 * 32)  # one per step, not per micro-batch
+    # the paper's optimizer, as designed
+    assert "Adafactor" in result["optimizer"] and result["factored"]
+    # one per step, not per micro-batch
+    assert result["global_steps"] == len(result["losses"]) == 8192 // (8 * 32)
     assert sum(result["losses"][-4:]) < sum(result["losses"][:4])  # it learns
     assert result["max_logit_diff"] < 1e-4  # the exported weights are the engine's
     assert result["recovery"] == {"same": True, "step": 32, "unwritten": [{"loss": 1.0}],

@@ -70,8 +70,9 @@ def killed_run(tmp_path_factory, request):
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker
 
-    data = {**TINY_SPEC, "model": FAMILIES[request.param], "pretrain": {**TINY_SPEC["pretrain"], "checkpoints": [5120, 20480],
-                                      "tokens": 153600, "recovery_every": 50, "log_every": 5}}
+    data = {**TINY_SPEC, "model": FAMILIES[request.param],
+            "pretrain": {**TINY_SPEC["pretrain"], "checkpoints": [5120, 20480], "tokens": 153600,
+                         "recovery_every": 50, "log_every": 5}}
     spec = spec_from_dict(data, base_dir=str(tmp_path_factory.mktemp("recovery")))
     save_tokenizer(spec, train_tokenizer(spec))
     tracker = Tracker.for_spec(spec)
@@ -109,8 +110,9 @@ def killed_run(tmp_path_factory, request):
     assert not thread.is_alive(), "pretraining did not finish"
     counts = audit_pretraining(spec, tracker, run_id)
     family = "" if request.param == "seq2seq" else f", {request.param} model"
-    record(f"pretraining worker killed (SIGKILL){family}", len(killed), not errors and final.exists(),
-           counts["lost"], counts["duplicated"], "one run; Ray Train restarts from recovery checkpoints")
+    record(f"pretraining worker killed (SIGKILL){family}", len(killed),
+           not errors and final.exists(), counts["lost"], counts["duplicated"],
+           "one run; Ray Train restarts from recovery checkpoints")
     return spec, tracker, run_id, killed, errors
 
 
@@ -135,7 +137,8 @@ def test_every_scheduled_checkpoint_is_published_exactly_once(killed_run):
     assert sorted(manifests) == schedule
     for tokens, manifest in manifests.items():
         assert sum(manifest["tokens_by_source"].values()) == tokens == manifest["step"] * 256
-    publications = Counter(m.value for m in tracker.client.get_metric_history(run_id, "published_tokens"))
+    publications = Counter(m.value
+                           for m in tracker.client.get_metric_history(run_id, "published_tokens"))
     assert publications == Counter(schedule)  # once each, replays after restarts included
 
 
@@ -144,7 +147,8 @@ def test_tokens_seen_are_continuous_across_restarts(killed_run):
     pre = spec.pretrain
     per_step, last = pre.tokens_per_step(), pre.published_tokens()[-1] // pre.tokens_per_step()
     history = tracker.client.get_metric_history(run_id, "tokens_seen")
-    engine_steps = {m.step: m.value for m in tracker.client.get_metric_history(run_id, "engine_steps")}
+    engine_steps = {m.step: m.value
+                    for m in tracker.client.get_metric_history(run_id, "engine_steps")}
     expected = {s for s in range(1, last + 1)
                 if s % pre.log_every == 0 or s * per_step in pre.published_tokens()}
     assert {m.step for m in history} == expected  # no step left unlogged: no gap
@@ -159,7 +163,8 @@ def test_tokens_seen_are_continuous_across_restarts(killed_run):
     losses = tracker.client.get_metric_history(run_id, "loss")
     first = min(losses, key=lambda m: m.step).value
     for resumed in tracker.client.get_metric_history(run_id, "resumed_from_step"):
-        after = min((m for m in losses if m.step > resumed.value and m.timestamp >= resumed.timestamp),
+        after = min((m for m in losses
+                     if m.step > resumed.value and m.timestamp >= resumed.timestamp),
                     key=lambda m: m.step)
         assert after.value < first - 0.5
 

@@ -51,7 +51,8 @@ def ray_head():
         while subprocess.run([str(BIN / "ray"), "job", "list", "--address", url], env=env,
                              capture_output=True).returncode != 0:
             if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up:\n{(temp / 'head.log').read_text()[-3000:]}")
+                pytest.fail(f"ray start --head did not come up:\n"
+                            f"{(temp / 'head.log').read_text()[-3000:]}")
             time.sleep(2)
         yield url, env, f"127.0.0.1:{gcs}"
     finally:
@@ -75,13 +76,15 @@ def ray_cli(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path, tracker_of) -> tuple[float, list]:
+def stop_mid_trial(url: str, env: dict, gcs: str, spec_path: Path,
+                   tracker_of) -> tuple[float, list]:
     """Submit without waiting, `ray job stop` it while a trial runs; returns when the stop was
     sent and the trial keys that were RUNNING then."""
     # The driver gets seconds between SIGTERM and SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, default 3),
     # set in the job's runtime env as the README says for a remote MLflow server.
     submitted = submit(url, env, spec_path, "--no-wait", "--submission-id", "stopped-sweep",
-                       "--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}))
+                       "--runtime-env-json",
+                       json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}))
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
 
     def live_scorers() -> list:
@@ -115,13 +118,14 @@ def test_token_auth_is_on_and_a_wrong_token_is_refused(ray_head, tmp_path):
     wrong = tmp_path / "wrong_token"
     wrong.write_text(secrets.token_hex(16))
     listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", url],
-                            env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True, text=True)
+                            env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True,
+                            text=True)
     assert listed.returncode != 0 and "token" in (listed.stdout + listed.stderr).lower()
 
 
 def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
         ray_head, tmp_path, tiny_spec_dict):
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
     from raysweep.spec_loader import load_spec
     from raysweep.tracking import Tracker
 
@@ -152,12 +156,14 @@ def test_ray_job_stop_then_submit_runs_the_sweep_and_a_resubmission_resumes_it(
     # FINISHED before 0 lost the race to the stop; one that ended FINISHED after it outlived it.
     assert killed, {"running at the stop": stopped,
                     "now": {r.data.tags["raysweep.trial_key"]: (r.info.status,
-                            round(r.info.end_time / 1000 - stop_sent, 1) if r.info.end_time else None)
+                            round(r.info.end_time / 1000 - stop_sent, 1) if r.info.end_time
+                            else None)
                             for r in runs}}
 
     first = submit(url, env, spec_path)  # resumes the stopped sweep, to its end
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    assert "Job 'raysubmit_" in first.stdout + first.stderr and "succeeded" in first.stdout + first.stderr
+    assert ("Job 'raysubmit_" in first.stdout + first.stderr
+            and "succeeded" in first.stdout + first.stderr)
     assert "sweep 'submitted' finished" in first.stdout
 
     planned = sorted(str(k) for d_p in spec.checkpoint_tokens() for k in plan_keys(spec, d_p))

@@ -88,7 +88,8 @@ def test_a_folder_series_validates_with_its_plan(series_folder, tmp_path, capsys
     assert not (tmp_path / "storage").exists()
 
 
-def test_a_folder_series_may_read_each_d_p_from_a_tokens_file_beside_the_checkpoint(series_folder, tmp_path):
+def test_a_folder_series_may_read_each_d_p_from_a_tokens_file_beside_the_checkpoint(
+        series_folder, tmp_path):
     folder = tmp_path / "run"
     for step in STEPS:
         shutil.copytree(series_folder / f"step{step}", folder / f"step{step}")
@@ -99,7 +100,8 @@ def test_a_folder_series_may_read_each_d_p_from_a_tokens_file_beside_the_checkpo
     (folder / "step16" / "tokens.json").unlink()
     with pytest.raises(SpecError) as refused:
         load_spec(write(tmp_path, series_spec(tmp_path, listed)))
-    assert "field `series.checkpoints[1].tokens` is left out, so it is read from" in str(refused.value)
+    assert ("field `series.checkpoints[1].tokens` is left out, so it is read from"
+            in str(refused.value))
     assert "step16/tokens.json" in str(refused.value)
 
 
@@ -107,12 +109,14 @@ def test_a_folder_series_may_read_each_d_p_from_a_tokens_file_beside_the_checkpo
     ({"hub": "org/model", "folder": "x", "steps": [1], "tokens_per_step": 5}, "series.hub",
      "one of the two"),
     ({"folder": "x", "steps": [1, 2]}, "series.tokens_per_step", "positive number of tokens"),
-    ({"folder": "x", "checkpoints": [{"folder": "a", "tokens": 200}, {"folder": "b", "tokens": 100}]},
+    ({"folder": "x", "checkpoints": [{"folder": "a", "tokens": 200},
+                                     {"folder": "b", "tokens": 100}]},
      "series.checkpoints[].tokens", "strictly increasing"),
     ({"hub": "org/model", "checkpoints": [{"folder": "a", "tokens": 200}]},
      "series.checkpoints[0].revision", "which revision holds"),
 ])
-def test_a_series_that_cannot_be_read_as_one_is_refused_naming_the_field(tmp_path, series, field, says):
+def test_a_series_that_cannot_be_read_as_one_is_refused_naming_the_field(
+        tmp_path, series, field, says):
     with pytest.raises(SpecError) as refused:
         spec_from_dict(series_spec(tmp_path, series))
     assert f"field `{field}` " in str(refused.value) and says in str(refused.value)
@@ -120,7 +124,8 @@ def test_a_series_that_cannot_be_read_as_one_is_refused_naming_the_field(tmp_pat
 
 @pytest.mark.parametrize("section, value", [("model", {"preset": "causal-tiny"}),
                                             ("tokenizer", {"kind": "byt5"})])
-def test_a_series_brings_its_own_architecture_and_tokenizer(tmp_path, series_folder, section, value):
+def test_a_series_brings_its_own_architecture_and_tokenizer(tmp_path, series_folder, section,
+                                                            value):
     with pytest.raises(SpecError, match=rf"field `{section}` must be left out with a series"):
         spec_from_dict(series_spec(tmp_path, folder_series(series_folder), **{section: value}))
 
@@ -150,7 +155,8 @@ def broken_copy(series_folder, tmp_path, how: str):
     ("no weights", "has no safetensors weights"),
     ("other architecture", "num_hidden_layers 2 there, 3 here"),
 ])
-def test_a_bad_checkpoint_is_refused_before_anything_is_written(series_folder, tmp_path, capsys, how, says):
+def test_a_bad_checkpoint_is_refused_before_anything_is_written(
+        series_folder, tmp_path, capsys, how, says):
     broken = broken_copy(series_folder, tmp_path, how)
     path = write(tmp_path, series_spec(tmp_path, folder_series(broken)))
     assert main(["run", str(path)]) == 2
@@ -183,13 +189,14 @@ def hub_cache(series_folder, tmp_path, monkeypatch):
     return hub
 
 
-def test_a_hub_series_is_imported_revision_by_revision_with_its_tokens(hub_cache, series_folder, tmp_path):
+def test_a_hub_series_is_imported_revision_by_revision_with_its_tokens(
+        hub_cache, series_folder, tmp_path):
     import torch
 
     from raysweep import checkpoints
     from raysweep.model import load_model
     from raysweep.preflight import check
-    from raysweep.series import import_series
+    from raysweep.series.source import SeriesSource
     from raysweep.tracking import Tracker
 
     spec = spec_from_dict(series_spec(tmp_path, {"hub": "org/tiny-series", "steps": list(STEPS),
@@ -199,10 +206,11 @@ def test_a_hub_series_is_imported_revision_by_revision_with_its_tokens(hub_cache
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
     run_id = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain")
-    import_series(spec, run_id)
+    SeriesSource(spec).produce(run_id, echo=lambda line: None)
     manifests = checkpoints.published(spec)
     assert sorted(manifests) == [s * TOKENS_PER_STEP for s in STEPS]
-    assert [manifests[t]["source"] for t in sorted(manifests)] == [f"org/tiny-series@step{s}" for s in STEPS]
+    assert ([manifests[t]["source"] for t in sorted(manifests)]
+            == [f"org/tiny-series@step{s}" for s in STEPS])
     batch = torch.tensor([[5, 6, 7, 8]])
     for step in STEPS:  # the published weights are the revision's
         published = checkpoints.load_model(spec, step * TOKENS_PER_STEP).eval()
@@ -210,7 +218,8 @@ def test_a_hub_series_is_imported_revision_by_revision_with_its_tokens(hub_cache
         assert torch.equal(published(batch).logits, source(batch).logits)
     logged = tracker.client.get_metric_history(run_id, "published_tokens")
     assert sorted(m.value for m in logged) == sorted(manifests)
-    import_series(spec, run_id)  # again: everything is published, nothing is fetched or logged
+    # again: everything is published, nothing is fetched or logged
+    SeriesSource(spec).produce(run_id, echo=lambda line: None)
     assert len(tracker.client.get_metric_history(run_id, "published_tokens")) == len(STEPS)
 
 
@@ -219,16 +228,18 @@ def test_a_revision_the_hub_cache_lacks_is_refused_naming_the_field(hub_cache, t
         {"revision": "step8", "tokens": 2048}, {"revision": "step999", "tokens": 9999}]})
     assert main(["run", str(write(tmp_path, data))]) == 2
     err = capsys.readouterr().err
-    assert "field `series.checkpoints[1].revision`: checkpoint org/tiny-series@step999 cannot be read" in err
+    assert ("field `series.checkpoints[1].revision`: checkpoint org/tiny-series@step999 "
+            "cannot be read" in err)
     assert not (tmp_path / "storage").exists()
 
 
 @pytest.mark.slow
-def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(series_folder, tmp_path, capsys):
+def test_a_folder_series_sweep_finetunes_every_checkpoint_and_fits_the_laws(
+        series_folder, tmp_path, capsys):
     import ray
 
     from raysweep.checkpoints import published
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
     from raysweep.sweep import run_sweep
     from raysweep.tracking import Tracker
 
@@ -263,7 +274,7 @@ def attached_spec(tmp_path, folder, **fields):
 
 
 def test_with_a_marker_a_checkpoint_counts_only_once_the_marker_is_written(series_folder, tmp_path):
-    from raysweep.series import Arrivals
+    from raysweep.series.attach import Arrivals
 
     folder = tmp_path / "trainer"
     shutil.copytree(series_folder / "step8", folder / "step8")
@@ -278,7 +289,7 @@ def test_with_a_marker_a_checkpoint_counts_only_once_the_marker_is_written(serie
 def test_without_a_marker_a_checkpoint_counts_once_its_files_have_settled(series_folder, tmp_path):
     import time
 
-    from raysweep.series import Arrivals
+    from raysweep.series.attach import Arrivals
 
     folder = tmp_path / "trainer"
     shutil.copytree(series_folder / "step8", folder / "step8")
@@ -300,7 +311,9 @@ def test_a_stop_ends_the_wait_and_the_sweep_plans_only_the_checkpoints_in(series
     import time
 
     from raysweep import checkpoints
-    from raysweep.series import import_series, request_stop, trials_planned
+    from raysweep.plan import count_trials
+    from raysweep.series.attach import request_stop
+    from raysweep.series.source import SeriesSource
     from raysweep.tracking import Tracker
 
     folder = tmp_path / "trainer"
@@ -309,18 +322,21 @@ def test_a_stop_ends_the_wait_and_the_sweep_plans_only_the_checkpoints_in(series
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
     run_id = tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain")
-    importer = threading.Thread(target=import_series, args=(spec, run_id), daemon=True)
+    importer = threading.Thread(target=SeriesSource(spec).produce, args=(run_id, print),
+                                daemon=True)
     importer.start()
     deadline = time.time() + 60
     while 2048 not in checkpoints.published(spec, verify_weights=False):
         assert time.time() < deadline and importer.is_alive()
         time.sleep(0.2)
-    assert trials_planned(spec) == spec.num_trials() == 4  # until a stop, the whole plan
+    # until a stop, the whole plan
+    assert count_trials(spec, SeriesSource(spec).final_checkpoints()) == spec.num_trials() == 4
     request_stop(spec)
     importer.join(timeout=30)
     assert not importer.is_alive()  # it stopped waiting for step16
     assert sorted(checkpoints.published(spec)) == [2048]
-    assert trials_planned(spec) == 2  # the baseline and D_p = 2,048
+    # the baseline and D_p = 2,048
+    assert count_trials(spec, SeriesSource(spec).final_checkpoints()) == 2
 
 
 @pytest.mark.slow
@@ -350,7 +366,8 @@ def test_an_attached_sweep_follows_a_trainer_writing_its_checkpoints(tmp_path):
 
     def trainer() -> None:
         deadline = time.time() + 300  # step16 is written while the sweep waits for it
-        while 2048 not in checkpoints.published(spec, verify_weights=False) and time.time() < deadline:
+        while (2048 not in checkpoints.published(spec, verify_weights=False)
+               and time.time() < deadline):
             time.sleep(0.2)
         target = folder / "step16"
         target.mkdir()
@@ -384,14 +401,15 @@ def test_an_attached_sweep_follows_a_trainer_writing_its_checkpoints(tmp_path):
     assert len(runs) == spec.num_trials() and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_a_bucket_series_is_checked_and_imported_through_node_local_copies(s3_bucket, series_folder, tmp_path):
+def test_a_bucket_series_is_checked_and_imported_through_node_local_copies(
+        s3_bucket, series_folder, tmp_path):
     """A folder series in a bucket (moto's S3 server on loopback): checked from its config and
     file list alone, each checkpoint downloaded to this node, published, and the copy removed."""
     from conftest import BUCKET
 
     from raysweep import checkpoints
     from raysweep.preflight import check
-    from raysweep.series import import_series
+    from raysweep.series.source import SeriesSource
     from raysweep.tracking import Tracker
 
     for step in STEPS:
@@ -402,15 +420,18 @@ def test_a_bucket_series_is_checked_and_imported_through_node_local_copies(s3_bu
     assert tokenizer is not None and not (tmp_path / "storage").exists()  # read, nothing written
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
-    import_series(spec, tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain"))
+    SeriesSource(spec).produce(tracker.get_or_create_run({"raysweep.kind": "pretrain"}, "pretrain"),
+                               echo=lambda line: None)
     manifests = checkpoints.published(spec)
     assert sorted(manifests) == [s * TOKENS_PER_STEP for s in STEPS]
     assert manifests[2048]["source"] == f"s3://{BUCKET}/trainer-run/step8"
     assert not list((spec.root / "series" / "downloads").glob("step*"))  # the copies are gone
     # A checkpoint holding only a pickle is refused there too, before anything is written.
     s3_bucket.delete_object(Bucket=BUCKET, Key="trainer-run/step32/model.safetensors")
-    s3_bucket.put_object(Bucket=BUCKET, Key="trainer-run/step32/pytorch_model.bin", Body=b"a pickle")
+    s3_bucket.put_object(Bucket=BUCKET, Key="trainer-run/step32/pytorch_model.bin",
+                         Body=b"a pickle")
     other = spec_from_dict(series_spec(tmp_path / "other", folder_series(f"s3://{BUCKET}/trainer-run")))
-    with pytest.raises(SpecError, match=r"field `series.steps\[2\]`.*only pytorch_model.bin, a pickle"):
+    with pytest.raises(SpecError,
+                       match=r"field `series.steps\[2\]`.*only pytorch_model.bin, a pickle"):
         check(other)
     assert not (tmp_path / "other" / "storage").exists()

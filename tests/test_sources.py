@@ -1,4 +1,5 @@
-"""Data sources: every local format read through `datasets`, and one clear SpecError per bad input."""
+"""Data sources: every local format read through `datasets`, and one clear SpecError per \
+bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import error_paragraph
 
 from raysweep.data.sources import monolingual_source, parallel_splits
 from raysweep.data.synthetic import Family
@@ -69,7 +71,8 @@ def test_pretraining_stream_that_runs_out_stops_with_a_clear_error(tmp_path, wri
     from raysweep.data.tokenizer import train_tokenizer
 
     spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=30)  # not validated: too small
-    source = monolingual_source("file:en.jsonl", "en", Family(), MONO_FIELD, "spec.yaml", str(tmp_path))
+    source = monolingual_source("file:en.jsonl", "en", Family(), MONO_FIELD, "spec.yaml",
+                                str(tmp_path))
     assert len(list(source.documents(0, 1))) == 30  # the source itself just ends
     with pytest.raises(RuntimeError, match=r"pretrain.mixture\[0\] \(file:en.jsonl\) ran out of "
                                            r"documents on rank 0 at step \d+.*no data is repeated"):
@@ -162,7 +165,8 @@ def assert_one_paragraph(message: str, field: str, name: str, expected: list[str
 @pytest.mark.parametrize("name, content, expected", [
     ("bad.jsonl", '{"text": "a b"}\n\n{"text": oops}\n', ["line 3 is not valid JSON", "oops"]),
     ("bad.jsonl", '{"text": "a b"}\n["a", "b"]\n', ["line 2 is not a JSON object"]),
-    ("bad.jsonl", '{"text": "a b"}\n\n{"body": "c d"}\n', ['line 3 has no "text" field', "['body']"]),
+    ("bad.jsonl", '{"text": "a b"}\n\n{"body": "c d"}\n',
+     ['line 3 has no "text" field', "['body']"]),
     ("bad.jsonl", '{"text": "a b"}\n{"text": ""}\n', ['line 2 has an empty "text"']),
     ("bad.jsonl", '{"text": "a b"}\n{"text": null}\n', ['line 2 has no "text" field']),
     ("bad.json", '[{"text": "a"},\n {"text": "b"\n]', ["line 3 is not valid JSON"]),
@@ -186,7 +190,8 @@ def test_the_check_of_every_row_passes_good_files_whole(tmp_path):
     for name, content in (("blank_lines.txt", "a b\n\n  \nc d\n"),
                           ("docs.jsonl", "".join(f'{{"text": "{d}"}}\n' for d in DOCS))):
         (tmp_path / name).write_text(content)
-        source = monolingual_source(f"file:{tmp_path / name}", "en", Family(), MONO_FIELD, "spec.yaml")
+        source = monolingual_source(f"file:{tmp_path / name}", "en", Family(), MONO_FIELD,
+                                    "spec.yaml")
         source.check_rows()  # a .txt may have blank lines; nothing to report in either
         assert list(source.documents(0, 1))
 
@@ -213,9 +218,12 @@ def _row(src: str, tgt: str) -> str:
     ("bad.jsonl", _row("a", "b") + '{"translation": {"en": "c", "fr": "d"}}\n',
      ["line 2 has a \"translation\" with languages ['en', 'fr']", "'en' (source_lang)",
       "'de' (target_lang)"]),
-    ("bad.jsonl", _row("a", "b") + '{"src": "c", "tgt": "d"}\n', ["line 2 has fields ['src', 'tgt']"]),
-    ("bad.jsonl", _row("a", "b") + "\n" + _row("c", " "), ['line 3 has an empty or missing "translation.de"']),
-    ("bad.jsonl", '{"source": "a", "target": "b"}\n{"source": "c"}\n', ['line 2 has an empty or missing "target"']),
+    ("bad.jsonl", _row("a", "b") + '{"src": "c", "tgt": "d"}\n',
+     ["line 2 has fields ['src', 'tgt']"]),
+    ("bad.jsonl", _row("a", "b") + "\n" + _row("c", " "),
+     ['line 3 has an empty or missing "translation.de"']),
+    ("bad.jsonl", '{"source": "a", "target": "b"}\n{"source": "c"}\n',
+     ['line 2 has an empty or missing "target"']),
     ("bad.jsonl", _row("a", "b") + "{broken\n", ["line 2 is not valid JSON"]),
     ("bad.tsv", "a\tb\nc\td\te\nf\tg\n", ["line 2 has 3 tab-separated columns"]),
     ("bad.tsv", "a\tb\n\nc d without a tab\n", ["line 3 has 1 tab-separated columns"]),
@@ -241,21 +249,24 @@ def test_bad_parallel_file_names_field_file_and_line(tmp_path, name, content, ex
 
 def test_unloadable_hub_dataset_is_a_spec_error():
     with pytest.raises(SpecError) as err:
-        monolingual_source("hf:raysweep-no-such-dataset-xyz:en", None, Family(), MONO_FIELD, "spec.yaml")
+        monolingual_source("hf:raysweep-no-such-dataset-xyz:en", None, Family(), MONO_FIELD,
+                           "spec.yaml")
     message = str(err.value)
     assert f"`{MONO_FIELD}`" in message and "'raysweep-no-such-dataset-xyz'" in message
     assert "config 'en'" in message and "could not be loaded" in message
     assert "`file:` or `synthetic:` source" in message and message.endswith("nothing was written.")
     with pytest.raises(SpecError, match=r"`tasks\[0\].data`: the hub dataset "
                                         r"'raysweep-no-such-dataset-xyz' \(config 'de-en'\)"):
-        parallel_splits(task("hf:raysweep-no-such-dataset-xyz:de-en"), Family(), "spec.yaml", TASK_FIELD)
+        parallel_splits(task("hf:raysweep-no-such-dataset-xyz:de-en"), Family(), "spec.yaml",
+                        TASK_FIELD)
 
 
 def _hub_folder(tmp_path, splits: dict[str, list[tuple[str, str]]]):
     folder = tmp_path / "hub"
     folder.mkdir()
     for split, pairs in splits.items():
-        write_jsonl(folder / f"{split}.jsonl", [{"translation": {"en": s, "de": t}} for s, t in pairs])
+        write_jsonl(folder / f"{split}.jsonl",
+                    [{"translation": {"en": s, "de": t}} for s, t in pairs])
     return folder
 
 
@@ -290,11 +301,13 @@ def test_hub_dataset_without_a_validation_split_is_named(tmp_path):
 
 
 def _file_spec(tmp_path, write_spec, data: dict, en_docs: int):
-    """The tiny spec (conftest) with file sources only: en from a JSONL file of `en_docs` documents."""
+    """The tiny spec (conftest) with file sources only: en from a JSONL file of `en_docs` \
+documents."""
     write_jsonl(tmp_path / "en.jsonl", [{"text": sentence(i, 12)} for i in range(en_docs)])
     write_jsonl(tmp_path / "de.jsonl", [{"text": sentence(i + 7000, 12)} for i in range(2000)])
-    write_jsonl(tmp_path / "pairs.jsonl", [{"translation": {"en": sentence(i), "de": sentence(i + 3000)}}
-                                           for i in range(300)])
+    write_jsonl(tmp_path / "pairs.jsonl",
+                [{"translation": {"en": sentence(i), "de": sentence(i + 3000)}}
+                 for i in range(300)])
     data["tokenizer"]["train_documents"] = 40  # 10 per stream: the small file has more than that
     data["pretrain"]["mixture"] = [{"source": "file:en.jsonl", "weight": 0.5, "language": "en"},
                                    {"source": "file:de.jsonl", "weight": 0.5, "language": "de"}]
@@ -336,18 +349,20 @@ def test_offline_validation_still_reads_every_row_of_a_file(tmp_path, write_spec
     rows = [{"text": sentence(i + 7000, 12)} for i in range(40)] + [{"body": "no text"}]
     write_jsonl(tmp_path / "de.jsonl", rows)
     spec = dataclasses.replace(spec, tokenizer=TokenizerSpec(kind="hub", hub_id="google/mt5-base"))
-    with pytest.raises(SpecError, match=r"`pretrain.mixture\[1\].source`: '.*de.jsonl' line 41 has no"):
+    with pytest.raises(SpecError,
+                       match=r"`pretrain.mixture\[1\].source`: '.*de.jsonl' line 41 has no"):
         check(spec, offline=True)  # no tokenizer: nothing counted, but the bad row is found
 
 
-def test_bad_file_on_the_command_line_is_one_paragraph(tmp_path, write_spec, tiny_spec_dict, capsys):
+def test_bad_file_on_the_command_line_is_one_paragraph(tmp_path, write_spec, tiny_spec_dict,
+                                                       capsys):
     from raysweep.cli import main
 
     _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=50)
-    (tmp_path / "pairs.jsonl").write_text(_row("a", "b") + '{"translation": {"en": "c" "de": "d"}}\n')
+    (tmp_path / "pairs.jsonl").write_text(_row("a", "b")
+                                          + '{"translation": {"en": "c" "de": "d"}}\n')
     assert main(["validate", str(tmp_path / "spec.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1  # datasets' own log and bars silenced
+    err = error_paragraph(capsys.readouterr().err)  # datasets' own log and bars silenced
     assert "`tasks[0].data`" in err and "pairs.jsonl' line 2 is not valid JSON" in err
     assert not (tmp_path / "runs").exists()
 

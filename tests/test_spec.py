@@ -1,4 +1,5 @@
-"""The spec: valid specs give the plan; bad ones give one clear paragraph, exit 2, nothing written."""
+"""The spec: valid specs give the plan; bad ones give one clear paragraph, exit 2, \
+nothing written."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import error_paragraph
 
 from raysweep.cli import main
 from raysweep.data.mixture import alignment_score
@@ -36,24 +38,27 @@ def test_token_counts_accept_scientific_notation(tiny_spec_dict, write_spec):
 
 def _error(capsys, argv) -> str:
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert err.count("\n") == 1  # one paragraph
-    return err
+    return error_paragraph(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("mutate, expected", [
     (lambda d: d["pretrain"].update(batchsize=4), "unknown field `pretrain.batchsize`"),
-    (lambda d: d["pretrain"].update(checkpoints=[2048, 0]), "`pretrain.checkpoints[1]` must be greater than zero"),
-    (lambda d: d["tasks"][0].update(finetune_tokens=[-5]), "`tasks[0].finetune_tokens[0]` must be greater than zero"),
-    (lambda d: d["pretrain"]["mixture"][1].update(weight=0.6), "weights that sum to 1 (they sum to 1.1)"),
+    (lambda d: d["pretrain"].update(checkpoints=[2048, 0]),
+     "`pretrain.checkpoints[1]` must be greater than zero"),
+    (lambda d: d["tasks"][0].update(finetune_tokens=[-5]),
+     "`tasks[0].finetune_tokens[0]` must be greater than zero"),
+    (lambda d: d["pretrain"]["mixture"][1].update(weight=0.6),
+     "weights that sum to 1 (they sum to 1.1)"),
     (lambda d: d["tasks"][0].update(lrs="0.1"), "`tasks[0].lrs` must be a list"),
     (lambda d: d.pop("name"), "required field `name` is missing"),
-    (lambda d: d["tasks"][0].update(seeds=0), "`tasks[0].seeds` must be a whole number of finetune"),
-    (lambda d: d["tasks"][0].update(test_examples=1), "`tasks[0].test_examples` must be at least 2"),
+    (lambda d: d["tasks"][0].update(seeds=0),
+     "`tasks[0].seeds` must be a whole number of finetune"),
+    (lambda d: d["tasks"][0].update(test_examples=1),
+     "`tasks[0].test_examples` must be at least 2"),
     (lambda d: d["fit"].update(min_effect={"blue": 0.5}), "`fit.min_effect.blue` must be one of"),
-    (lambda d: d["fit"].update(target_score={"bleu": -3}), "`fit.target_score.bleu` must be a positive"),
+    (lambda d: d["fit"].update(target_score={"bleu": -3}),
+     "`fit.target_score.bleu` must be a positive"),
     (lambda d: d["tasks"][0].update(name="en'de"), "`tasks[0].name` must use only letters"),
 ])
 def test_bad_spec_is_one_paragraph_exit_2_and_writes_nothing(
@@ -86,12 +91,14 @@ def test_missing_data_file_is_named(tiny_spec_dict, write_spec, tmp_path, capsys
     assert not (tmp_path / "runs").exists()
 
 
-def test_local_jsonl_task_data_is_read_through_datasets(tiny_spec_dict, write_spec, tmp_path, capsys):
+def test_local_jsonl_task_data_is_read_through_datasets(tiny_spec_dict, write_spec, tmp_path,
+                                                        capsys):
     import json
 
     from raysweep.data.synthetic import parallel_pair
 
-    rows = [{"translation": dict(zip(("en", "de"), parallel_pair("en", "de", i)))} for i in range(300)]
+    rows = [{"translation": dict(zip(("en", "de"), parallel_pair("en", "de", i)))}
+            for i in range(300)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     tiny_spec_dict["tasks"][0].update(data="file:pairs.jsonl", finetune_tokens=[500])
     assert main(["validate", str(write_spec(tiny_spec_dict))]) == 0
@@ -171,7 +178,8 @@ def test_model_presets_give_the_papers_dims_and_explicit_fields_override(tiny_sp
             model.d_ff) == (24, 24, 1024, 32, 128, 16384)
     tiny_spec_dict["model"] = {"preset": "t5-770m", "num_layers": 2, "dropout": 0.1}
     model = spec_from_dict(tiny_spec_dict).model
-    assert (model.num_layers, model.num_decoder_layers, model.d_ff, model.dropout) == (2, 24, 2816, 0.1)
+    assert ((model.num_layers, model.num_decoder_layers, model.d_ff, model.dropout)
+            == (2, 24, 2816, 0.1))
 
 
 def test_budget_and_log_spaced_checkpoints(tiny_spec_dict):
@@ -180,7 +188,8 @@ def test_budget_and_log_spaced_checkpoints(tiny_spec_dict):
     assert pre.checkpoints == (1000, 4000, 16000, 64000)  # evenly spaced in log
     assert pre.published_tokens() == [1024, 4096, 16128, 64000]  # whole steps of 256 tokens
     tiny_spec_dict["pretrain"].update(checkpoints=[2048], tokens=5000)
-    assert spec_from_dict(tiny_spec_dict).pretrain.published_tokens() == [2048, 5120]  # + the budget
+    assert (spec_from_dict(tiny_spec_dict).pretrain.published_tokens()
+            == [2048, 5120])  # + the budget
 
 
 def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsys):
@@ -193,20 +202,24 @@ def test_unknown_model_preset_is_a_clear_error(tiny_spec_dict, write_spec, capsy
     ({"optimizer": "sgd"}, "pretrain.optimizer", "must be one of adamw, adafactor"),
     ({"zero_stage": True}, "pretrain.zero_stage", "must be one of 0, 1, 2, 3"),
     ({"precision": "bf16"}, "pretrain.precision", "resources.use_gpu"),
-    ({"gradient_accumulation": 3}, "pretrain.batch_size", "workers x pretrain.gradient_accumulation"),
+    ({"gradient_accumulation": 3}, "pretrain.batch_size",
+     "workers x pretrain.gradient_accumulation"),
     ({"optimizer": "adafactor", "zero_stage": 2}, "pretrain.zero_stage", "factored second moments"),
     ({"tokens": 5000}, "pretrain.checkpoints[2]", "beyond the token budget"),
     ({"checkpoints": {"first": 1000, "count": 4}}, "pretrain.tokens", "log-spaced"),
-    ({"checkpoints": {"first": 1000}, "tokens": 8192}, "pretrain.checkpoints", "{first: N, count: K}"),
+    ({"checkpoints": {"first": 1000}, "tokens": 8192}, "pretrain.checkpoints",
+     "{first: N, count: K}"),
     ({"recovery_every": 0}, "pretrain.recovery_every", "greater than zero"),
 ])
-def test_bad_pretraining_options_name_the_field(tiny_spec_dict, write_spec, capsys, pretrain, field, words):
+def test_bad_pretraining_options_name_the_field(tiny_spec_dict, write_spec, capsys, pretrain,
+                                                field, words):
     tiny_spec_dict["pretrain"].update(pretrain)
     err = _error(capsys, ["validate", str(write_spec(tiny_spec_dict))])
     assert f"`{field}`" in err and words in err
 
 
-def test_too_little_memory_for_the_model_is_said_before_starting(tiny_spec_dict, write_spec, capsys):
+def test_too_little_memory_for_the_model_is_said_before_starting(tiny_spec_dict, write_spec,
+                                                                 capsys):
     tiny_spec_dict["model"] = {"preset": "t5-770m"}
     tiny_spec_dict["resources"]["worker_memory_gb"] = 4
     path = write_spec(tiny_spec_dict)

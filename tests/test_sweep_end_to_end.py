@@ -1,5 +1,6 @@
 """A tiny sweep through the real path: local Ray, Ray Train + DeepSpeed (CPU), one Tune experiment
-fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in storage and MLflow."""
+fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in storage and \
+MLflow."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import math
 
 import pytest
 
-from raysweep.finetune import TrialKey, plan_keys
 from raysweep.laws.analysis import VERDICTS
+from raysweep.plan import TrialKey, TrialResult, plan_keys
+from raysweep.tracking import trial_key_from_tags
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,7 @@ def test_trial_metrics_are_within_their_ranges(finished_sweep):
                                                       "cross_entropy"))
         assert m["cross_entropy_se"] > 0
         assert run.data.tags["raysweep.bleu_signature"].startswith("nrefs:1|")
-        key = TrialKey.from_tags(run.data.tags)
+        key = trial_key_from_tags(run.data.tags)
         assert run.data.tags[
             "mlflow.parentRunId"] == tracker.find_runs({"raysweep.kind": "sweep"})[0].info.run_id
         assert int(run.data.params["d_f_exact"]) <= key.d_f
@@ -68,7 +70,7 @@ def test_pretraining_improves_cross_entropy_on_the_task(finished_sweep):
     from raysweep.laws.points import law_points
 
     spec, _, _, _, tracker = finished_sweep
-    results = [{"key": TrialKey.from_tags(r.data.tags).__dict__, "metrics": r.data.metrics}
+    results = [TrialResult(trial_key_from_tags(r.data.tags), r.data.metrics)
                for r in tracker.find_runs({"raysweep.kind": "trial"})]
     points, noise = law_points(results, "en-de", 3000, "cross_entropy")
     assert set(points) == set(spec.checkpoint_tokens()) and noise.test_sentences == 16
@@ -104,7 +106,8 @@ def test_law_parameters_are_logged(finished_sweep):
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
     metrics = run.data.metrics
     for d_f in (1000, 3000):
-        assert {f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")} <= set(metrics)
+        assert ({f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")}
+                <= set(metrics))
         # The answer's numbers (gain over no pretraining, prediction) come with their intervals.
         for name in ("gain", "prediction", "trend"):
             low, value, high = (metrics[f"en-de/df_{d_f}/cross_entropy/{name}{end}"]
@@ -112,7 +115,8 @@ def test_law_parameters_are_logged(finished_sweep):
             assert low <= value <= high
         # The tag holds the verdict alone, short enough for the UI.
         assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"] in VERDICTS
-        plots = [a.path for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
+        plots = [a.path
+                 for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
         assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
         assert f"plots/en-de/df_{d_f}/bleu_vs_cross_entropy.png" in plots
         kept = [a.path for a in tracker.client.list_artifacts(run.info.run_id,
@@ -124,18 +128,22 @@ def test_law_parameters_are_logged(finished_sweep):
     assert all(f["params"] and f["baseline"]["y"] > 0 and f["baseline"]["se"] > 0 for f in fitted)
     for f in fitted:  # the interval brackets the estimate (bootstrap over the 3 points)
         low, high = f["intervals"]["alpha"]
-        assert low <= f["params"]["alpha"] * (1 + 1e-9) and f["params"]["alpha"] <= high * (1 + 1e-9)
+        assert (low <= f["params"]["alpha"] * (1 + 1e-9)
+                and f["params"]["alpha"] <= high * (1 + 1e-9))
 
 
 def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_sweep):
     spec, first, _, _, tracker = finished_sweep
     (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = sweep.data.tags["mlflow.note.content"]
-    assert page.startswith("# tiny: what this pretraining data does for the task") and "final" in page
+    assert (page.startswith("# tiny: what this pretraining data does for the task")
+            and "final" in page)
     for task in ("en-de", "en-fr"):
         assert f"## {task} (alignment score of the mixture" in page
-    assert "| D_f | metric | verdict | gain over no pretraining | at 100k tokens | D_p needed |" in page
-    bleu = next(f for f in first.laws if (f["task"], f["d_f"], f["metric"]) == ("en-de", 1000, "bleu"))
+    assert ("| D_f | metric | verdict | gain over no pretraining | at 100k tokens | D_p needed |"
+            in page)
+    bleu = next(f for f in first.laws
+                if (f["task"], f["d_f"], f["metric"]) == ("en-de", 1000, "bleu"))
     assert f"**{bleu['verdict']}**" in page and bleu["reason"] in page
     comet = next(f for f in first.laws if f["metric"] == "comet")
     assert comet["verdict"] == "not fitted" and "code-path stand-in" in comet["reason"]
@@ -151,7 +159,9 @@ def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_s
 def test_the_sweep_run_holds_the_resolved_spec_and_its_key_settings(finished_sweep):
     import yaml
 
+    from raysweep.checkpoint_source import checkpoint_source
     from raysweep.sweep import RESOLVED_SPEC_FILE
+    from raysweep.tracking.params import sweep_params
 
     spec, _, _, _, tracker = finished_sweep
     (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
@@ -159,8 +169,9 @@ def test_the_sweep_run_holds_the_resolved_spec_and_its_key_settings(finished_swe
         sweep.info.run_id, RESOLVED_SPEC_FILE)).read())
     assert logged == spec.as_dict()
     assert logged["model"]["d_model"] == spec.model.d_model and logged["storage"] == spec.storage
-    assert sweep.data.params["pretrain.batch"] == f"{spec.pretrain.batch_size} x {spec.pretrain.seq_len} tokens"
-    assert set(spec.key_settings()) <= set(sweep.data.params)
+    assert (sweep.data.params["pretrain.batch"]
+            == f"{spec.pretrain.batch_size} x {spec.pretrain.seq_len} tokens")
+    assert set(sweep_params(spec, checkpoint_source(spec).settings())) <= set(sweep.data.params)
 
 
 def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep):
@@ -169,7 +180,7 @@ def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep
     _, _, _, _, tracker = finished_sweep
     groups = defaultdict(list)
     for run in tracker.find_runs({"raysweep.kind": "trial"}):
-        key = TrialKey.from_tags(run.data.tags)
+        key = trial_key_from_tags(run.data.tags)
         groups[(key.task, key.d_f, key.d_p)].append(run)
     for runs in groups.values():
         marked = [r for r in runs if r.data.tags["raysweep.best_lr"] == "true"]
@@ -209,13 +220,14 @@ def test_refit_from_mlflow_matches_the_online_fitter(finished_sweep):
     spec, first, *_ = finished_sweep
     online = {(f["task"], f["d_f"], f["metric"]): f for f in first.laws}
     for group in analyse_sweep(spec):
-        offline = group["analysis"].to_dict()
-        expected = online[(group["task"], group["d_f"], group["metric"])]
+        offline = group.analysis.to_dict()
+        expected = online[(group.task, group.d_f, group.metric)]
         assert offline["params"] == expected["params"]
         assert offline["verdict"] == expected["verdict"]
 
 
-def test_a_refit_from_the_command_line_prints_the_laws_without_progress_bars(finished_sweep, capsys):
+def test_a_refit_from_the_command_line_prints_the_laws_without_progress_bars(
+        finished_sweep, capsys):
     from raysweep.cli import main
 
     spec, *_ = finished_sweep
@@ -232,12 +244,14 @@ def test_status_shows_progress_failures_and_latest_laws(finished_sweep, tmp_path
     spec, *_ = finished_sweep
     assert main(["status", spec.source_file]) == 0
     out = capsys.readouterr().out
-    assert "checkpoints: 3/3 published" in out and "trials: 20/20 finished, 0 running, 0 failed" in out
+    assert ("checkpoints: 3/3 published" in out
+            and "trials: 20/20 finished, 0 running, 0 failed" in out)
     assert "8,192 of 8,192 tokens" in out and "MFU" in out
     assert "en-fr.df_1000.cross_entropy:" in out  # the latest verdict of every law
 
 
-def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(finished_sweep, tmp_path):
+def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(
+        finished_sweep, tmp_path):
     import math
     import re
 
@@ -255,7 +269,8 @@ def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(fin
     assert len(rows) == 2 * len(spec.fit.metrics)  # per task, a row per metric
     assert [line for line in markdown.splitlines() if line.startswith("| 1,000 |")] == rows
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
-    assert {"figures/en-de.png", "figures/en-fr.png", "figures/en-de_df1000_cross_entropy.png"} <= set(figures)
+    assert ({"figures/en-de.png", "figures/en-fr.png", "figures/en-de_df1000_cross_entropy.png"}
+            <= set(figures))
     assert all((out / f).stat().st_size > 10_000 for f in figures)
     # The same numbers as the laws run in MLflow.
     (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import error_paragraph
 
 from raysweep.cli import main
 from raysweep.spec import SpecError
@@ -52,7 +53,8 @@ def test_other_mixtures_with_the_same_train_sources_train_the_same_tokenizer(tin
     # The problem this solves: trained on their own mixtures, the two sweeps tokenize differently.
     own = {"kind": "unigram", "vocab_size": 1000, "train_documents": 800}
     _, own_fr_ro = _train({**tiny_spec_dict, "tokenizer": own,
-                           "pretrain": {**tiny_spec_dict["pretrain"], "mixture": _mixture("fr", "ro")}},
+                           "pretrain": {**tiny_spec_dict["pretrain"],
+                                        "mixture": _mixture("fr", "ro")}},
                           tmp_path)
     assert own_fr_ro.get_vocab() != aligned.get_vocab()
 
@@ -109,7 +111,8 @@ def test_a_sweep_reusing_a_saved_tokenizer_copies_and_loads_exactly_it(tiny_spec
 
 @pytest.mark.parametrize("make, expected", [
     (lambda folder: None, "is not a folder"),
-    (lambda folder: folder.mkdir(parents=True), "holds no saved tokenizer (no tokenizer_config.json"),
+    (lambda folder: folder.mkdir(parents=True),
+     "holds no saved tokenizer (no tokenizer_config.json"),
 ])
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_missing_saved_tokenizer_is_one_paragraph_naming_field_and_path(
@@ -119,10 +122,10 @@ def test_a_missing_saved_tokenizer_is_one_paragraph_naming_field_and_path(
     path = write_spec(_reusing(tiny_spec_dict, "runs/a/tokenizer"))
     before = sorted(tmp_path.rglob("*"))
     assert main([command, str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1  # one paragraph
+    err = error_paragraph(capsys.readouterr().err)  # one paragraph
     assert f"{path}: field `tokenizer.path`: {str(folder)!r} {expected}" in err
-    assert "Give a saved tokenizer folder, such as another sweep's <storage>/<sweep>/tokenizer" in err
+    assert ("Give a saved tokenizer folder, such as another sweep's <storage>/<sweep>/tokenizer"
+            in err)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
 
 
@@ -132,8 +135,7 @@ def test_a_folder_with_a_broken_tokenizer_is_refused_before_anything_is_written(
     (source / "tokenizer.json").write_text("{not json")
     path = write_spec(_reusing(tiny_spec_dict, str(source)))  # an absolute path works too
     assert main(["validate", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1
+    err = error_paragraph(capsys.readouterr().err)
     assert f"field `tokenizer.path`: {str(source)!r} holds no tokenizer that loads" in err
     assert not (tmp_path / "runs" / "b").exists()
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from raysweep.finetune import REPLICATES_FILE, Measurement, plan_keys, run_trial
+from raysweep.finetune import Measurement, run_trial
+from raysweep.plan import REPLICATES_FILE, plan_keys
 from raysweep.spec_loader import spec_from_dict
-from raysweep.tracking import Tracker
+from raysweep.tracking import Tracker, trial_tags
 
 NUMBERS = {"bleu": 12.5, "chrf": 30.0, "rougeL": 0.3, "comet": 0.1, "cross_entropy": 4.0,
            "dev_cross_entropy": 4.1}
@@ -34,7 +35,7 @@ def setup(tmp_path, tiny_spec_dict):
 
 def killed_attempt(tracker, key, log_numbers: bool) -> str:
     """A run left RUNNING by an attempt killed after its replicates (and its numbers, if asked)."""
-    run_id = tracker.get_or_create_run(key.tags(), str(key), reuse_finished=False)
+    run_id = tracker.get_or_create_run(trial_tags(key), str(key), reuse_finished=False)
     tracker.start_attempt(run_id)
     tracker.log_dict(run_id, {"bleu": [11.0, 14.0]}, REPLICATES_FILE)
     if log_numbers:
@@ -51,8 +52,8 @@ def test_a_retry_after_the_numbers_were_logged_ends_the_run_without_measuring_ag
     run_id = killed_attempt(tracker, key, log_numbers=True)
     result = run_trial(spec, key, None, measure)
     assert calls == []
-    assert result["run_id"] == run_id and result["metrics"]["bleu"] == NUMBERS["bleu"]
-    assert result["replicates"] == {"bleu": [11.0, 14.0]}  # the killed attempt's, for the fitter
+    assert result.run_id == run_id and result.metrics["bleu"] == NUMBERS["bleu"]
+    assert result.replicates == {"bleu": [11.0, 14.0]}  # the killed attempt's, for the fitter
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     assert history_lengths(tracker, run_id) == {1}
     assert run_trial(spec, key, None, measure) is None  # and from then on the key is done
@@ -63,7 +64,7 @@ def test_a_retry_before_the_numbers_measures_again_and_logs_them_once(setup):
     run_id = killed_attempt(tracker, key, log_numbers=False)
     result = run_trial(spec, key, None, measure)
     assert calls == [run_id]  # measured again, in the same run
-    assert result["replicates"] == {"bleu": [12.0, 13.0]}
+    assert result.replicates == {"bleu": [12.0, 13.0]}
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     assert history_lengths(tracker, run_id) == {1}
     assert tracker.load_dict(run_id, REPLICATES_FILE) == {"bleu": [12.0, 13.0]}
@@ -85,5 +86,5 @@ def test_a_stopped_trial_ends_killed_not_failed_and_a_rerun_measures_it_in_the_s
     assert run.info.status == "KILLED"
     assert "raysweep.failure" not in run.data.tags
     result = run_trial(spec, key, None, measure)
-    assert calls == [run.info.run_id] and result["run_id"] == run.info.run_id
+    assert calls == [run.info.run_id] and result.run_id == run.info.run_id
     assert tracker.client.get_run(run.info.run_id).info.status == "FINISHED"

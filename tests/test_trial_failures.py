@@ -26,7 +26,7 @@ def finetune_only(tmp_path_factory):
 
     from raysweep.data.tokenizer import save_tokenizer, train_tokenizer
     from raysweep.evaluation.comet_model import load_comet
-    from raysweep.finetune import plan_keys
+    from raysweep.plan import plan_keys
     from raysweep.sweep import _connect_ray
     from raysweep.tracking import Tracker
     from raysweep.watcher import CheckpointWatcher
@@ -90,8 +90,8 @@ def test_the_failed_trial_is_left_out_of_the_fits(finetune_only):
     from raysweep.fitter import analyse_sweep, finished_results
 
     spec, *_ = finetune_only
-    assert {r["key"]["lr"] for r in finished_results(spec).values()} == {0.003}
+    assert {r.key.lr for r in finished_results(spec).values()} == {0.003}
     for group in analyse_sweep(spec, resamples=10):  # the baseline point is the sane lr's
-        run = [r for r in finished_results(spec).values() if r["key"]["d_f"] == group["d_f"]]
-        assert {d_p: p["y"] for d_p, p in group["points"].items()} == {
-            0: run[0]["metrics"][group["metric"]]}
+        run = [r for r in finished_results(spec).values() if r.key.d_f == group.d_f]
+        assert {d_p: p["y"] for d_p, p in group.points.items()} == {
+            0: run[0].metrics[group.metric]}

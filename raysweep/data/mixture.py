@@ -38,3 +38,16 @@ def batch_source(spec: SweepSpec, step: int) -> int:
     paper mixes per batch), and a restarted run draws the same sequence again."""
     weights = [c.weight for c in spec.pretrain.mixture]
     return random.Random(f"raysweep-mixture-{spec.seed}-{step}").choices(range(len(weights)), weights)[0]
+
+
+def mixture_text(mixture: tuple[MixtureComponent, ...]) -> str:
+    """`synthetic:en x 0.5, synthetic:de x 0.5`: a mixture as the plan and MLflow show it."""
+    return ", ".join(f"{c.source} x {c.weight:g}" for c in mixture)
+
+
+def mixture_manifest(spec: SweepSpec) -> dict:
+    """What every published checkpoint's manifest says of the data it was trained on: the
+    mixture, and its alignment score for each task."""
+    mixture = spec.pretrain.mixture
+    return {"mixture": [{"source": c.source, "weight": c.weight} for c in mixture],
+            "alignment": {t.name: alignment_score(mixture, t) for t in spec.tasks}}

@@ -24,7 +24,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from raysweep.data.collators import PackedSequences
 from raysweep.data.mixture import batch_source
+from raysweep.data.sources import monolingual_source
+from raysweep.data.synthetic import Family
+from raysweep.model import family
 from raysweep.spec import SweepSpec
 
 
@@ -58,9 +62,6 @@ class RankBatches:
 
     def __init__(self, spec: SweepSpec, tokenizer, rank: int, world: int, start_step: int = 1,
                  position: dict | None = None):
-        from raysweep.data.collators import PackedSequences
-        from raysweep.data.sources import monolingual_source
-        from raysweep.data.synthetic import Family
 
         self.spec, self.tokenizer, self.rank, self.world = spec, tokenizer, rank, world
         self.start_step, self.step = start_step, start_step - 1
@@ -88,7 +89,6 @@ class RankBatches:
         return next(self._steps)
 
     def _batches(self) -> Iterator[tuple[int, int, dict]]:
-        from raysweep.model import family
 
         pre, batch_of = self.spec.pretrain, family(self.spec).pretraining_batch
         for step in range(self.start_step, total_steps(self.spec) + 1):

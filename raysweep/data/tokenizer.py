@@ -16,9 +16,11 @@ import itertools
 import logging
 from pathlib import Path
 
+from raysweep.data.sources import monolingual_source, parallel_splits
+from raysweep.data.synthetic import Family
 from raysweep.spec import SpecError, SweepSpec
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2
 
@@ -27,8 +29,6 @@ def _training_streams(spec: SweepSpec) -> list:
     """What the `unigram` tokenizer reads: `tokenizer.train_sources` when given (then nothing of
     the sweep's own data, so every sweep listing the same sources trains the same tokenizer), else
     each mixture source and each task's training sides."""
-    from raysweep.data.sources import monolingual_source, parallel_splits
-    from raysweep.data.synthetic import Family
 
     where = spec.source_file or "<spec>"
     if spec.tokenizer.train_sources:
@@ -84,7 +84,7 @@ def _train_unigram(spec: SweepSpec):
     from transformers import T5TokenizerFast
 
     texts = _training_texts(spec)
-    log.info("training the unigram tokenizer on %d documents (%s)", len(texts),
+    logger.info("training the unigram tokenizer on %d documents (%s)", len(texts),
              ", ".join(spec.tokenizer.train_sources) or "the sweep's mixture and tasks")
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -115,7 +115,7 @@ def _load_saved(spec: SweepSpec):
         raise SpecError(f"{where}: field `tokenizer.path`: {str(folder)!r} holds a tokenizer "
                         f"without T5's sentinel tokens <extra_id_0>, <extra_id_1>, ..., which "
                         f"an encoder-decoder's pretraining (span corruption) needs. {wanted}")
-    log.info("reusing the saved tokenizer %s (%d tokens)", folder, len(tokenizer))
+    logger.info("reusing the saved tokenizer %s (%d tokens)", folder, len(tokenizer))
     return tokenizer
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raysweep.evaluation.comet_runtime import import_comet, quiet
+from raysweep.evaluation.tiny_comet import build_tiny_comet
 
 TINY_MODEL = "tiny-local"
 
@@ -39,8 +40,6 @@ def load_comet(model: str, cache_dir: str | Path):
     try:
         with quiet():
             if model == TINY_MODEL:
-                from raysweep.evaluation.tiny_comet import build_tiny_comet
-
                 return comet.load_from_checkpoint(
                     str(build_tiny_comet(Path(cache_dir) / "comet-tiny"))
                 )

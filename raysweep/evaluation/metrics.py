@@ -35,6 +35,8 @@ import re
 import numpy as np
 import torch
 
+from raysweep.model import for_model
+
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345  # sacrebleu's default seed; fixed so a rerun logs the same SE
 
@@ -171,7 +173,6 @@ def sentence_nll(model, pairs: list[tuple[str, str]], tokenizer, max_length: int
                  batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: summed NLL (nats) of the reference given the source, teacher-forced, and its
     number of target tokens (padding excluded). What cross-entropy and its SE are built from."""
-    from raysweep.model import for_model
 
     family = for_model(model)
     model.eval()
@@ -194,7 +195,6 @@ def cross_entropy(model, pairs: list[tuple[str, str]], tokenizer, max_length: in
 @torch.no_grad()
 def translate(model, sources: list[str], tokenizer, max_length: int, max_new_tokens: int,
               num_beams: int = 1, batch_size: int = 32) -> list[str]:
-    from raysweep.model import for_model
 
     family = for_model(model)
     model.eval()

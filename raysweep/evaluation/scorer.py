@@ -14,6 +14,7 @@ import os
 
 import ray
 
+from raysweep.evaluation.comet_model import comet_scores, load_comet
 from raysweep.spec import SweepSpec
 
 SCORER_PREFIX = "raysweep-comet-{sweep}-"
@@ -24,7 +25,6 @@ class CometScorer:
     def __init__(self, model: str, cache_dir: str):
         import torch
 
-        from raysweep.evaluation.comet_model import load_comet
 
         torch.set_num_threads(1)
         self.model = load_comet(model, cache_dir)
@@ -35,7 +35,6 @@ class CometScorer:
     def score(self, sources: list[str], hypotheses: list[str], references: list[str],
               batch_size: int) -> tuple[list[float], float]:
         """(segment scores, system score): the trial needs the segments for the score's SE."""
-        from raysweep.evaluation.comet_model import comet_scores
 
         self.stats_["calls"] += 1
         self.stats_["segments"] += len(sources)

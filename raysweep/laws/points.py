@@ -1,9 +1,9 @@
 """The points of one law from finished trials: one per D_p, the mean over its finetune seeds at the
 best learning rate, with a standard error that combines the test set's and the seeds' noise.
 
-A trial result is {"key": {"task", "d_p", "d_f", "lr", "seed"}, "metrics": {...}} (what the
-trials log to MLflow): the metric, `<metric>_se` (its test-set bootstrap error), `test_sentences`,
-and the dev metric the learning rate is chosen on.
+A trial result is a raysweep.plan.TrialResult (what the trials log to MLflow): its key (task,
+D_p, D_f, lr, seed), and its metrics: the metric, `<metric>_se` (its test-set bootstrap error),
+`test_sentences`, and the dev metric the learning rate is chosen on.
 
 Why the errors combine the way they do (per point, k seeds):
     se^2 = mean over seeds of the test-set se^2  +  seed variance / k.
@@ -25,30 +25,34 @@ Pure Python/numpy: no Ray, no MLflow.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from raysweep.laws.analysis import Noise
 
+if TYPE_CHECKING:  # the type only: laws/ stays pure (raysweep.plan reads the spec)
+    from raysweep.plan import TrialResult
 
-def best_lr_runs(results: list[dict], task: str, d_f: int, lr_choice: str) -> dict[int, list[dict]]:
+
+def best_lr_runs(results: list[TrialResult], task: str, d_f: int,
+                 lr_choice: str) -> dict[int, list[TrialResult]]:
     """D_p -> the results (one per seed) of the learning rate with the best mean of `lr_choice`
     on the dev set (lowest dev cross-entropy; highest dev BLEU/chrF). Never the test set."""
     sign = 1 if lr_choice == "dev_cross_entropy" else -1
-    by_lr: dict[tuple[int, float], list[dict]] = {}
+    by_lr: dict[tuple[int, float], list[TrialResult]] = {}
     for r in results:
-        key = r["key"]
-        if key["task"] == task and key["d_f"] == d_f and lr_choice in r["metrics"]:
-            by_lr.setdefault((key["d_p"], key["lr"]), []).append(r)
-    best: dict[int, tuple[float, list[dict]]] = {}
+        if r.key.task == task and r.key.d_f == d_f and lr_choice in r.metrics:
+            by_lr.setdefault((r.key.d_p, r.key.lr), []).append(r)
+    best: dict[int, tuple[float, list[TrialResult]]] = {}
     for (d_p, lr), runs in sorted(by_lr.items()):
-        score = sign * float(np.mean([r["metrics"][lr_choice] for r in runs]))
+        score = sign * float(np.mean([r.metrics[lr_choice] for r in runs]))
         if d_p not in best or score < best[d_p][0]:
-            best[d_p] = (score, sorted(runs, key=lambda r: r["key"]["seed"]))
+            best[d_p] = (score, sorted(runs, key=lambda r: r.key.seed))
     return {d_p: runs for d_p, (_, runs) in sorted(best.items())}
 
 
-def law_points(results: list[dict], task: str, d_f: int, metric: str,
+def law_points(results: list[TrialResult], task: str, d_f: int, metric: str,
                lr_choice: str = "dev_cross_entropy") -> tuple[dict[int, dict], Noise]:
     """D_p -> {"y", "se", "seeds", "lr", "test_se"} (D_p = 0: the no-pretraining baseline), and
     where the errors come from (for the verdict's advice)."""
@@ -56,13 +60,13 @@ def law_points(results: list[dict], task: str, d_f: int, metric: str,
     replicates: dict[int, np.ndarray] = {}
     sentences = []
     for d_p, runs in best_lr_runs(results, task, d_f, lr_choice).items():
-        runs = [r for r in runs if _finite(r["metrics"].get(metric))]
+        runs = [r for r in runs if _finite(r.metrics.get(metric))]
         if not runs:
             continue
-        values = [float(r["metrics"][metric]) for r in runs]
-        errors = [float(r["metrics"].get(f"{metric}_se", math.nan)) for r in runs]
-        raw[d_p] = (values, errors, runs[0]["key"]["lr"])
-        sentences += [r["metrics"]["test_sentences"] for r in runs if "test_sentences" in r["metrics"]]
+        values = [float(r.metrics[metric]) for r in runs]
+        errors = [float(r.metrics.get(f"{metric}_se", math.nan)) for r in runs]
+        raw[d_p] = (values, errors, runs[0].key.lr)
+        sentences += [r.metrics["test_sentences"] for r in runs if "test_sentences" in r.metrics]
         vectors = _run_replicates(runs, metric)
         if vectors is not None:
             replicates[d_p] = vectors.mean(axis=0)
@@ -94,10 +98,10 @@ def law_points(results: list[dict], task: str, d_f: int, metric: str,
     return points, noise
 
 
-def _run_replicates(runs: list[dict], metric: str) -> np.ndarray | None:
+def _run_replicates(runs: list[TrialResult], metric: str) -> np.ndarray | None:
     """The runs' paired replicates of `metric` (runs x resamples), or None unless every run has
     them, all of one length and finite."""
-    vectors = [(r.get("replicates") or {}).get(metric) for r in runs]
+    vectors = [(r.replicates or {}).get(metric) for r in runs]
     if any(v is None for v in vectors) or len({len(v) for v in vectors}) != 1:
         return None
     vectors = np.asarray(vectors, dtype=float)

@@ -3,6 +3,7 @@ optimiser step, and the memory a worker needs (checked before anything starts)."
 
 from __future__ import annotations
 
+from raysweep.model import build_model
 from raysweep.spec import SweepSpec
 
 
@@ -61,7 +62,6 @@ def memory_estimate(spec: SweepSpec, vocab_size: int, world_size: int | None = N
     the activations of one micro-batch. An estimate for a clear early error, not a guarantee."""
     import torch
 
-    from raysweep.model import build_model
 
     pre, world = spec.pretrain, world_size or spec.pretrain.workers
     with torch.device("meta"):

@@ -13,10 +13,29 @@ import logging
 import os
 import time
 
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import (
+    CheckpointConfig,
+    CheckpointUploadMode,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
+from ray.train.torch import TorchTrainer
+
+from raysweep import checkpoints
+from raysweep.data.mixture import mixture_manifest
+from raysweep.data.pretraining import rank_batches, tokens_by_source, total_steps
+from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
+from raysweep.model import build_model
+from raysweep.plan import tell_watcher
 from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step
 from raysweep.pretrain.recovery import load_recovery, remove_unregistered_recoveries, save_recovery
 from raysweep.pretrain.throughput import Throughput, device_peak_flops, model_flops_per_token
 from raysweep.spec import SweepSpec
+from raysweep.tracking import BufferedMetrics, Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +46,8 @@ class Publisher:
     and at every publication, so a restart never replays past a published checkpoint)."""
 
     def __init__(self, spec: SweepSpec, rank: int, mlflow_log, last_step: int):
-        from raysweep.data.mixture import alignment_score
-
         self.spec, self.rank, self.mlflow_log, self.last_step = spec, rank, mlflow_log, last_step
         self.schedule = set(spec.pretrain.published_tokens())
-        self.alignment = {t.name: alignment_score(spec.pretrain.mixture, t) for t in spec.tasks}
 
     def publishes(self, step: int) -> bool:
         return step * self.spec.pretrain.tokens_per_step() in self.schedule
@@ -52,16 +68,11 @@ class Publisher:
             self.mlflow_log.log({"checkpoint_seconds": time.time() - started}, step=step)
 
     def _publish(self, engine, step: int) -> None:
-        import deepspeed
-        import torch.distributed as dist
-
-        from raysweep import checkpoints
-        from raysweep.data.pretraining import tokens_by_source
+        import deepspeed  # lazy: see train_loop (DS_ACCELERATOR is set there first)
 
         pre, tokens_seen = self.spec.pretrain, step * self.spec.pretrain.tokens_per_step()
-        manifest_extra = {"mixture": [{"source": c.source, "weight": c.weight} for c in pre.mixture],
-                          "tokens_by_source": tokens_by_source(self.spec, step),
-                          "alignment": self.alignment}
+        manifest_extra = {**mixture_manifest(self.spec),
+                          "tokens_by_source": tokens_by_source(self.spec, step)}
         # ZeRO-3 partitions the parameters: every rank gathers them, rank 0 exports.
         gathered = (deepspeed.zero.GatheredParameters(list(engine.module.parameters()))
                     if pre.zero_stage == 3 else contextlib.nullcontext())
@@ -74,9 +85,6 @@ class Publisher:
         dist.barrier()
 
     def _save_recovery(self, engine, step: int, metrics: dict, stream_position: dict) -> None:
-        import ray.train
-        from ray.train import CheckpointUploadMode
-
         # ASYNC: Ray uploads the folder in the background while training goes on.
         unwritten = self.mlflow_log.unwritten() if self.mlflow_log else []
         tokens_seen = step * self.spec.pretrain.tokens_per_step()
@@ -86,29 +94,9 @@ class Publisher:
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
 
 
-def tell_watcher(spec: SweepSpec) -> None:
-    """Wake the sweep's watcher to scan now for the checkpoint just published, so its trials
-    start at once; only a shortcut: the watcher's periodic rescan finds it anyway."""
-    import ray
-
-    from raysweep.finetune import WATCHER_NAME
-
-    try:
-        ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
-    except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)
-        pass
-    except Exception as err:  # noqa: BLE001 (a shortcut must never fail a publication)
-        logger.warning("could not tell the watcher about a publication (its rescan will find "
-                       "it): %s: %s", type(err).__name__, err)
-
-
 def _engine(spec: SweepSpec, world: int):
     """The tokenizer, and the DeepSpeed engine with the same initial weights on every rank."""
-    import deepspeed
-    import torch
-
-    from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
-    from raysweep.model import build_model
+    import deepspeed  # lazy: see train_loop
 
     tokenizer = load_tokenizer(fetch_tokenizer(spec))
     torch.manual_seed(spec.seed)
@@ -127,8 +115,6 @@ def _resume(engine, mlflow_log, rank: int, world: int) -> tuple[int, dict | None
     """Restore the latest recovery checkpoint Ray Train hands back, if any; returns the step it
     was saved at (0 for a fresh start) and where this rank's data stream stood then. Rank 0
     writes the metrics MLflow did not have then."""
-    import ray.train
-
     recovery = ray.train.get_checkpoint()
     if not recovery:
         return 0, None
@@ -148,8 +134,6 @@ def _resume(engine, mlflow_log, rank: int, world: int) -> tuple[int, dict | None
 
 def _step_metrics(engine, loss, step: int, world: int, tokens_per_step: int, meter) -> dict:
     """What a logged step reports (every rank takes part: the loss is averaged over them)."""
-    import torch.distributed as dist
-
     mean_loss = loss.clone()
     dist.all_reduce(mean_loss)
     return {"loss": mean_loss.item() / world, "tokens_seen": step * tokens_per_step,
@@ -160,15 +144,11 @@ def _step_metrics(engine, loss, step: int, world: int, tokens_per_step: int, met
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker. Started again after a failure: it then resumes from the
     latest recovery checkpoint, and the data stream from the position saved in it."""
-    import ray.train
-    import torch
-
     torch.set_num_threads(1)  # workers share the machine with trials; one thread each
     if not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator: gloo, no CUDA build
-    from raysweep.data.pretraining import rank_batches, total_steps
-    from raysweep.tracking import BufferedMetrics, Tracker
-
+        # DeepSpeed's CPU accelerator (gloo, no CUDA build): read when deepspeed is first
+        # imported, which is why deepspeed is imported inside the functions that use it.
+        os.environ["DS_ACCELERATOR"] = "cpu"
     spec: SweepSpec = config["spec"]
     pre = spec.pretrain
     context = ray.train.get_context()
@@ -204,9 +184,6 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
     """Pretrain to the budget (the last published checkpoint). Blocks; raises if training fails
     more than pretrain.max_failures times. A rerun with the same storage resumes from the latest
     recovery checkpoint (Ray Train finds it in the run folder)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     res = spec.resources
     trainer = TorchTrainer(
         train_loop,
@@ -219,10 +196,3 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
                              failure_config=FailureConfig(max_failures=spec.pretrain.max_failures)),
     )
     trainer.fit()
-
-
-def worker_env() -> dict[str, str]:
-    """Environment for every Ray worker process of a sweep."""
-    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.update({k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE") if k in os.environ})
-    return env

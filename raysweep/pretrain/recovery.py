@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysweep.storage import write_json_atomic
+
 RECOVERY_STATE = "raysweep_recovery.json"
 DEEPSPEED_TAG = "deepspeed"
 
@@ -27,7 +29,6 @@ def save_recovery(engine, step: int, rank: int, stream_position: dict,
 
     from ray.train import Checkpoint
 
-    from raysweep.storage import write_json_atomic
 
     folder = tempfile.mkdtemp(prefix=f"raysweep-recovery-{step:09d}-")
     engine.save_checkpoint(folder, tag=DEEPSPEED_TAG)  # each rank writes its own shard

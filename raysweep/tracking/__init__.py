@@ -1,11 +1,13 @@
 """Everything raysweep writes to MLflow goes through this package.
 
 client.py: Tracker, the MlflowClient wrapper whose every write rides out an outage; schema.py: the
-tag names runs are found by; buffered.py: BufferedMetrics, the hot loop's background writer.
+tag names runs are found by; buffered.py: BufferedMetrics, the hot loop's background writer;
+params.py: sweep_params, the settings that tell sweeps apart, as the sweep run's params.
 """
 
 from raysweep.tracking.buffered import BufferedMetrics
 from raysweep.tracking.client import MAX_DESCRIPTION, Tracker, is_transient, outage_seconds
+from raysweep.tracking.params import sweep_params
 from raysweep.tracking.schema import (
     ATTEMPTS,
     BEST_LR,
@@ -15,7 +17,6 @@ from raysweep.tracking.schema import (
     KEY_FIELD,
     KIND,
     KINDS,
-    PARENT,
     PREVIOUS_FAILURE,
     REJECTED_CHECKPOINT,
     REJECTED_PREFIX,
@@ -24,9 +25,12 @@ from raysweep.tracking.schema import (
     VERDICT,
     VERDICT_PREFIX,
     WORKER,
+    trial_key_from_tags,
+    trial_tags,
 )
 
 __all__ = ["ATTEMPTS", "BEST_LR", "COMET_SCORER", "EXPERIMENT_KIND", "FAILURE", "KEY_FIELD", "KIND",
-           "KINDS", "MAX_DESCRIPTION", "PARENT", "PREVIOUS_FAILURE", "REJECTED_CHECKPOINT",
+           "KINDS", "MAX_DESCRIPTION", "PREVIOUS_FAILURE", "REJECTED_CHECKPOINT",
            "REJECTED_PREFIX", "SIGNATURE", "TRIAL_KEY", "VERDICT", "VERDICT_PREFIX", "WORKER",
-           "BufferedMetrics", "Tracker", "is_transient", "outage_seconds"]
+           "BufferedMetrics", "Tracker", "is_transient", "outage_seconds", "sweep_params",
+           "trial_key_from_tags", "trial_tags"]

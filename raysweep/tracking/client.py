@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import os
 import posixpath
 import random
+import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,19 +30,14 @@ from raysweep.tracking.schema import (
     ATTEMPTS,
     EXPERIMENT_KIND,
     FAILURE,
-    PARENT,
     PREVIOUS_FAILURE,
     WORKER,
 )
 
 logger = logging.getLogger(__name__)
 
-# MLflow draws a progress bar for every artifact it downloads or uploads: `raysweep fit SPEC`
-# printed one per trial (28 on the demo) above the laws. Set the variable to true to see them.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_DESCRIPTION = 8000
-
 
 
 # Errors worth waiting out: SQLite's writer lock (concurrent trials), and a tracking server that
@@ -83,8 +81,13 @@ def _retry(fn):
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
+        # mlflow is imported here, not at the top: importing it takes 2.5 s, and `raysweep
+        # validate` reads this package's tag names without writing to MLflow.
         from mlflow.tracking import MlflowClient
 
+        # MLflow draws a progress bar for every artifact it downloads or uploads: `raysweep fit SPEC`
+        # printed one per trial (28 on the demo) above the laws. Set the variable to true to see them.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri, self.experiment, self.artifact_root = tracking_uri, experiment, artifact_root
         self._experiment_id: str | None = None
@@ -163,9 +166,11 @@ class Tracker:
         for run in self.find_runs(tags) if found is None else found:
             if reuse_finished or run.info.status != "FINISHED":
                 return run.info.run_id
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         all_tags = dict(tags)
         if parent_id:
-            all_tags[PARENT] = parent_id
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         # A create that the HTTP client retried after the server had made the run (its answer
         # lost in an outage) leaves a twin: keep the oldest unfinished run, delete the others.
@@ -180,8 +185,6 @@ class Tracker:
         """Mark a (re)started trial run RUNNING, count the attempt and name the process running
         it (host:pid); a retry moves the failure of the attempt before it to
         raysweep.previous_failure. Returns the attempt number."""
-        import socket
-
         tags = self.client.get_run(run_id).data.tags
         attempt = int(tags.get(ATTEMPTS, "0")) + 1
         new = {ATTEMPTS: str(attempt), WORKER: f"{socket.gethostname()}:{os.getpid()}"}
@@ -216,6 +219,13 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @_retry
+    def parent_run_id(self, run_id: str) -> str | None:
+        """The run's parent (get_or_create_run's parent_id), None for a top-level run."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        return self.client.get_run(run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
+
+    @_retry
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
@@ -240,9 +250,6 @@ class Tracker:
     @_retry
     def load_dict(self, run_id: str, artifact_file: str):
         """A JSON artifact of a run (log_dict's), or None where the run has none."""
-        import json
-        import tempfile
-
         if not any(f.path == artifact_file for f in self.client.list_artifacts(
                 run_id, posixpath.dirname(artifact_file) or None)):
             return None
@@ -257,20 +264,22 @@ class Tracker:
         views read: JSON in pandas' "split" layout plus the run's mlflow.loggedArtifacts entry,
         as MlflowClient.log_table writes them. Not that method itself: it appends to an existing
         file, so a table refreshed on every fitter update grew to hold every update's rows."""
-        import json
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
         names = list(columns)
         rows = [list(row) for row in zip(*(columns[name] for name in names))]
         self.client.log_dict(run_id, {"columns": names, "data": rows}, artifact_file)
         tags = self.client.get_run(run_id).data.tags
-        logged = json.loads(tags.get("mlflow.loggedArtifacts", "[]"))
+        logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
         if {"path": artifact_file, "type": "table"} not in logged:
             logged.append({"path": artifact_file, "type": "table"})
-            self.client.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps(logged))
+            self.client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
 
     def set_description(self, run_id: str, markdown: str) -> None:
         """The run's description (MLflow's note, rendered as Markdown on the run's Overview)."""
         # MLflow keeps tag values up to 8,000 characters; cut at a line so the Markdown stays whole.
         if len(markdown) > MAX_DESCRIPTION:
             markdown = markdown[:markdown.rfind("\n", 0, MAX_DESCRIPTION - 40)] + "\n\n(cut here)"
-        self.set_tags(run_id, {"mlflow.note.content": markdown})
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+        self.set_tags(run_id, {MLFLOW_RUN_NOTE: markdown})

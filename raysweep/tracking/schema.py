@@ -2,6 +2,10 @@
 (the README's table lists what each run holds). Runs are found by these tags, so a name written
 anywhere else would be a run nobody finds."""
 
+from __future__ import annotations
+
+from raysweep.plan import TrialKey
+
 KIND = "raysweep.kind"
 """What a run is: sweep | pretrain | laws | trial (the runs are found by it)."""
 KINDS = ("sweep", "pretrain", "laws", "trial")
@@ -30,7 +34,21 @@ VERDICT_PREFIX = "raysweep.verdict."
 REJECTED_CHECKPOINT = "raysweep.rejected_checkpoint.{}"
 """Why a checkpoint folder was skipped as unusable, on the sweep run."""
 REJECTED_PREFIX = "raysweep.rejected_checkpoint."
-PARENT = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment without this tag on its GenAI (traces) pages; a sweep is
 # model training: its runs table is what users look for.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def trial_tags(key: TrialKey) -> dict[str, str]:
+    """The tags a trial run is found by: its kind, its key, and each field of the key."""
+    return {KIND: "trial", TRIAL_KEY: str(key),
+            **{KEY_FIELD.format(name): value for name, value in (
+                ("task", key.task), ("d_p", str(key.d_p)), ("d_f", str(key.d_f)),
+                ("lr", f"{key.lr:g}"), ("seed", str(key.seed)))}}
+
+
+def trial_key_from_tags(tags: dict[str, str]) -> TrialKey:
+    """The key of a trial run, read back from trial_tags'."""
+    field = {name: tags[KEY_FIELD.format(name)] for name in ("task", "d_p", "d_f", "lr", "seed")}
+    return TrialKey(field["task"], int(field["d_p"]), int(field["d_f"]), float(field["lr"]),
+                    int(field["seed"]))

@@ -1,0 +1,85 @@
+"""The plan of a sweep: which trials it runs, what a trial hands on, and the names its parts find
+each other by. Low in the house on purpose: checkpoint sources, the watcher, the trials and the
+fitter all read it, and it reads nothing of raysweep's but the spec.
+
+- A trial is identified by its key (task, D_p, D_f, lr, seed); every starting point (each
+  published checkpoint, and the no-pretraining baseline D_p = 0) gets the same grid of keys.
+- A finished trial hands its `TrialResult` to the fitter (and MLflow keeps it: the fitter can
+  always rebuild its results from there).
+- The coordinators are named Ray actors (by sweep name): trials find the fitter, checkpoint
+  sources wake the watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from raysweep.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
+
+FITTER_NAME = "raysweep-fitter-{}"
+WATCHER_NAME = "raysweep-watcher-{}"
+"""The coordinators' Ray names (by sweep name): trials hand results to the fitter, checkpoint
+sources tell the watcher a checkpoint is out."""
+REPLICATES_FILE = "test_bootstrap.json"
+"""Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluation.metrics): the
+law analysis reads the test-set noise that checkpoints share from them."""
+
+
+@dataclass(frozen=True, order=True)
+class TrialKey:
+    """What identifies a trial: at most one finished MLflow run per key."""
+
+    task: str
+    d_p: int
+    """Pretraining tokens of the starting point (0: the no-pretraining baseline)."""
+    d_f: int
+    """Finetune tokens."""
+    lr: float
+    seed: int
+    """Finetune seed (the batch order)."""
+
+    def __str__(self) -> str:
+        return f"{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
+
+
+@dataclass
+class TrialResult:
+    """What a finished trial hands the fitter (and what the fitter rebuilds from MLflow)."""
+
+    key: TrialKey
+    metrics: dict[str, float]
+    """Test metrics with their standard errors, dev metrics, train_loss, steps_run, trial_seconds."""
+    run_id: str | None = None
+    """The trial's MLflow run."""
+    replicates: dict | None = None
+    """Metric -> paired bootstrap replicates of the test metric (REPLICATES_FILE), or None for a
+    run that logged none."""
+
+
+def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
+    """Every trial a starting point with D_p tokens of pretraining gets."""
+    return [TrialKey(task.name, d_p, d_f, lr, spec.seed + replicate)
+            for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs
+            for replicate in range(task.seeds)]
+
+
+def count_trials(spec: SweepSpec, checkpoints: list[int]) -> int:
+    """The trials of the baseline and these published checkpoints (D_p)."""
+    return sum(len(plan_keys(spec, d_p)) for d_p in [0, *checkpoints])
+
+
+def tell_watcher(spec: SweepSpec) -> None:
+    """Wake the sweep's watcher to scan now for the checkpoint just published, so its trials
+    start at once; only a shortcut: the watcher's periodic rescan finds it anyway."""
+    import ray  # lazy: `raysweep validate` plans trials without loading Ray
+
+    try:
+        ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
+    except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)
+        pass
+    except Exception as err:  # noqa: BLE001 (a shortcut must never fail a publication)
+        logger.warning("could not tell the watcher about a publication (its rescan will find "
+                       "it): %s: %s", type(err).__name__, err)
