@@ -1,7 +1,7 @@
 # `make demo` and `make test` create .venv on first use (torch first, then everything else in ONE
 # pip call, so pip cannot break comet's protobuf pin), then run.
 # The first supported Python on PATH that runs: 3.11 (what CI runs), then 3.12, then 3.13
-# (README: Dependencies says what each costs). Override with PYTHON=...
+# (docs/guide.md: Python versions says what each costs). Override with PYTHON=...
 SUPPORTED := python3.11 python3.12 python3.13
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(firstword $(foreach p,$(SUPPORTED),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))))

@@ -70,8 +70,8 @@ def stop_process_group(process, timeout: float = 30, graceful: bool = True) -> N
 
 def postgres_bin() -> Path | None:
     """The folder of PostgreSQL's server programs (initdb, postgres): Debian keeps them out of
-    PATH under /usr/lib/postgresql/<version>/bin; elsewhere they are on PATH. \
-None: not installed."""
+    PATH under /usr/lib/postgresql/<version>/bin; elsewhere they are on PATH. None: not
+    installed."""
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
                     key=lambda p: (int(p.parent.parent.name) if p.parent.parent.name.isdigit()
                                    else 0))

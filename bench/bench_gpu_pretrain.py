@@ -1,5 +1,5 @@
-"""Pretraining throughput and MFU on one GPU: raysweep's DeepSpeed step against a plain \
-PyTorch step.
+"""Pretraining throughput and MFU on one GPU: raysweep's DeepSpeed step against a plain PyTorch
+step.
 
     .venv/bin/python bench/bench_gpu_pretrain.py                  # t5-base, bf16, ZeRO-2, one GPU
     .venv/bin/python bench/bench_gpu_pretrain.py --preset t5-770m --micro-batch 16
@@ -12,8 +12,8 @@ own benchmark), side by side in one run:
      builds from the spec (bf16, ZeRO stage, gradient clipping, the inverse-sqrt schedule);
   2. plain: torch autocast bf16, fused AdamW, the same clipping and schedule.
 Prints tokens/s (raw text tokens, the unit of D_p), model TFLOP/s and MFU against the device's peak
-(raysweep.pretrain.throughput.device_peak_flops), and the engine's peak memory beside \
-raysweep's estimate.
+(raysweep.pretrain.throughput.device_peak_flops), and the engine's peak memory beside raysweep's
+estimate.
 """
 
 from __future__ import annotations

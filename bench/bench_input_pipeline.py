@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_input_pipeline.py [--spec jobs/demo.yaml] [--steps 200]
 
 Prints, measured side by side in one run on one thread (a pretraining worker's share):
-  1. source -> span-corrupted batches (raysweep.data.pretraining.rank_batches), tokens/s;
+  1. source -> span-corrupted batches (raysweep.pretrain.batches.rank_batches), tokens/s;
   2. one pretraining step of the spec's model (forward, backward, AdamW) on those batches,
      tokens/s; and their ratio (target: at least 10);
   3. resident memory while streaming a local JSONL corpus (larger than the steps need) through
@@ -29,9 +29,9 @@ import torch  # noqa: E402
 from _common import load_bench_spec  # noqa: E402
 
 from raysweep.data import synthetic  # noqa: E402
-from raysweep.data.pretraining import rank_batches  # noqa: E402
 from raysweep.data.tokenizer import train_tokenizer  # noqa: E402
 from raysweep.model import build_model  # noqa: E402
+from raysweep.pretrain.batches import rank_batches  # noqa: E402
 from raysweep.spec import MixtureComponent  # noqa: E402
 
 

@@ -5,8 +5,8 @@
 Prints: the time of one full-grid fit of 30 points (log-law and power law) and of a 1,000-resample
 bootstrap, batched against one L-BFGS-B run at a time, side by side; the coverage of 90%
 bootstrap intervals of the prediction at 10x the largest D over many noisy data sets with known
-truth (target: about 0.9); and, at the 1-30% noise sweeps measure, the coverage and width of \
-the 90% intervals of the prediction at the largest D and of
+truth (target: about 0.9); and, at the 1-30% noise sweeps measure, the coverage and width of the 90%
+intervals of the prediction at the largest D and of
 the log-law's parameters (coverage_study; tests/test_law_analysis.py asserts it).
 """
 

@@ -35,7 +35,7 @@ RANK, WORLD = 0, 2
 
 def position_at(spec, tokenizer, step: int) -> dict:
     """The stream position after `step`, as a recovery checkpoint saves it (JSON)."""
-    from raysweep.data.pretraining import rank_batches
+    from raysweep.pretrain.batches import rank_batches
 
     batches = rank_batches(spec, tokenizer, RANK, WORLD)
     for done, _, _ in batches:
@@ -45,7 +45,7 @@ def position_at(spec, tokenizer, step: int) -> dict:
 
 
 def seconds_to_first_batch(spec, tokenizer, step: int, position: dict | None) -> float:
-    from raysweep.data.pretraining import rank_batches
+    from raysweep.pretrain.batches import rank_batches
 
     started = time.perf_counter()
     next(rank_batches(spec, tokenizer, RANK, WORLD, start_step=step, position=position))

@@ -57,8 +57,8 @@ def plain_loop(spec, tokenizer, steps: int) -> float:
     """Median tokens/s of the plain loop's windows after the first."""
     import torch
 
-    from raysweep.data.pretraining import rank_batches
     from raysweep.model import build_model
+    from raysweep.pretrain.batches import rank_batches
     from raysweep.pretrain.engine import build_optimizer, inverse_sqrt
     from raysweep.pretrain.throughput import Throughput
 

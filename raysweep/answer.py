@@ -73,7 +73,8 @@ def answer_rows(spec: SweepSpec, groups: list[LawGroup]) -> list[dict]:
 
 def _headline(task: str, mine: list[LawGroup]) -> str:
     """The task's answer in one sentence, led by its first task metric (BLEU in the paper)."""
-    quality = [g for g in mine if g.metric != "cross_entropy" and g.analysis.verdict != "not fitted"]
+    quality = [g for g in mine
+               if g.metric != "cross_entropy" and g.analysis.verdict != "not fitted"]
     if not quality:
         return f"No task metric has a law for {task} yet."
     lead = quality[0].metric
@@ -99,7 +100,8 @@ def _headline(task: str, mine: list[LawGroup]) -> str:
             + "; the reasons below say what would resolve it.")
 
 
-def answer_markdown(spec: SweepSpec, groups: list[LawGroup], checkpoints_in: int | None = None) -> str:
+def answer_markdown(spec: SweepSpec, groups: list[LawGroup],
+                    checkpoints_in: int | None = None) -> str:
     """The page: a headline and a table per task, the reasons under it."""
 
     scheduled = len(spec.published_tokens())
@@ -109,7 +111,8 @@ def answer_markdown(spec: SweepSpec, groups: list[LawGroup], checkpoints_in: int
              f"_{status} · updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
              f"intervals {spec.fit.interval_level:.0%} · laws run: plots and tables_", ""]
     rows = answer_rows(spec, groups)
-    target = f"at {tokens(spec.fit.target_tokens)} tokens" if spec.fit.target_tokens else "prediction"
+    target = (f"at {tokens(spec.fit.target_tokens)} tokens" if spec.fit.target_tokens
+              else "prediction")
     for task in spec.tasks:
         mine = [g for g in groups if g.task == task.name]
         score = alignment_score(spec.pretrain.mixture, task)

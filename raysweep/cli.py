@@ -116,7 +116,8 @@ def _read_csv_columns(path: str, *names: str) -> list[list[float]]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise SpecError(f"{path}: CSV file not found. Pass a table with one row per point.") from None
+        raise SpecError(f"{path}: CSV file not found. Pass a table with one row "
+                        f"per point.") from None
     except (UnicodeDecodeError, csv.Error) as err:
         raise SpecError(f"{path}: not a readable UTF-8 CSV file ({err}).") from None
     columns = list(rows[0].keys()) if rows else []
@@ -224,7 +225,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "(series.attach) with the checkpoints it has")
     stop.add_argument("spec")
     stop.set_defaults(func=cmd_stop)
-    status = sub.add_parser("status", help="progress and latest laws of a running or finished sweep")
+    status = sub.add_parser("status", help="progress and latest laws of a running or finished "
+                                           "sweep")
     status.add_argument("spec")
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="write a Markdown + HTML report with figures and laws")
@@ -232,7 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="folder for report.md, report.html, figures/")
     report.add_argument("--resamples", type=int, help="bootstrap resamples (default: the spec's)")
     report.set_defaults(func=cmd_report)
-    fit = sub.add_parser("fit", help="fit a scaling law to a CSV table, or refit a sweep from MLflow")
+    fit = sub.add_parser("fit", help="fit a scaling law to a CSV table, or refit a sweep from "
+                                     "MLflow")
     fit.add_argument("spec", nargs="?", help="a sweep spec: refit every law from its MLflow runs")
     fit.add_argument("--csv", help="a table with one row per point")
     fit.add_argument("--x", help="column of the pretraining size D_p (tokens)")
@@ -254,9 +257,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="the expected direction of y with x (which way is better) "
                      "(default: rising for log_law, falling for the other laws)")
     fit.add_argument("--huber-delta", type=float, help="default: 0.1 (log_law), 1e-3 (power_law)")
-    fit.add_argument("--predict-at", type=float, action="append", help="D to predict at (repeatable)")
+    fit.add_argument("--predict-at", type=float, action="append",
+                     help="D to predict at (repeatable)")
     fit.add_argument("--target", type=float, help="metric value to reach: prints the D needed")
-    fit.add_argument("--backtest-k", type=int, default=4, help="fit on the k smallest D (default 4)")
+    fit.add_argument("--backtest-k", type=int, default=4,
+                     help="fit on the k smallest D (default 4)")
     fit.add_argument("--resamples", type=int,
                      help="bootstrap resamples (default: 1000 for --csv, the spec's for a sweep)")
     fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")

@@ -40,7 +40,8 @@ def load_cluster_config(path: str | os.PathLike) -> dict[str, dict]:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
-        raise SpecError(f"{path}: the cluster config cannot be read ({' '.join(str(err).split())}); "
+        raise SpecError(f"{path}: the cluster config cannot be read "
+                        f"({' '.join(str(err).split())}); "
                         f"pass a Ray cluster launcher YAML such as cluster.yaml.") from None
     if not isinstance(config, dict) or not config.get("available_node_types"):
         raise SpecError(f"{path}: not a Ray cluster launcher config: it has no "
@@ -92,12 +93,14 @@ def demands(spec: SweepSpec) -> list[tuple[str, dict[str, str], dict[str, float]
         ("each pretraining worker",
          {"CPU": "resources.pretrain_worker_cpus", "GPU": "resources.use_gpu",
           **{k: f"resources.pretrain_resources.{k}" for k in res.pretrain_resources}},
-         {"CPU": res.pretrain_worker_cpus, "GPU": gpu, **res.pretrain_resources}, spec.pretrain.workers),
+         {"CPU": res.pretrain_worker_cpus, "GPU": gpu, **res.pretrain_resources},
+         spec.pretrain.workers),
         # A trial calls its node's COMET scorer while it still holds its own resources.
         ("each finetune trial with its node's COMET scorer",
          {"CPU": "resources.trial_cpus", "GPU": "resources.use_gpu and evaluation.comet_gpus",
           **{k: f"resources.trial_resources.{k}" for k in res.trial_resources}},
-         {"CPU": res.trial_cpus, "GPU": gpu + spec.evaluation.comet_gpus, **res.trial_resources}, 1),
+         {"CPU": res.trial_cpus, "GPU": gpu + spec.evaluation.comet_gpus, **res.trial_resources},
+         1),
         ("the checkpoint watcher and law fitter",
          {k: f"resources.coordinator_resources.{k}" for k in res.coordinator_resources},
          dict(res.coordinator_resources), 1),
@@ -127,8 +130,8 @@ def check_resources(spec: SweepSpec, node_types: dict[str, dict], where_nodes: s
                        for t in node_types.values())
         if capacity < count:
             raise SpecError(
-                f"{where}: field `pretrain.workers`: {count} workers must run at once, but the node "
-                f"types of {where_nodes} hold at most {capacity} of them ({what}: "
+                f"{where}: field `pretrain.workers`: {count} workers must run at once, but the "
+                f"node types of {where_nodes} hold at most {capacity} of them ({what}: "
                 f"{_show(wanted)}; node types: {offered}). Lower pretrain.workers or raise the "
                 f"node types' max_workers; nothing was started.")
 

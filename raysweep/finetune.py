@@ -67,9 +67,10 @@ def finetune(model, train: list[tuple[str, str]], task, lr: float, tokenizer,
              dev: list[tuple[str, str]] | None = None, seed: int | None = None) -> dict:
     """Full-weight finetuning at a constant learning rate (the paper's protocol), cycling over the
     D_f pairs for `task.steps` steps, in their fixed shuffled order, or with `seed`, in an order
-    shuffled by it (finetune replicates: with dropout off, the batch order is what varies). With task.eval_every, the dev
-    cross-entropy is checked every that many steps; with task.patience too, training stops after
-    that many checks without improvement and the best weights are kept (early stopping).
+    shuffled by it (finetune replicates: with dropout off, the batch order is what varies). With
+    task.eval_every, the dev cross-entropy is checked every that many steps; with task.patience
+    too, training stops after that many checks without improvement and the best weights are kept
+    (early stopping).
     Returns train_loss, steps_run and the dev checks [(step, dev cross-entropy)]."""
 
 
@@ -156,8 +157,8 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
     runs = tracker.find_runs({TRIAL_KEY: str(key)})  # the tag that names the key's runs
     if any(run.info.status == "FINISHED" for run in runs):
         return None
-    run_id = tracker.get_or_create_run(trial_tags(key), str(key), parent_run_id, reuse_finished=False,
-                                       found=runs)
+    run_id = tracker.get_or_create_run(trial_tags(key), str(key), parent_run_id,
+                                       reuse_finished=False, found=runs)
     logged = _logged_before(tracker, key, next((r for r in runs if r.info.run_id == run_id), None))
     if logged is not None:  # an attempt killed after its results, before its end: end it
         tracker.end_run(run_id, "FINISHED")

@@ -6,8 +6,9 @@ so a restarted fitter (or `raysweep run` on a finished sweep) gets the same poin
 
 Per (task, D_f, metric), the point at each D_p is the trial with the best learning rate, chosen
 on the *dev* set (never the test set) by fit.lr_choice; that trial's run is tagged
-`raysweep.best_lr = true` (the other lrs' runs `false`). Task metrics get the log-law, cross-entropy the
-power law; the no-pretraining baseline (D_p = 0) is kept for comparison, not fitted.
+`raysweep.best_lr = true` (the other lrs' runs `false`). Task metrics get the log-law,
+cross-entropy the power law; the no-pretraining baseline (D_p = 0) is kept for comparison, not
+fitted.
 
 Logged to the laws run: metrics `<task>/df_<D_f>/<metric>/<name>` (parameters, their interval
 bounds `<name>_low`/`<name>_high`, the prediction at fit.target_tokens with its interval, backtest
@@ -98,8 +99,8 @@ def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resampl
         predict_at=[fit.target_tokens] if fit.target_tokens else (),
         band_at=band_points(points, fit.target_tokens), target_y=fit.target_score.get(metric),
         k=fit.backtest_points, resamples=resamples, level=fit.interval_level,
-        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]), expected_points=len(spec.published_tokens()),
-        min_points=fit.min_points, seed=spec.seed)
+        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]),
+        expected_points=len(spec.published_tokens()), min_points=fit.min_points, seed=spec.seed)
 
 
 @ray.remote(num_cpus=0, max_retries=3)  # 0: see analyse_laws
@@ -286,8 +287,8 @@ class LawFitter:
         """The law's figure, with the earlier fits faint under the latest, as artifact
         plots/<task>/df_<D_f>/<metric>.png; each drawn update's figure is also kept, as
         plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png (drawn once the fitter has
-        caught up with the results: a burst of results gives one figure). Rendered once to a file and
-        uploaded under both names, not logged twice with log_figure: rendering is most of a
+        caught up with the results: a burst of results gives one figure). Rendered once to a file
+        and uploaded under both names, not logged twice with log_figure: rendering is most of a
         refit's plotting time."""
         task, d_f, metric, analysis = group.task, group.d_f, group.metric, group.analysis
         folder = f"plots/{task}/df_{d_f}"

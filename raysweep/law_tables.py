@@ -17,7 +17,8 @@ def law_metrics(prefix: str, analysis) -> dict[str, float]:
                         *(("prediction", p) for p in analysis.predictions)):
         if entry:
             values[f"{prefix}/{name}"] = entry["value"]
-            values[f"{prefix}/{name}_low"], values[f"{prefix}/{name}_high"] = entry["low"], entry["high"]
+            (values[f"{prefix}/{name}_low"],
+             values[f"{prefix}/{name}_high"]) = entry["low"], entry["high"]
     if analysis.p_fit is not None:
         values[f"{prefix}/fit_p_value"] = analysis.p_fit
     if analysis.backtest:
@@ -39,7 +40,8 @@ def earlier_fits(history: list[tuple[int, list, list]], replaced, num_points: in
     kept = [h for h in history if h[0] < num_points]
     if replaced.band and replaced.num_points < num_points:
         kept = [h for h in kept if h[0] != replaced.num_points] + [
-            (replaced.num_points, [b["x"] for b in replaced.band], [b["value"] for b in replaced.band])]
+            (replaced.num_points, [b["x"] for b in replaced.band],
+             [b["value"] for b in replaced.band])]
     return kept
 
 
@@ -60,8 +62,10 @@ def laws_table(groups: list[LawGroup]) -> dict[str, list]:
         rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric, "law": a.law,
                      "points": a.num_points, "verdict": a.verdict, "provisional": a.provisional,
                      "reason": a.reason,
-                     **{f"gain_{k}": (a.gain or {}).get(k, math.nan) for k in ("value", "low", "high")},
-                     **{f"prediction_{k}": prediction.get(k, math.nan) for k in ("x", "value", "low", "high")},
+                     **{f"gain_{k}": (a.gain or {}).get(k, math.nan)
+                        for k in ("value", "low", "high")},
+                     **{f"prediction_{k}": prediction.get(k, math.nan)
+                        for k in ("x", "value", "low", "high")},
                      "fit_p_value": math.nan if a.p_fit is None else a.p_fit,
                      "params": ", ".join(f"{k}={v:.4g}" for k, v in a.params.items())})
     return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}

@@ -41,18 +41,21 @@ class Seq2Seq:
 
         m = spec.model
         config = T5Config(
-            vocab_size=vocab_size, d_model=m.d_model, d_ff=m.d_ff, d_kv=m.d_kv, num_layers=m.num_layers,
-            num_decoder_layers=m.num_decoder_layers, num_heads=m.num_heads, dropout_rate=m.dropout,
+            vocab_size=vocab_size, d_model=m.d_model, d_ff=m.d_ff, d_kv=m.d_kv,
+            num_layers=m.num_layers, num_decoder_layers=m.num_decoder_layers,
+            num_heads=m.num_heads, dropout_rate=m.dropout,
             feed_forward_proj=m.feed_forward, tie_word_embeddings=False,  # untied, as in T5 v1.1
-            pad_token_id=pad_token_id, eos_token_id=eos_token_id, decoder_start_token_id=pad_token_id)
+            pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+            decoder_start_token_id=pad_token_id)
         return T5ForConditionalGeneration(config)
 
-    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
-                          tokenizer) -> dict:
+    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator,
+                          spec: SweepSpec, tokenizer) -> dict:
 
         pre = spec.pretrain
-        return span_corruption_batch(sequences, rng, sentinel_ids(tokenizer), tokenizer.eos_token_id,
-                                     pre.noise_density, pre.mean_span_length)
+        return span_corruption_batch(sequences, rng, sentinel_ids(tokenizer),
+                                     tokenizer.eos_token_id, pre.noise_density,
+                                     pre.mean_span_length)
 
     def pair_batch(self, pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
         return seq2seq_batch(pairs, tokenizer, max_length)
@@ -65,8 +68,8 @@ class Seq2Seq:
     def translate(self, model, tokenizer, sources: list[str], max_length: int, max_new_tokens: int,
                   num_beams: int) -> list[str]:
         ids = encode(tokenizer, sources, max_length)
-        prompts = on_device({"input_ids": padded(ids, pad_id(tokenizer)), "attention_mask": attention_mask(ids)},
-                            model)
+        prompts = on_device({"input_ids": padded(ids, pad_id(tokenizer)),
+                             "attention_mask": attention_mask(ids)}, model)
         generated = model.generate(**prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                    do_sample=False)
         return tokenizer.batch_decode(generated, skip_special_tokens=True)
@@ -78,7 +81,8 @@ class Causal:
     name = "causal"
 
     def build(self, spec: SweepSpec, vocab_size: int, pad_token_id: int, eos_token_id: int):
-        """A freshly initialised Llama-layout LM (seeded by the caller through torch.manual_seed)."""
+        """A freshly initialised Llama-layout LM (seeded by the caller through
+        torch.manual_seed)."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
         m = spec.model
@@ -93,8 +97,8 @@ class Causal:
             pad_token_id=pad_token_id, bos_token_id=eos_token_id, eos_token_id=eos_token_id)
         return LlamaForCausalLM(config)
 
-    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator, spec: SweepSpec,
-                          tokenizer) -> dict:
+    def pretraining_batch(self, sequences: list[np.ndarray], rng: np.random.Generator,
+                          spec: SweepSpec, tokenizer) -> dict:
         return next_token_batch(sequences)
 
     def pair_batch(self, pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:
@@ -117,7 +121,8 @@ class Causal:
         generated = model.generate(**prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                    do_sample=False, pad_token_id=pad_id(tokenizer),
                                    eos_token_id=tokenizer.eos_token_id)
-        return tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
+        return tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:],
+                                      skip_special_tokens=True)
 
 
 def on_device(batch: dict, model) -> dict:

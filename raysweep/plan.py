@@ -51,7 +51,8 @@ class TrialResult:
 
     key: TrialKey
     metrics: dict[str, float]
-    """Test metrics with their standard errors, dev metrics, train_loss, steps_run, trial_seconds."""
+    """Test metrics with their standard errors, dev metrics, train_loss, steps_run,
+    trial_seconds."""
     run_id: str | None = None
     """The trial's MLflow run."""
     replicates: dict | None = None
@@ -76,6 +77,8 @@ def tell_watcher(spec: SweepSpec) -> None:
     start at once; only a shortcut: the watcher's periodic rescan finds it anyway."""
     import ray  # lazy: `raysweep validate` plans trials without loading Ray
 
+    if not ray.is_initialized():  # no Ray, no watcher (a series imported outside a sweep)
+        return
     try:
         ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
     except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)

@@ -21,15 +21,16 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
         lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
                      f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
         known = (available or {}).get(task.name)
-        lines.append(f"    finetune sizes (D_f, tokens): {', '.join(f'{t:,}' for t in task.finetune_tokens)}"
+        lines.append(f"    finetune sizes (D_f, tokens): "
+                     f"{', '.join(f'{t:,}' for t in task.finetune_tokens)}"
                      + (f" of {known:,} available" if known is not None
                         else " (data size checked when the run starts)"))
         lines.append(f"    learning rates: {', '.join(f'{lr:g}' for lr in task.lrs)}; "
                      f"{task.steps} steps of {task.batch_size} pairs; {task.seeds} finetune "
                      f"seed(s); {task.test_examples} test sentences")
     lines.append(f"  trials: {spec.num_trials()} "
-                 f"({len(spec.checkpoint_tokens())} starting points x finetune sizes x learning rates x "
-                 f"finetune seeds)")
+                 f"({len(spec.checkpoint_tokens())} starting points x finetune sizes x learning "
+                 f"rates x finetune seeds)")
     return "\n".join(lines)
 
 

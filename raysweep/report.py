@@ -58,7 +58,8 @@ def sweep_status(spec: SweepSpec) -> dict:
                      for r in trials if r.info.status == "FAILED"},
         "rejected": {k.split(".", 2)[2]: v for k, v in sweep_tags.items()
                      if k.startswith(REJECTED_PREFIX)},
-        "verdicts": {k[len(VERDICT_PREFIX):]: v for k, v in (laws[0].data.tags if laws else {}).items()
+        "verdicts": {k[len(VERDICT_PREFIX):]: v
+                     for k, v in (laws[0].data.tags if laws else {}).items()
                      if k.startswith(VERDICT_PREFIX)},
     }
 
@@ -144,22 +145,22 @@ def markdown_to_html(markdown: str) -> str:
     return "\n".join(out + (["</table>"] if table else []))
 
 
-def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[dict, str]]:
-    """The paper's view first (a panel per metric, a curve per D_f), then one figure per law."""
-
+def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[str, str]]:
+    """The paper's view first (a panel per metric, a curve per D_f), then one figure per law:
+    (caption, file under `out`)."""
     figures = []
     for task in spec.tasks:
         fitted = [g for g in groups if g.task == task.name and g.analysis.params]
         if fitted:
             name = f"figures/{task.name}.png"
             save_figure(out / name, task_figure(task.name, fitted))
-            figures.append(({"task": task.name, "d_f": "all", "metric": "all metrics"}, name))
+            figures.append((f"{task.name} D_f=all all metrics", name))
     for g in groups:
         if not g.analysis.params:
             continue
         name = f"figures/{g.task}_df{g.d_f}_{g.metric}.png"
         save_law_figure(out / name, g.task, g.d_f, g.metric, g.points, g.analysis)
-        figures.append((g, name))
+        figures.append((f"{g.task} D_f={g.d_f} {g.metric}", name))
     return figures
 
 
@@ -187,7 +188,7 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
             "|" + "---|" * len(LAW_COLUMNS)]
     laws += ["| " + " | ".join(str(r[c]) for c, _ in LAW_COLUMNS) + " |" for r in rows]
     md = [answer, "## Figures", ""]
-    md += [f"![{g.task} D_f={g.d_f} {g.metric}]({name})\n" for g, name in figures]
+    md += [f"![{caption}]({name})\n" for caption, name in figures]
     md += laws + ["", "## Progress", "", "```", progress, "```", ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 

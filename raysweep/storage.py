@@ -104,7 +104,8 @@ class SweepFolder:
 
     def read_bytes(self, relative: str) -> bytes:
         bucket = self.bucket()
-        return bucket.read_bytes(relative) if bucket is not None else (self.root / relative).read_bytes()
+        return (bucket.read_bytes(relative) if bucket is not None
+                else (self.root / relative).read_bytes())
 
     def local_path(self, relative: str) -> Path | None:
         """A file's path on this machine, for a local folder; None in a bucket."""
@@ -218,7 +219,8 @@ class Location:
         return sorted(p.name for p in (self.path / sub).iterdir())
 
     def read_bytes(self, relative: str) -> bytes:
-        return self.bucket.read_bytes(relative) if self.bucket else (self.path / relative).read_bytes()
+        return (self.bucket.read_bytes(relative) if self.bucket
+                else (self.path / relative).read_bytes())
 
     def name_of(self, relative: str) -> str:
         """A file of the folder as the user names it: a bucket URI, or a path of this machine."""
@@ -228,11 +230,13 @@ class Location:
         """A subfolder's files: name -> (size,) in a bucket (an object is whole or absent, so its
         size tells enough), (size, modification time) locally; None if there is no subfolder."""
         if self.bucket:
-            return {name: (self.bucket.size(f"{sub}/{name}"),) for name in self.bucket.files(sub)} or None
+            return {name: (self.bucket.size(f"{sub}/{name}"),)
+                    for name in self.bucket.files(sub)} or None
         folder = self.path / sub
         if not folder.is_dir():
             return None
-        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
+                if p.is_file()}
 
     def local(self, sub: str, downloads: Path, complete: str) -> Path:
         """A subfolder on this machine, for loading: the folder itself, or a bucket's copy under

@@ -1,12 +1,13 @@
-"""The driver of one sweep: prepare, start the actors, pretrain, wait, summarise.
+"""The driver of one sweep: prepare, start the actors, produce the checkpoints, wait, summarise.
 
-    prepare (tokenizer, data checks, COMET model, MLflow runs)
+    prepare (tokenizer, data checks, the checkpoint source, COMET model, MLflow runs)
       -> LawFitter actor, CheckpointWatcher actor (hosts the Tune experiment)
-      -> pretraining (Ray Train + DeepSpeed) in a driver thread, publishing checkpoints
+      -> the checkpoint source (raysweep.checkpoint_source: pretraining with Ray Train +
+         DeepSpeed, or a series imported) in a driver thread, publishing checkpoints
       -> progress lines until the watcher's experiment ends -> law table
 
 A rerun of the same spec with the same storage resumes: published checkpoints are not redone
-(pretraining is skipped once the last one exists) and finished trial keys are not rerun.
+(the source is skipped once the last one exists) and finished trial keys are not rerun.
 """
 
 from __future__ import annotations
@@ -153,9 +154,8 @@ def run_sweep(spec: SweepSpec, echo=print, poll_seconds: float = 5.0, *, source=
 
 
 def _prepare(spec: SweepSpec, source, echo) -> dict[str, str]:
-    """Preflight, Ray, the tokenizer, the checkpoint source, the COMET model, the experiment and
-    the sweep's own runs (sweep, pretrain, laws: MLflow run ids by name) with what the sweep
-    runs with."""
+    """Preflight, Ray, the tokenizer, the checkpoint source, the COMET model, then the MLflow
+    runs (_open_runs)."""
     tokenizer, _ = check(spec)  # raises SpecError before anything is written
     dashboard = _connect_ray(spec)
     check_resources(spec, live_node_types(), "this Ray cluster")  # ditto
@@ -166,7 +166,12 @@ def _prepare(spec: SweepSpec, source, echo) -> dict[str, str]:
     source.prepare()
     echo(f"[raysweep] preparing COMET model {spec.evaluation.comet_model!r}")
     load_comet(spec.evaluation.comet_model, spec.root)  # built/downloaded once, before trials race
+    return _open_runs(spec, source)
 
+
+def _open_runs(spec: SweepSpec, source) -> dict[str, str]:
+    """The experiment and the sweep's own runs (MLflow run ids by name: sweep, pretrain, laws),
+    marked running, with what the sweep runs with."""
     tracker = Tracker.for_spec(spec)
     tracker.ensure_experiment()
     sweep_run = tracker.get_or_create_run({KIND: "sweep"}, spec.name)
@@ -186,7 +191,8 @@ def _prepare(spec: SweepSpec, source, echo) -> dict[str, str]:
     # The translation alignment score of the mixture for every task: the paper's predictor of
     # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
     mixture_params = {"mixture": mixture_text(spec.pretrain.mixture),
-                      **{f"alignment.{task.name}": round(alignment_score(spec.pretrain.mixture, task), 4)
+                      **{f"alignment.{task.name}":
+                             round(alignment_score(spec.pretrain.mixture, task), 4)
                          for task in spec.tasks}}
     for run_id in (sweep_run, runs["pretrain"]):
         tracker.log_params(run_id, mixture_params)
@@ -199,7 +205,8 @@ def _start_coordinators(spec: SweepSpec, runs: dict[str, str], measure=None) -> 
     and MLflow, and the calls in flight (the watcher's `run` included) are retried."""
     coordinators = {"resources": spec.resources.coordinator_resources,
                     "max_restarts": -1, "max_task_retries": -1}
-    fitter = LawFitter.options(name=FITTER_NAME.format(spec.name), **coordinators).remote(spec, runs["laws"])
+    fitter = LawFitter.options(name=FITTER_NAME.format(spec.name),
+                               **coordinators).remote(spec, runs["laws"])
     watcher = CheckpointWatcher.options(name=WATCHER_NAME.format(spec.name),
                                         **coordinators).remote(spec, runs["sweep"], measure)
     return watcher, fitter
@@ -214,7 +221,8 @@ def _produce_in_background(spec: SweepSpec, source, runs: dict[str, str], watche
     def in_thread() -> None:
         try:
             # The watcher verifies each checkpoint's weights; here a manifest is enough.
-            if set(spec.published_tokens()) <= set(checkpoints.published(spec, verify_weights=False)):
+            if (set(spec.published_tokens())
+                    <= set(checkpoints.published(spec, verify_weights=False))):
                 echo(f"[raysweep] {source.stage}: every scheduled checkpoint is already published")
             else:
                 source.produce(runs["pretrain"], echo)
@@ -242,7 +250,8 @@ def _follow(spec: SweepSpec, source, runs: dict[str, str], actors: tuple, echo,
         done, _ = ray.wait([experiment], timeout=poll_seconds)
         if not thread.is_alive():  # again each time: a restarted watcher starts without it
             watcher.pretraining_finished.remote()
-        line = format_progress(ray.get(watcher.progress.remote()), total_checkpoints, spec.num_trials())
+        line = format_progress(ray.get(watcher.progress.remote()), total_checkpoints,
+                               spec.num_trials())
         if line != last:
             latest_fit = ray.get(fitter.latest.remote())
             echo(f"[raysweep] {time.time() - started:6.0f}s  {line}"

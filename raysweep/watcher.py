@@ -109,7 +109,8 @@ class CheckpointWatcher:
 
     def progress(self) -> dict:
         with self.lock:
-            return {"checkpoints": len(self.seen_checkpoints - {0}),  # the baseline is not published
+            # the baseline is not published
+            return {"checkpoints": len(self.seen_checkpoints - {0}),
                     "resumed": len(self.resume_first),
                     "queued": len(self.queue), "running": len(self.running),
                     "rejected": dict(self.rejected), **self.counts}
@@ -118,9 +119,11 @@ class CheckpointWatcher:
     def scan(self, final: bool = False) -> None:
         """Queue the trials of every starting point not seen before. A checkpoint folder that
         cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its reason;
-        one without a manifest only once pretraining is over (until then it may be mid-publication)."""
+        one without a manifest only once pretraining is over (until then it may be
+        mid-publication)."""
         sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
-        # 0: the baseline, once it can be built (a series' architecture comes with its first checkpoint)
+        # 0: the baseline, once it can be built (a series' architecture comes with its first
+        # checkpoint)
         baseline = [0] if 0 in self.seen_checkpoints or self.source.baseline_ready() else []
         new = [p for p in baseline + sorted(sound) if p not in self.seen_checkpoints]
         # MLflow is read before any state changes, so a scan that fails (MLflow down past its
@@ -239,4 +242,5 @@ def _trial_error(result) -> str:
     """One line: the failed trial's key and its exception (the last line of Ray's traceback)."""
     lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
     key = TrialKey(**result.config["key"]) if result.config else "?"
-    return f"trial {key} failed after its retries: {lines[-1] if lines else type(result.error).__name__}"
+    return (f"trial {key} failed after its retries: "
+            f"{lines[-1] if lines else type(result.error).__name__}")

@@ -147,13 +147,9 @@ def tiny_tokenizer(tmp_path_factory):
 
 
 def test_token_accounting_is_exact_across_workers(tiny_spec_dict, tmp_path, tiny_tokenizer):
-    from raysweep.data.pretraining import (
-        rank_batches,
-        steps_by_source,
-        tokens_by_source,
-        total_steps,
-    )
+    from raysweep.data.mixture import steps_by_source, tokens_by_source, total_steps
     from raysweep.data.tokenizer import sentinel_ids
+    from raysweep.pretrain.batches import rank_batches
 
     tiny_spec_dict["pretrain"]["mixture"] = [{"source": "synthetic:en", "weight": 0.7},
                                              {"source": "synthetic:de", "weight": 0.3}]
@@ -187,7 +183,7 @@ def test_token_accounting_is_exact_across_workers(tiny_spec_dict, tmp_path, tiny
 
 
 def test_resumed_stream_continues_where_it_stopped(tiny_spec_dict, tmp_path, tiny_tokenizer):
-    from raysweep.data.pretraining import rank_batches
+    from raysweep.pretrain.batches import rank_batches
 
     spec = _spec(tiny_spec_dict, tmp_path)
     full = list(rank_batches(spec, tiny_tokenizer, rank=1, world=2))
@@ -218,7 +214,7 @@ def test_a_stream_resumed_from_its_position_continues_exactly_and_reads_nothing_
     import json
 
     from raysweep.data import synthetic
-    from raysweep.data.pretraining import rank_batches
+    from raysweep.pretrain.batches import rank_batches
 
     if mixture == "file":  # a local file (blank lines skipped) beside a synthetic source
         lines = [json.dumps({"text": synthetic.monolingual_document("de", i)}) for i in range(3000)]
@@ -250,13 +246,13 @@ def test_a_stream_resumed_from_its_position_continues_exactly_and_reads_nothing_
 
 
 def test_byt5_tokenizer_needs_no_training_and_corrupts_bytes(tiny_spec_dict, tmp_path):
-    from raysweep.data.pretraining import rank_batches
     from raysweep.data.tokenizer import (
         load_tokenizer,
         save_tokenizer,
         sentinel_ids,
         train_tokenizer,
     )
+    from raysweep.pretrain.batches import rank_batches
 
     tiny_spec_dict["tokenizer"] = {"kind": "byt5", "sentinels": 20}
     spec = _spec(tiny_spec_dict, tmp_path)

@@ -23,7 +23,8 @@ def _imports(path: Path) -> list[tuple[str, ast.stmt]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found += [(alias.name, node) for alias in node.names if alias.name.startswith("raysweep")]
+            found += [(alias.name, node) for alias in node.names
+                      if alias.name.startswith("raysweep")]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("raysweep"):
             for alias in node.names:  # `from raysweep import checkpoints` imports a module
                 submodule = f"{node.module}.{alias.name}"

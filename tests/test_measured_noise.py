@@ -1,4 +1,4 @@
-"""Standard errors of the test metrics, measured on the test set itself \
+"""Standard errors of the test metrics, measured on the test set itself
 (raysweep/evaluation/metrics.py):
 real sacrebleu and rouge-score code, no mocks; one end-to-end trial evaluation on a tiny T5 with
 the tiny offline COMET model."""

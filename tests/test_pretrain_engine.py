@@ -65,7 +65,7 @@ ENGINE_SCRIPT = textwrap.dedent("""
     import deepspeed, torch
     from transformers import T5ForConditionalGeneration
     from raysweep import checkpoints
-    from raysweep.data.pretraining import rank_batches
+    from raysweep.pretrain.batches import rank_batches
     from raysweep.data.tokenizer import train_tokenizer
     from raysweep.model import build_model
     from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step

@@ -1,5 +1,5 @@
-"""Data sources: every local format read through `datasets`, and one clear SpecError per \
-bad input."""
+"""Data sources: every local format read through `datasets`, and one clear SpecError per bad
+input."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def test_pretraining_stream_that_runs_out_stops_with_a_clear_error(tmp_path, wri
                                                                    tiny_spec_dict):
     """A source that runs dry mid-run (a hub stream validation cannot count) stops pretraining
     with a message naming it: repeating data would break the laws' assumptions."""
-    from raysweep.data.pretraining import rank_batches
     from raysweep.data.tokenizer import train_tokenizer
+    from raysweep.pretrain.batches import rank_batches
 
     spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=30)  # not validated: too small
     source = monolingual_source("file:en.jsonl", "en", Family(), MONO_FIELD, "spec.yaml",
@@ -301,8 +301,8 @@ def test_hub_dataset_without_a_validation_split_is_named(tmp_path):
 
 
 def _file_spec(tmp_path, write_spec, data: dict, en_docs: int):
-    """The tiny spec (conftest) with file sources only: en from a JSONL file of `en_docs` \
-documents."""
+    """The tiny spec (conftest) with file sources only: en from a JSONL file of `en_docs`
+    documents."""
     write_jsonl(tmp_path / "en.jsonl", [{"text": sentence(i, 12)} for i in range(en_docs)])
     write_jsonl(tmp_path / "de.jsonl", [{"text": sentence(i + 7000, 12)} for i in range(2000)])
     write_jsonl(tmp_path / "pairs.jsonl",

@@ -1,5 +1,5 @@
-"""The spec: valid specs give the plan; bad ones give one clear paragraph, exit 2, \
-nothing written."""
+"""The spec: valid specs give the plan; bad ones give one clear paragraph, exit 2, nothing
+written."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A tiny sweep through the real path: local Ray, Ray Train + DeepSpeed (CPU), one Tune experiment
-fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in storage and \
+fed by the watcher, MLflow on SQLite, the fitter actor. Asserts on what lands in storage and
 MLflow."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raysweep.data.collators import finetune_prefix, pair_token_counts
-from raysweep.data.pretraining import steps_by_source, total_steps
+from raysweep.data.mixture import steps_by_source, total_steps
 from raysweep.data.sources import SourceName, monolingual_source, parallel_splits
 from raysweep.data.synthetic import Family
 from raysweep.spec import SpecError, SweepSpec
@@ -78,7 +78,8 @@ def _check_enough_text(spec: SweepSpec, index: int, source, tokenizer, field: st
             raise SpecError(
                 f"{where}: field `{field}`: {source.name} gives pretraining worker {rank} (of "
                 f"{pre.workers}) {available:,} tokens, but the schedule needs {needed:,} from it "
-                f"({steps} of {total_steps(spec)} steps draw from this source, each {per_rank} sequences "
-                f"of {pre.seq_len} tokens per worker; counted with the sweep's tokenizer, </s> "
-                f"included). The scaling laws assume no data is repeated: add data, or lower "
-                f"pretrain.checkpoints or pretrain.mixture[{index}].weight; nothing was written.")
+                f"({steps} of {total_steps(spec)} steps draw from this source, each {per_rank} "
+                f"sequences of {pre.seq_len} tokens per worker; counted with the sweep's "
+                f"tokenizer, </s> included). The scaling laws assume no data is repeated: add "
+                f"data, or lower pretrain.checkpoints or pretrain.mixture[{index}].weight; "
+                f"nothing was written.")

@@ -1,5 +1,5 @@
-"""Batches: packed T5 span corruption (encoder-decoder) or packed next-token sequences (decoder-only)
-for pretraining; padded (source, target) pairs for finetuning and scoring.
+"""Batches: packed T5 span corruption (encoder-decoder) or packed next-token sequences
+(decoder-only) for pretraining; padded (source, target) pairs for finetuning and scoring.
 
 Span corruption follows T5 (Raffel et al. 2020, `random_spans_noise_mask` in t5.data): a fixed
 number of noise tokens split into a fixed number of spans, each replaced by one sentinel in the
@@ -91,8 +91,9 @@ class PackedSequences:
         return {"documents": self.documents_read, "buffer": list(self.buffer)}
 
 
-def span_corruption_batch(sequences: list[np.ndarray], rng: np.random.Generator, sentinels: list[int],
-                          eos: int, noise_density: float, mean_span_length: float) -> dict:
+def span_corruption_batch(sequences: list[np.ndarray], rng: np.random.Generator,
+                          sentinels: list[int], eos: int, noise_density: float,
+                          mean_span_length: float) -> dict:
     inputs, targets = [], []
     for tokens in sequences:
         mask = random_spans_noise_mask(len(tokens), noise_density, mean_span_length, rng)
@@ -118,7 +119,8 @@ def pad_id(tokenizer) -> int:
 def padded(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
     """Rows of ids as one tensor, filled with `value` on the right (or the left)."""
     width = max(len(row) for row in rows)
-    return torch.tensor([[value] * (width - len(row)) + row if left else row + [value] * (width - len(row))
+    return torch.tensor([[value] * (width - len(row)) + row if left
+                         else row + [value] * (width - len(row))
                          for row in rows])
 
 
@@ -131,8 +133,8 @@ def seq2seq_batch(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> d
     loss ignores it."""
     sources = encode(tokenizer, [s for s, _ in pairs], max_length)
     targets = encode(tokenizer, [t for _, t in pairs], max_length)
-    return {"input_ids": padded(sources, pad_id(tokenizer)), "attention_mask": attention_mask(sources),
-            "labels": padded(targets, -100)}
+    return {"input_ids": padded(sources, pad_id(tokenizer)),
+            "attention_mask": attention_mask(sources), "labels": padded(targets, -100)}
 
 
 def prompt_target_batch(pairs: list[tuple[str, str]], tokenizer, max_length: int) -> dict:

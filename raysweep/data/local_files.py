@@ -69,7 +69,8 @@ def translation_pair(row: dict, source_lang: str, target_lang: str) -> tuple[str
 # --------------------------------------------------------------------------------------------------
 # Local files
 
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tsv": "csv", ".txt": "text"}
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tsv": "csv",
+             ".txt": "text"}
 
 _EXPECTED = {
     "monolingual": {
@@ -128,7 +129,8 @@ class LocalFile:
                 raise self.error("is UTF-16 text (it starts with a UTF-16 byte-order mark); save "
                                  "it as UTF-8")
             if head.startswith(codecs.BOM_UTF8):
-                raise self.error("starts with a UTF-8 byte-order mark; save it as UTF-8 without one")
+                raise self.error("starts with a UTF-8 byte-order mark; save it as UTF-8 without "
+                                 "one")
             f.seek(0)
             for number, line in enumerate(f, 1):
                 try:
@@ -215,7 +217,8 @@ class LocalFile:
             return f.read(4096).lstrip().startswith("[")
 
     def _position(self, index: int) -> tuple[str, str | None]:
-        """'line N' (1-based) of the index-th row, and that line; 'row N' where there are no lines."""
+        """'line N' (1-based) of the index-th row, and that line; 'row N' where there are no
+        lines."""
         if self.suffix == ".parquet" or (self.suffix == ".json" and self._is_json_array()):
             return f"row {index + 1}", None
         # datasets skips blank lines in JSON Lines and TSV (and a .txt line is never a bad row).
@@ -231,8 +234,8 @@ class LocalFile:
             problem = self._first_bad_json_row()
             if problem:
                 return self.error(problem)
-            return self.error(f"could not be read as json ({short_error(err)}); every row must have "
-                              f"the same fields, with values of the same types")
+            return self.error(f"could not be read as json ({short_error(err)}); every row must "
+                              f"have the same fields, with values of the same types")
         if self.suffix == ".tsv":
             with open(self.path, encoding="utf-8", errors="replace") as f:
                 for number, line in enumerate(f, 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from raysweep.spec import MixtureComponent, SweepSpec, TaskSpec
 
@@ -37,7 +38,8 @@ def batch_source(spec: SweepSpec, step: int) -> int:
     A pure function of (seed, step): every worker draws the same source for the same step (the
     paper mixes per batch), and a restarted run draws the same sequence again."""
     weights = [c.weight for c in spec.pretrain.mixture]
-    return random.Random(f"raysweep-mixture-{spec.seed}-{step}").choices(range(len(weights)), weights)[0]
+    return random.Random(f"raysweep-mixture-{spec.seed}-{step}").choices(range(len(weights)),
+                                                                         weights)[0]
 
 
 def mixture_text(mixture: tuple[MixtureComponent, ...]) -> str:
@@ -51,3 +53,24 @@ def mixture_manifest(spec: SweepSpec) -> dict:
     mixture = spec.pretrain.mixture
     return {"mixture": [{"source": c.source, "weight": c.weight} for c in mixture],
             "alignment": {t.name: alignment_score(mixture, t) for t in spec.tasks}}
+
+
+def total_steps(spec: SweepSpec) -> int:
+    """Steps to reach the last scheduled checkpoint."""
+    return spec.pretrain.published_tokens()[-1] // spec.pretrain.tokens_per_step()
+
+
+def steps_by_source(spec: SweepSpec, steps: int) -> list[int]:
+    """How many of steps 1..`steps` each mixture component supplies."""
+    counts = Counter(batch_source(spec, step) for step in range(1, steps + 1))
+    return [counts[i] for i in range(len(spec.pretrain.mixture))]
+
+
+def tokens_by_source(spec: SweepSpec, steps: int) -> dict[str, int]:
+    """Tokens seen per mixture source after `steps` steps (recorded in each manifest)."""
+    per_step = spec.pretrain.tokens_per_step()
+    counts = steps_by_source(spec, steps)
+    seen: dict[str, int] = {}
+    for component, count in zip(spec.pretrain.mixture, counts):
+        seen[component.source] = seen.get(component.source, 0) + count * per_step
+    return seen

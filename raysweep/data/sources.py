@@ -137,7 +137,8 @@ class DatasetMonolingual(MonolingualSource):
         count >= enough, so checking a large corpus costs what the schedule needs of it, not its
         size)."""
         total, docs = 0, self.documents(shard, num_shards)
-        while batch := list(itertools.islice(docs, 1000)):  # batched: the fast tokenizer is parallel
+        # batched: the fast tokenizer is parallel
+        while batch := list(itertools.islice(docs, 1000)):
             total += sum(len(ids) for ids in tokenizer(batch)["input_ids"])
             if enough is not None and total >= enough:
                 break
@@ -163,8 +164,8 @@ def _has_blank(text) -> bool:
     return len(text) > 0 and pc.min(pc.utf8_length(pc.utf8_trim_whitespace(text))).as_py() == 0
 
 
-def monolingual_source(text: str, language: str | None, family: synthetic.Family, field: str, where: str,
-                       base_dir: str | None = None) -> MonolingualSource:
+def monolingual_source(text: str, language: str | None, family: synthetic.Family, field: str,
+                       where: str, base_dir: str | None = None) -> MonolingualSource:
     name = SourceName.parse(text, field, where)
     if name.kind == "synthetic":
         if "-" in name.location:
@@ -226,10 +227,12 @@ def parallel_splits(task, family: synthetic.Family, where: str, field: str,
         if (src, tgt) != (task.source_lang, task.target_lang):
             raise SpecError(f"{where}: field `{field}` is {task.data!r} but the task translates "
                             f"{task.source_lang} -> {task.target_lang}; nothing was written.")
-        pairs = [synthetic.parallel_pair(src, tgt, i, family) for i in range(n_test + n_dev + n_train)]
+        pairs = [synthetic.parallel_pair(src, tgt, i, family)
+                 for i in range(n_test + n_dev + n_train)]
     else:
         file = LocalFile(_resolve(name.location, base_dir), "parallel", field, where,
-                          check_row=lambda row: translation_pair(row, task.source_lang, task.target_lang))
+                         check_row=lambda row: translation_pair(row, task.source_lang,
+                                                                task.target_lang))
         pairs = []
         for index, row in enumerate(file.rows(file.load(streaming=False))):
             try:
@@ -269,14 +272,16 @@ def _hub_splits(task, name: SourceName, seed: int, where: str, field: str) -> Pa
             try:
                 pair = translation_pair(row, task.source_lang, task.target_lang)
             except BadRow as bad:
-                raise SpecError(f"{where}: field `{field}`: row {index + 1} of the {split} split of "
-                                f"{task.data!r} {bad}; nothing was written.") from None
+                raise SpecError(f"{where}: field `{field}`: row {index + 1} of the {split} split "
+                                f"of {task.data!r} {bad}; nothing was written.") from None
             if pair[0].strip() not in skip:
                 pairs.append(pair)
         return pairs
 
     test = take("test", splits["test"], task.test_examples, set())
     dev = take("validation", splits["validation"], task.dev_examples, set())
-    # datasets shuffles an index mapping: the train split stays on disk, only n_train pairs are read.
-    train = take("train", splits["train"].shuffle(seed=seed), task.train_examples, _leaked(dev, test))
+    # datasets shuffles an index mapping: the train split stays on disk, only n_train pairs are
+    # read.
+    train = take("train", splits["train"].shuffle(seed=seed), task.train_examples,
+                 _leaked(dev, test))
     return ParallelSplits(train, dev, test)

@@ -78,7 +78,8 @@ class Language:
 
 
 def _word(rng: random.Random) -> str:
-    return "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.choice((1, 2, 2, 3))))
+    return "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS)
+                   for _ in range(rng.choice((1, 2, 2, 3))))
 
 
 def _sound_change(rng: random.Random):
@@ -138,8 +139,9 @@ Meaning = tuple
 def meaning(rng: random.Random, family: Family) -> Meaning:
     clauses = []
     for _ in range(rng.choice((1, 1, 2))):
-        clauses.append((rng.randrange(family.nouns), rng.random() < 0.3, rng.randrange(family.verbs),
-                        rng.random() < 0.5, rng.randrange(family.nouns), rng.random() < 0.3,
+        clauses.append((rng.randrange(family.nouns), rng.random() < 0.3,
+                        rng.randrange(family.verbs), rng.random() < 0.5,
+                        rng.randrange(family.nouns), rng.random() < 0.3,
                         rng.randrange(family.adjectives) if rng.random() < 0.5 else -1))
     return tuple(clauses)
 
@@ -170,8 +172,10 @@ def monolingual_document(code: str, index: int, family: Family = Family()) -> st
     return " ".join(render(lang, meaning(rng, family)) for _ in range(rng.randint(3, 6)))
 
 
-def parallel_pair(source: str, target: str, index: int, family: Family = Family()) -> tuple[str, str]:
-    """Sentence pair `index` of the (source, target) parallel corpus: one meaning, two renderings."""
+def parallel_pair(source: str, target: str, index: int,
+                  family: Family = Family()) -> tuple[str, str]:
+    """Sentence pair `index` of the (source, target) parallel corpus: one meaning, two
+    renderings."""
     # The pair's meaning stream does not depend on the direction, so en-de and de-en agree.
     low, high = sorted((source, target))
     rng = random.Random(f"raysweep-parallel-{family.seed}-{low}-{high}-{index}")

@@ -131,7 +131,8 @@ def fetch_tokenizer(spec: SweepSpec) -> Path:
     """tokenizer_dir, after copying the saved tokenizer from the sweep's bucket if this node has
     none yet (bucket storage); what every stage loads."""
     path, bucket = tokenizer_dir(spec), spec.folder.bucket()
-    if bucket is not None and not (path / COMPLETE).exists() and bucket.size(f"tokenizer/{COMPLETE}"):
+    if (bucket is not None and not (path / COMPLETE).exists()
+            and bucket.size(f"tokenizer/{COMPLETE}")):
         bucket.fetch_folder("tokenizer", path, complete=COMPLETE)
     return path
 

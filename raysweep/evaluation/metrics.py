@@ -138,7 +138,8 @@ def corpus_score_replicates(metric, hypotheses: list[str],
                             references: list[str]) -> tuple[float, np.ndarray]:
     """(corpus score, replicates). The score is computed exactly as `metric.corpus_score` does
     (check, extract per-sentence statistics, aggregate); the statistics are extracted once and
-    reused for the bootstrap, as extraction is most of the cost (chrF: ~0.25 s per 500 sentences)."""
+    reused for the bootstrap, as extraction is most of the cost (chrF: ~0.25 s per 500
+    sentences)."""
     refs = [references]
     metric._check_corpus_score_args(hypotheses, refs)
     stats = metric._extract_corpus_statistics(hypotheses, refs)

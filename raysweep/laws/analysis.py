@@ -14,9 +14,9 @@ against the noise the sweep measured.
   error (conservative: they can only miss less).
 - Fit: the paper's Huber fit on log values, each point weighted by its relative error, with the
   log-law held to the expected direction (raysweep.laws.forms.directed).
-- Intervals (raysweep.laws.intervals): a parametric bootstrap: new points drawn around the fitted law with each point's own
-  error (scaled up when the points scatter more than their errors say), refitted; percentile
-  intervals of the parameters and of predictions. Nothing is clipped.
+- Intervals (raysweep.laws.intervals): a parametric bootstrap: new points drawn around the fitted
+  law with each point's own error (scaled up when the points scatter more than their errors
+  say), refitted; percentile intervals of the parameters and of predictions. Nothing is clipped.
 - Backtest, the paper's check: fit on the k smallest-D points, and ask whether each held-out
   point lies inside that fit's own predictive interval (its bootstrap plus the point's error).
 - Verdict (raysweep.laws.evidence.judge): aligned, misaligned, no effect, or inconclusive with
@@ -100,7 +100,8 @@ class Analysis:
     gain: dict | None = None
     """Largest checkpoint minus no pretraining: {"x", "value", "se", "low", "high"} (level)."""
     trend: dict | None = None
-    """Change of the straight-line trend across the fitted D range: {"value", "se", "low", "high"}."""
+    """Change of the straight-line trend across the fitted D range: {"value", "se", "low",
+    "high"}."""
     chi2: float | None = None
     dof: int | None = None
     p_fit: float | None = None
@@ -221,8 +222,8 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
             baseline_se: float | None = None, noise: Noise | None = None,
             increasing: bool | None = None, predict_at=(), band_at=(),
             target_y: float | None = None, k: int = 4, resamples: int = 1000, level: float = 0.9,
-            min_effect: float | None = None, expected_points: int | None = None, min_points: int = 3,
-            seed: int = 0) -> Analysis:
+            min_effect: float | None = None, expected_points: int | None = None,
+            min_points: int = 3, seed: int = 0) -> Analysis:
     """Fit, bootstrap, backtest and judge. Never raises for bad data: the verdict says why.
 
     se: each point's standard error (None: estimated from the scatter). baseline, baseline_se:
@@ -297,7 +298,8 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
 
     return Analysis(
         **base, verdict=verdict, reason=reason, params=fit.params, intervals=boot.params,
-        predictions=[with_interval(d) for d in predict_at], band=[with_interval(d) for d in band_at],
+        predictions=[with_interval(d) for d in predict_at],
+        band=[with_interval(d) for d in band_at],
         points=[{"x": float(a), "y": float(b), "se": float(s)} for a, b, s in zip(xs, ys, sigma)],
         noise_source=source,
         gain=None if gain is None else _change_dict(gain, sign, level, x=float(xs[-1])),
@@ -355,7 +357,8 @@ def describe(analysis: Analysis, x_name: str = "D", y_name: str = "y") -> str:
              f"{a.law} fitted to {a.num_points} points ({y_name} vs {x_name})"
              + (f"; {a.dropped} dropped (zero, negative or non-finite)" if a.dropped else "")
              + (f"; errors {a.noise_source}" if a.noise_source else "")]
-    for name, change in (("gain over no pretraining", a.gain), ("trend across the points", a.trend)):
+    for name, change in (("gain over no pretraining", a.gain),
+                         ("trend across the points", a.trend)):
         if change:
             lines.append(f"  {name}: {change['value']:+.4g} +- {change['se']:.2g}   {pct} interval "
                          f"[{change['low']:.4g}, {change['high']:.4g}]")

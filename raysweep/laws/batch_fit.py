@@ -47,7 +47,8 @@ def refit_many(law: Law, x, log_ys, huber_delta: float, starts, weights=None
     if not law.batched:
         raise ValueError(f"{law.name} cannot be fitted in batches (Law.batched is False)")
     log_ys, starts = np.asarray(log_ys, dtype=float), np.asarray(starts, dtype=float)
-    rows = max(log_ys.shape[0] if log_ys.ndim == 2 else 1, starts.shape[0] if starts.ndim == 2 else 1)
+    rows = max(log_ys.shape[0] if log_ys.ndim == 2 else 1,
+               starts.shape[0] if starts.ndim == 2 else 1)
     log_ys = np.broadcast_to(log_ys, (rows, log_ys.shape[-1]))
     weights = np.ones(log_ys.shape[1]) if weights is None else np.asarray(weights, dtype=float)
     lower, upper = (np.array(side, dtype=float) for side in zip(*law.bounds))

@@ -48,7 +48,8 @@ class Law:
     """(theta, log_x_ref) -> the paper's named parameters."""
     public_names: tuple[str, ...] = ()
     """The paper's parameter names, i.e. the keys of `to_public`."""
-    _log_predict_grad: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    _log_predict_grad: Callable[[np.ndarray, np.ndarray],
+                                tuple[np.ndarray, np.ndarray]] | None = None
     """Optional (theta, z) -> (log value, Jacobian of shape (len(z), len(theta))). The fitter uses
     it when present: analytic gradients make each L-BFGS-B step one evaluation instead of
     len(theta) + 1, which is what keeps a full start grid well under a second."""
@@ -181,7 +182,8 @@ _LOG_LAW_PENALTY_SCALE = 1e-2
 _SERIES_LIMIT = 1e-2
 
 
-def _log_law_h(w: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _log_law_h(w: np.ndarray,
+               z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """h = log(1 + w z) / w (C1 floor below q = EPS), dh/dw, and the out-of-domain penalty
     (-((EPS - q) / SCALE)^2 where q < EPS, else 0) with its derivative in w. w: shape (1,), or
     (B, 1) for a batch of laws (then every result has shape (B, n)).
@@ -200,9 +202,11 @@ def _log_law_h(w: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         log_q = np.log(safe_q)
         dlog_q = 1.0 / safe_q
         if not inside.all():
-            log_q = np.where(inside, log_q, math.log(_LOG_LAW_EPS) + (q - _LOG_LAW_EPS) / _LOG_LAW_EPS)
+            log_q = np.where(inside, log_q,
+                             math.log(_LOG_LAW_EPS) + (q - _LOG_LAW_EPS) / _LOG_LAW_EPS)
             dlog_q = np.where(inside, dlog_q, 1.0 / _LOG_LAW_EPS)
-        safe_w = np.where(w != 0.0, w, 1.0)  # the closed form is used only where |w z| >= 1e-2: w != 0
+        # the closed form is used only where |w z| >= 1e-2: w != 0
+        safe_w = np.where(w != 0.0, w, 1.0)
         h = log_q / safe_w
         dh = (dlog_q * z) / safe_w - log_q / (safe_w * safe_w)
         if small.any():

@@ -22,7 +22,8 @@ class LawGroup:
     """Earlier fits, (checkpoints fitted, band xs, band values), for the law's figure."""
 
     def summary(self) -> dict:
-        """The law as laws.json holds it: the analysis, the points it was fitted on, the baseline."""
+        """The law as laws.json holds it: the analysis, the points it was fitted on, the
+        baseline."""
         law = self.analysis.to_dict()
         law["fitted_points"] = law.pop("points")  # with the errors they were judged with
         return {"task": self.task, "d_f": self.d_f, "metric": self.metric,

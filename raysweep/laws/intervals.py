@@ -30,7 +30,8 @@ def clean_points(x, y, se=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
     y = np.asarray(y, dtype=float).ravel()
     se = np.full(x.shape, np.nan) if se is None else np.asarray(se, dtype=float).ravel()
     if not x.shape == y.shape == se.shape:
-        raise ValueError(f"x, y and se must have the same length, got {x.size}, {y.size}, {se.size}")
+        raise ValueError(f"x, y and se must have the same length, got {x.size}, {y.size}, "
+                         f"{se.size}")
     usable = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     order = np.lexsort((y[usable], x[usable]))
     return x[usable][order], y[usable][order], se[usable][order], int((~usable).sum())

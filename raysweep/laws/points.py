@@ -14,10 +14,10 @@ analysis is told so (Noise.seed_var None).
 
 Shared test-set noise: every checkpoint is scored on the same test set, so part of its test-set
 error is shared with the others (a hard sentence is hard for every checkpoint). Where the trials
-logged paired bootstrap replicates (raysweep.evaluation.metrics), a point's test-set part is the spread of
-its seeds' mean replicate, and the covariance between two points' replicates is the part they
-share: Noise.test_cov, which the analysis uses so that a difference between checkpoints is judged
-against the noise that does not cancel in it.
+logged paired bootstrap replicates (raysweep.evaluation.metrics), a point's test-set part is the
+spread of its seeds' mean replicate, and the covariance between two points' replicates is the
+part they share: Noise.test_cov, which the analysis uses so that a difference between
+checkpoints is judged against the noise that does not cancel in it.
 
 Pure Python/numpy: no Ray, no MLflow.
 """

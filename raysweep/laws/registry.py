@@ -55,7 +55,8 @@ def _chinchilla_log_predict_grad(theta: np.ndarray, x: np.ndarray):
 
 def _chinchilla_to_public(theta: np.ndarray, log_x_ref: float) -> dict[str, float]:
     e, log_a, log_b, alpha, beta = (float(v) for v in theta)
-    return {"E": e, "A": exp_saturating(log_a), "B": exp_saturating(log_b), "alpha": alpha, "beta": beta}
+    return {"E": e, "A": exp_saturating(log_a), "B": exp_saturating(log_b), "alpha": alpha,
+            "beta": beta}
 
 
 CHINCHILLA_LAW = Law(
@@ -114,7 +115,8 @@ GORDON_LAW = Law(
     bounds=((-20.0, 20.0), (-20.0, 20.0)),
     init_grid=((3.0,), (0.5,)),  # convex: one start
     _log_predict=_gordon_log_predict,
-    _to_public=lambda theta, log_x_ref: {"C": exp_saturating(float(theta[0])), "k": float(theta[1])},
+    _to_public=lambda theta, log_x_ref: {"C": exp_saturating(float(theta[0])),
+                                         "k": float(theta[1])},
     public_names=("C", "k"),
     _log_predict_grad=_gordon_log_predict_grad,
     uses_anchor=False,

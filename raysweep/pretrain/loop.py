@@ -1,6 +1,6 @@
 """The pretraining loop on every Ray Train worker (one DeepSpeed rank each), and its launch.
 
-Token accounting (raysweep/data/pretraining.py): every step consumes `batch_size` packed raw
+Token accounting (raysweep/pretrain/batches.py): every step consumes `batch_size` packed raw
 sequences of `seq_len` tokens over all workers (no padding), so tokens seen after step n is exactly
 n x batch_size x seq_len. A checkpoint is published at the first step whose tokens seen reach each
 scheduled D_p; its manifest records the tokens seen per mixture source.
@@ -13,24 +13,15 @@ import logging
 import os
 import time
 
-import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import (
-    CheckpointConfig,
-    CheckpointUploadMode,
-    FailureConfig,
-    RunConfig,
-    ScalingConfig,
-)
-from ray.train.torch import TorchTrainer
 
 from raysweep import checkpoints
-from raysweep.data.mixture import mixture_manifest
-from raysweep.data.pretraining import rank_batches, tokens_by_source, total_steps
+from raysweep.data.mixture import mixture_manifest, tokens_by_source, total_steps
 from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
 from raysweep.model import build_model
 from raysweep.plan import tell_watcher
+from raysweep.pretrain.batches import rank_batches
 from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step
 from raysweep.pretrain.recovery import load_recovery, remove_unregistered_recoveries, save_recovery
 from raysweep.pretrain.throughput import Throughput, device_peak_flops, model_flops_per_token
@@ -85,6 +76,9 @@ class Publisher:
         dist.barrier()
 
     def _save_recovery(self, engine, step: int, metrics: dict, stream_position: dict) -> None:
+        import ray.train  # lazy: see train_loop
+        from ray.train import CheckpointUploadMode
+
         # ASYNC: Ray uploads the folder in the background while training goes on.
         unwritten = self.mlflow_log.unwritten() if self.mlflow_log else []
         tokens_seen = step * self.spec.pretrain.tokens_per_step()
@@ -115,6 +109,8 @@ def _resume(engine, mlflow_log, rank: int, world: int) -> tuple[int, dict | None
     """Restore the latest recovery checkpoint Ray Train hands back, if any; returns the step it
     was saved at (0 for a fresh start) and where this rank's data stream stood then. Rank 0
     writes the metrics MLflow did not have then."""
+    import ray.train  # lazy: see train_loop
+
     recovery = ray.train.get_checkpoint()
     if not recovery:
         return 0, None
@@ -144,6 +140,10 @@ def _step_metrics(engine, loss, step: int, world: int, tokens_per_step: int, met
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker. Started again after a failure: it then resumes from the
     latest recovery checkpoint, and the data stream from the position saved in it."""
+    # Ray Train is imported where it is used: it takes 1.5 s, and `raysweep validate` imports this
+    # module (through the checkpoint source) without training.
+    import ray.train
+
     torch.set_num_threads(1)  # workers share the machine with trials; one thread each
     if not torch.cuda.is_available():
         # DeepSpeed's CPU accelerator (gloo, no CUDA build): read when deepspeed is first
@@ -162,7 +162,8 @@ def train_loop(config: dict) -> None:
 
     last_step = total_steps(spec)
     publisher = Publisher(spec, rank, mlflow_log, last_step)
-    meter = Throughput(model_flops_per_token(spec, len(tokenizer)), device_peak_flops(spec)[0], world)
+    meter = Throughput(model_flops_per_token(spec, len(tokenizer)), device_peak_flops(spec)[0],
+                       world)
     started = time.time()
     batches = rank_batches(spec, tokenizer, rank, world, resumed_from + 1, stream_position)
     for step, _, batch in batches:
@@ -184,6 +185,10 @@ def run_pretraining(spec: SweepSpec, run_id: str) -> None:
     """Pretrain to the budget (the last published checkpoint). Blocks; raises if training fails
     more than pretrain.max_failures times. A rerun with the same storage resumes from the latest
     recovery checkpoint (Ray Train finds it in the run folder)."""
+    # Ray Train where it is used: see train_loop.
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     res = spec.resources
     trainer = TorchTrainer(
         train_loop,

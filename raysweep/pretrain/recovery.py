@@ -60,7 +60,8 @@ def load_recovery(engine, folder: str, rank: int, world: int) -> Recovered:
     state = json.loads((Path(folder) / RECOVERY_STATE).read_text())
     stream = Path(folder) / stream_file(rank)
     position = json.loads(stream.read_text()) if stream.is_file() else None
-    if position is not None and (position.get("step"), position.get("world")) != (state["step"], world):
+    if (position is not None
+            and (position.get("step"), position.get("world")) != (state["step"], world)):
         position = None
     return Recovered(state["step"], state.get("unwritten_metrics", []), position)
 

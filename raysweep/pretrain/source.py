@@ -61,7 +61,8 @@ class PretrainingSource:
 
     def _tokenizer(self, offline: bool):
         spec = self.spec
-        # Offline (validate), a bucket is not read either: the tokenizer is trained or fetched at run.
+        # Offline (validate), a bucket is not read either: the tokenizer is trained or fetched at
+        # run.
         saved = tokenizer_dir(spec) if offline else fetch_tokenizer(spec)
         if (saved / "tokenizer_config.json").exists():
             return load_tokenizer(saved)

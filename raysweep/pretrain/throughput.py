@@ -39,7 +39,8 @@ class Throughput:
         figures = {"tokens_per_second": tokens_per_second,
                    "model_tflops_per_second": self.flops_per_token * tokens_per_second / 1e12}
         if self.peak_flops:
-            figures["mfu"] = self.flops_per_token * tokens_per_second / (self.peak_flops * self.world)
+            figures["mfu"] = (self.flops_per_token * tokens_per_second
+                              / (self.peak_flops * self.world))
         self._restart()
         return figures
 
@@ -62,7 +63,8 @@ def _decoder_only_flops_per_token(spec: SweepSpec, vocab_size: int) -> float:
     counts); the output projection."""
     m, seq_len = spec.model, spec.pretrain.seq_len
     inner = m.num_heads * m.d_kv
-    layer = 2 * m.d_model * inner + 2 * m.d_model * inner + 3 * m.d_model * m.d_ff + 2 * seq_len * inner
+    layer = (2 * m.d_model * inner + 2 * m.d_model * inner + 3 * m.d_model * m.d_ff
+             + 2 * seq_len * inner)
     return 6 * (m.num_layers * layer + m.d_model * vocab_size)
 
 

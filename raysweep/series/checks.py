@@ -141,7 +141,8 @@ def load_series_tokenizer(spec: SweepSpec):
             raise SpecError(
                 f"{_where(spec)}: field `series.attach`: no checkpoint of {spec.series.folder} is "
                 f"there yet, and the model's tokenizer is read from one. Start the sweep once the "
-                f"trainer has saved its first checkpoint (with its tokenizer); nothing was written.")
+                f"trainer has saved its first checkpoint (with its tokenizer); nothing was "
+                f"written.")
         last = there[0]
     try:
         if spec.series.hub:

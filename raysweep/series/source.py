@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 
-import ray
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from raysweep import checkpoints
@@ -53,7 +52,8 @@ class SeriesSource:
         return [f"  checkpoints made elsewhere: {where}, trained on "
                 f"{mixture_text(self.spec.pretrain.mixture)}",
                 "  checkpoints (D_p, tokens): "
-                + ", ".join(f"{p.tokens:,} ({series.label(p).rsplit('@', 1)[-1].rsplit('/', 1)[-1]})"
+                + ", ".join(f"{p.tokens:,} "
+                            f"({series.label(p).rsplit('@', 1)[-1].rsplit('/', 1)[-1]})"
                             for p in series.points())
                 + " + the same architecture freshly initialised (D_p = 0); the model's own "
                   "tokenizer"]
@@ -115,8 +115,7 @@ class SeriesSource:
             checkpoints.publish(spec, model, point.tokens, index + 1, {"source": label, **about})
             tracker.log_metrics(run_id, {"published_tokens": point.tokens,
                                          "tokens_seen": point.tokens}, step=index + 1)
-            if ray.is_initialized():
-                tell_watcher(spec)
+            tell_watcher(spec)
             if self.series.folder:  # a bucket checkpoint's copy on this node: it is published
                 location(spec).drop_local(point.folder, downloads(spec))
             del model

@@ -54,7 +54,8 @@ class BufferedMetrics:
         from mlflow.entities import Metric
 
         with self.changed:
-            self.to_check += [Metric(p["key"], p["value"], p["timestamp"], p["step"]) for p in points]
+            self.to_check += [Metric(p["key"], p["value"], p["timestamp"], p["step"])
+                              for p in points]
             self.changed.notify_all()
 
     def flush(self) -> None:

@@ -44,8 +44,9 @@ MAX_DESCRIPTION = 8000
 # is down, restarting or overloaded (MLflow's HTTP client has already retried each request for
 # about 4 minutes with backoff before it raises these).
 # (An exhausted retry of HTTP 429/5xx answers also reads "Max retries exceeded".)
-TRANSIENT = ("database is locked", "Max retries exceeded", "Connection refused", "Connection aborted",
-             "Connection reset", "Connection broken", "Read timed out", "RemoteDisconnected")
+TRANSIENT = ("database is locked", "Max retries exceeded", "Connection refused",
+             "Connection aborted", "Connection reset", "Connection broken", "Read timed out",
+             "RemoteDisconnected")
 
 
 def is_transient(err: BaseException) -> bool:
@@ -85,17 +86,20 @@ class Tracker:
         # validate` reads this package's tag names without writing to MLflow.
         from mlflow.tracking import MlflowClient
 
-        # MLflow draws a progress bar for every artifact it downloads or uploads: `raysweep fit SPEC`
-        # printed one per trial (28 on the demo) above the laws. Set the variable to true to see them.
+        # MLflow draws a progress bar for every artifact it downloads or uploads:
+        # `raysweep fit SPEC` printed one per trial (28 on the demo) above the laws. Set the
+        # variable to true to see them.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.client = MlflowClient(tracking_uri)
-        self.tracking_uri, self.experiment, self.artifact_root = tracking_uri, experiment, artifact_root
+        self.tracking_uri, self.experiment, self.artifact_root = (tracking_uri, experiment,
+                                                                  artifact_root)
         self._experiment_id: str | None = None
 
     @classmethod
     def for_spec(cls, spec: SweepSpec) -> Tracker:
         # A tracking server keeps its own artifact store; a local store (the default SQLite file,
-        # or a sqlite:/file: tracking_uri) gets the sweep's folder, not MLflow's ./mlruns in the cwd.
+        # or a sqlite:/file: tracking_uri) gets the sweep's folder, not MLflow's ./mlruns in the
+        # cwd.
         server = (spec.tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
         artifacts = None if server else str((spec.root / "mlartifacts").resolve())
         return cls(spec.resolved_tracking_uri(), spec.name, artifacts)
@@ -115,7 +119,8 @@ class Tracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
                 raise RuntimeError(f"MLflow experiment {self.experiment!r} does not exist at "
-                                   f"{self.tracking_uri}; the driver creates it (ensure_experiment).")
+                                   f"{self.tracking_uri}; the driver creates it "
+                                   f"(ensure_experiment).")
             self._experiment_id = found.experiment_id
         return self._experiment_id
 

@@ -19,38 +19,16 @@ by reading again what the earlier steps consumed.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
 
 from raysweep.data.collators import PackedSequences
-from raysweep.data.mixture import batch_source
+from raysweep.data.mixture import batch_source, steps_by_source, total_steps
 from raysweep.data.sources import monolingual_source
 from raysweep.data.synthetic import Family
 from raysweep.model import family
 from raysweep.spec import SweepSpec
-
-
-def total_steps(spec: SweepSpec) -> int:
-    """Steps to reach the last scheduled checkpoint."""
-    return spec.pretrain.published_tokens()[-1] // spec.pretrain.tokens_per_step()
-
-
-def steps_by_source(spec: SweepSpec, steps: int) -> list[int]:
-    """How many of steps 1..`steps` each mixture component supplies."""
-    counts = Counter(batch_source(spec, step) for step in range(1, steps + 1))
-    return [counts[i] for i in range(len(spec.pretrain.mixture))]
-
-
-def tokens_by_source(spec: SweepSpec, steps: int) -> dict[str, int]:
-    """Tokens seen per mixture source after `steps` steps (recorded in each manifest)."""
-    per_step = spec.pretrain.tokens_per_step()
-    counts = steps_by_source(spec, steps)
-    seen: dict[str, int] = {}
-    for component, count in zip(spec.pretrain.mixture, counts):
-        seen[component.source] = seen.get(component.source, 0) + count * per_step
-    return seen
 
 
 class RankBatches:
@@ -72,8 +50,9 @@ class RankBatches:
                                       f"pretrain.mixture[{i}].source", where, spec.base_dir)
                    for i, c in enumerate(pre.mixture)]
         positions = position["sources"] if position else [None] * len(sources)
-        self.streams = [PackedSequences(lambda skip, source=source: source.documents(rank, world, skip),
-                                        tokenizer, pre.seq_len, at)
+        self.streams = [PackedSequences(
+                            lambda skip, source=source: source.documents(rank, world, skip),
+                            tokenizer, pre.seq_len, at)
                         for source, at in zip(sources, positions)]
         self._sequences = [iter(stream) for stream in self.streams]
         self._steps = self._batches()
@@ -98,7 +77,8 @@ class RankBatches:
                 raise RuntimeError(
                     f"pretraining source pretrain.mixture[{source}] ({pre.mixture[source].source}) "
                     f"ran out of documents on rank {self.rank} at step {step}: the laws assume no "
-                    f"data is repeated, so add data, lower its weight or lower pretrain.checkpoints.")
+                    f"data is repeated, so add data, lower its weight or lower "
+                    f"pretrain.checkpoints.")
             self.step = step
             rng = np.random.default_rng([self.spec.seed, self.rank, step])
             yield step, source, batch_of(sequences, rng, self.spec, self.tokenizer)
