@@ -143,7 +143,7 @@ class Sampler:
     def _run(self) -> None:
         import ray
 
-        from raysweep.finetune import WATCHER_NAME
+        from raysweep.plan import WATCHER_NAME
 
         while not self.stop.wait(1.0):
             try:
