@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 
-from raysweep.data.mixture import alignment_score
+from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
 from raysweep.spec import SweepSpec
 
@@ -115,8 +115,8 @@ def answer_markdown(spec: SweepSpec, groups: list[LawGroup],
               else "prediction")
     for task in spec.tasks:
         mine = [g for g in groups if g.task == task.name]
-        score = alignment_score(spec.pretrain.mixture, task)
-        lines += [f"## {task.name} (alignment score of the mixture {score:.2f})", "",
+        score = alignment_text(spec.pretrain.mixture, task)
+        lines += [f"## {task.name} (alignment score of the mixture {score})", "",
                   _headline(task.name, mine), "",
                   f"| D_f | metric | verdict | gain over no pretraining | {target} | D_p needed |",
                   "|---:|---|---|---|---|---|"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.data.checks import check_task_data
-from raysweep.data.mixture import alignment_score
+from raysweep.data.mixture import alignment_text
 from raysweep.spec import SAVED_TOKENIZER_HINT, SpecError, SweepSpec
 
 
@@ -19,7 +19,7 @@ def plan_text(spec: SweepSpec, available: dict[str, int] | None = None) -> str:
     lines += checkpoint_source(spec).plan_lines()
     for task in spec.tasks:
         lines.append(f"  task {task.name} ({task.source_lang}->{task.target_lang}, {task.data}): "
-                     f"alignment score {alignment_score(spec.pretrain.mixture, task):.2f}")
+                     f"alignment score {alignment_text(spec.pretrain.mixture, task)}")
         known = (available or {}).get(task.name)
         lines.append(f"    finetune sizes (D_f, tokens): "
                      f"{', '.join(f'{t:,}' for t in task.finetune_tokens)}"

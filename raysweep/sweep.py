@@ -24,7 +24,7 @@ import ray
 from raysweep import checkpoints
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.cluster import check_resources, live_node_types
-from raysweep.data.mixture import alignment_score, mixture_text
+from raysweep.data.mixture import UNKNOWN_ALIGNMENT, alignment_score, mixture_text
 from raysweep.data.tokenizer import save_tokenizer
 from raysweep.evaluation.comet_model import load_comet
 from raysweep.evaluation.scorer import stop_scorers
@@ -190,10 +190,10 @@ def _open_runs(spec: SweepSpec, source) -> dict[str, str]:
                                    "checkpoints": ",".join(map(str, spec.published_tokens()))})
     # The translation alignment score of the mixture for every task: the paper's predictor of
     # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
+    scores = {task.name: alignment_score(spec.pretrain.mixture, task) for task in spec.tasks}
     mixture_params = {"mixture": mixture_text(spec.pretrain.mixture),
-                      **{f"alignment.{task.name}":
-                             round(alignment_score(spec.pretrain.mixture, task), 4)
-                         for task in spec.tasks}}
+                      **{f"alignment.{name}": UNKNOWN_ALIGNMENT if score is None else round(score, 4)
+                         for name, score in scores.items()}}
     for run_id in (sweep_run, runs["pretrain"]):
         tracker.log_params(run_id, mixture_params)
     return runs

@@ -315,6 +315,23 @@ def _file_spec(tmp_path, write_spec, data: dict, en_docs: int):
     return load_spec(write_spec(data))
 
 
+def test_a_source_without_a_language_gives_an_unknown_alignment_score_not_zero(
+        tmp_path, write_spec, tiny_spec_dict):
+    from raysweep.answer import answer_markdown
+    from raysweep.data.mixture import UNKNOWN_ALIGNMENT, alignment_score
+    from raysweep.preflight import plan_text
+
+    spec = _file_spec(tmp_path, write_spec, tiny_spec_dict, en_docs=2000)
+    task = spec.tasks[0]
+    assert alignment_score(spec.pretrain.mixture, task) == pytest.approx(1.0)  # languages given
+    without = dataclasses.replace(spec.pretrain.mixture[1], language=None)  # file:de.jsonl
+    spec = dataclasses.replace(spec, pretrain=dataclasses.replace(
+        spec.pretrain, mixture=(spec.pretrain.mixture[0], without)))
+    assert alignment_score(spec.pretrain.mixture, task) is None
+    assert f"alignment score {UNKNOWN_ALIGNMENT}" in plan_text(spec)
+    assert f"(alignment score of the mixture {UNKNOWN_ALIGNMENT})" in answer_markdown(spec, [])
+
+
 def test_pretraining_file_too_small_for_the_schedule_fails_validation(tmp_path, write_spec,
                                                                      tiny_spec_dict):
     from raysweep.data.mixture import batch_source

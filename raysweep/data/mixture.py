@@ -23,13 +23,27 @@ def language_shares(mixture: tuple[MixtureComponent, ...]) -> dict[str, float]:
     return shares
 
 
-def alignment_score(mixture: tuple[MixtureComponent, ...], task: TaskSpec) -> float:
+UNKNOWN_ALIGNMENT = "unknown (give each source its language)"
+"""What is shown for the alignment score of a mixture with a source of unknown language."""
+
+
+def alignment_score(mixture: tuple[MixtureComponent, ...], task: TaskSpec) -> float | None:
     """Isik et al.'s translation alignment score A(D, T(src, dest)) = Ps*Pd + 0.7*Ps + 0.8*Pd.
 
-    1.0 for a 50/50 mixture of the two task languages; 0 when neither is in the mixture."""
+    1.0 for a 50/50 mixture of the two task languages; 0 when neither is in the mixture. None
+    when a source's language is not known (a `file:` or `hf:` source without `language`): its
+    share could be either task language, and a 0 would read as "misaligned by design"."""
+    if any(component_language(c) is None for c in mixture):
+        return None
     shares = language_shares(mixture)
     p_src, p_dest = shares.get(task.source_lang, 0.0), shares.get(task.target_lang, 0.0)
     return p_src * p_dest + 0.7 * p_src + 0.8 * p_dest
+
+
+def alignment_text(mixture: tuple[MixtureComponent, ...], task: TaskSpec) -> str:
+    """The score as the plan and the answer show it: `0.70`, or UNKNOWN_ALIGNMENT."""
+    score = alignment_score(mixture, task)
+    return UNKNOWN_ALIGNMENT if score is None else f"{score:.2f}"
 
 
 def batch_source(spec: SweepSpec, step: int) -> int:
