@@ -192,7 +192,8 @@ def _open_runs(spec: SweepSpec, source) -> dict[str, str]:
     # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
     scores = {task.name: alignment_score(spec.pretrain.mixture, task) for task in spec.tasks}
     mixture_params = {"mixture": mixture_text(spec.pretrain.mixture),
-                      **{f"alignment.{name}": UNKNOWN_ALIGNMENT if score is None else round(score, 4)
+                      **{f"alignment.{name}": (UNKNOWN_ALIGNMENT if score is None
+                                               else round(score, 4))
                          for name, score in scores.items()}}
     for run_id in (sweep_run, runs["pretrain"]):
         tracker.log_params(run_id, mixture_params)
