@@ -55,13 +55,14 @@ def answer_rows(spec: SweepSpec, groups: list[LawGroup]) -> list[dict]:
     rows = []
     for g in groups:
         a = g.analysis
-        prediction = "-"
+        # The second question, whether the law holds: no prediction is read from one that does not.
+        prediction = "none: the law does not hold" if a.law_holds is False else "-"
         for p in a.predictions:
             prediction = with_interval(p) + (f" ({p['extrapolation']:.2g}x past the data)"
                                               if p.get("extrapolation", 1) > 1 else "")
         target = spec.fit.target_score.get(g.metric)
         needed = "-"
-        if target is not None and a.params:
+        if target is not None and a.params and a.law_holds is not False:
             needed = (f"{tokens(a.required_x)} for {number(target)}" if a.required_x is not None
                       else f"not reached ({number(target)})")
         rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric,

@@ -51,6 +51,14 @@ Huber's classic tuning constant, so a residual within the noise counts quadratic
 paper's delta (1e-3 for cross-entropy) assumes residuals far below 0.1%; with the demo's 4% test
 noise every point sat in the linear, non-smooth part, the fit was an L1 fit, and L-BFGS-B took
 ~100 iterations per bootstrap refit (up to 700) instead of ~10."""
+LAW_MISFIT = 3.0
+"""Bare points (no errors given) scattering this many times more about the law than about
+their neighbours are a shape the law cannot follow, not noise (_errors). Chosen on simulated
+bare tables of the paper's shapes (a rising log-law, a 30% fall, a rise then a fall, flat, at
+0.5% and 2% noise): a provisional setting until the verdicts are calibrated on the whole
+measurement path."""
+
+
 @dataclass
 class Noise:
     """Where the points' errors come from, so an inconclusive verdict can say what would resolve
@@ -69,13 +77,20 @@ class Noise:
     the points' errors are taken as independent."""
 
 
-def noise_level(y) -> float:
-    """Noise standard deviation from second differences (robust: median absolute value)."""
-    y = np.asarray(y, dtype=float)
+def noise_level(x, y) -> float:
+    """Noise standard deviation of bare points, estimated without any law: each interior point
+    against the straight line (in log D) through its two neighbours. A smooth curve follows that
+    line closely whatever its shape (a rise, a fall, a dip: only its curvature between three
+    neighbours counts), so a metric the law cannot follow is not mistaken for noise. Robust (the
+    median over points); for evenly spaced D these are the classic second differences. 0 with
+    fewer than 3 points."""
+    u, y = np.log(np.asarray(x, dtype=float)), np.asarray(y, dtype=float)
     if y.size < 3:
         return 0.0
-    second = y[:-2] - 2 * y[1:-1] + y[2:]
-    return float(np.median(np.abs(second)) / 0.6745 / math.sqrt(6))
+    w = (u[1:-1] - u[:-2]) / (u[2:] - u[:-2])  # where each point sits between its neighbours
+    residual = y[1:-1] - ((1 - w) * y[:-2] + w * y[2:])
+    spread = np.sqrt(1 + w ** 2 + (1 - w) ** 2)  # a residual's sd in units of one point's
+    return float(np.median(np.abs(residual) / spread) / 0.6745)
 
 
 @dataclass
@@ -110,6 +125,13 @@ class Analysis:
     converged: bool | None = None
     target_y: float | None = None
     required_x: float | None = None
+    params_note: str = ""
+    """Why no parameters are given, where none are: the law cannot follow the points, or the
+    fit runs to a corner where they are not identifiable."""
+    law_holds: bool | None = None
+    """Whether the law can be read for a prediction: False when it misses the points beyond
+    their noise or misses held-out checkpoints (then no prediction or D_p needed is given);
+    None when it was not fitted."""
     message: str = ""
 
     def to_dict(self) -> dict:
@@ -128,16 +150,30 @@ def _scatter(fit: FitResult, xs, ys) -> float | None:
     return float(np.median(residuals) / 0.6745 * math.sqrt(ys.size / dof))
 
 
-def _errors(ys, se, noise: Noise | None, scatter: float | None) -> tuple[np.ndarray, str, bool]:
+def _errors(xs, ys, se, noise: Noise | None,
+            scatter: float | None) -> tuple[np.ndarray, str, bool]:
     """The error each point is judged with, where it comes from in words, and whether it was
-    measured independently of the points (only then can it test the law's goodness of fit: an
+    measured independently of the law (only then can it test the law's goodness of fit: an
     error estimated from the scatter around the law would judge the law by itself).
-    scatter: relative noise estimated from the points (_scatter), used where nothing was
-    measured, and where the measured errors miss a source (one finetune seed) and it is larger."""
+    Bare points (no errors given): their noise is estimated without the law (noise_level): the
+    scatter around a law that cannot follow the points (a log-law held to rise, on a falling
+    metric) would count the misfit as noise and hide the fall. scatter: relative noise of the
+    points around the fit (_scatter), used where the measured errors miss a source (one
+    finetune seed) and it is larger."""
     floor = RELATIVE_ERROR_FLOOR * np.abs(ys)
     if not np.all(np.isfinite(se) & (se >= 0)):
-        estimate = scatter * ys if scatter is not None else np.full(ys.size, noise_level(ys))
-        return np.maximum(estimate, floor), "estimated from the scatter of the points", False
+        # The scatter about the fit, robust to a single point far off (a real dip spreads into
+        # three neighbour residuals, but into one of the fit's); unless it is LAW_MISFIT times
+        # the points' scatter about their neighbours (noise_level, blind to any law) or more:
+        # then the law cannot follow the points (a log-law held to rise, on a falling metric)
+        # and its misfit must not be taken for noise.
+        free = noise_level(xs, ys)
+        if scatter is not None and scatter * np.mean(np.abs(ys)) < LAW_MISFIT * free:
+            return (np.maximum(scatter * ys, floor), "estimated from the scatter of the points",
+                    False)
+        why = " (the law cannot follow them)" if scatter is not None else ""
+        return (np.maximum(np.full(ys.size, free), floor),
+                f"estimated from the points' scatter about their neighbours{why}", True)
     if noise is not None and noise.seed_var is None and scatter is not None:
         source = (f"test-set bootstrap over {noise.test_sentences} sentences, 1 seed "
                   f"(finetuning noise unmeasured: the points' scatter is used where larger)")
@@ -257,7 +293,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         weights = np.mean(ses / ys) / (ses / ys)  # relative errors, normalised: see fit_law
         huber_delta = max(huber_delta, HUBER_SIGMAS * float(np.mean(ses / ys)))
     fit = fit_law(law, xs, ys, huber_delta, weights=weights)
-    sigma, source, independent = _errors(ys, ses, noise, _scatter(fit, xs, ys))
+    sigma, source, independent = _errors(xs, ys, ses, noise, _scatter(fit, xs, ys))
     cov, test_cov = _covariance(xs, sigma, noise)
     if test_cov is not None:
         source += "; test-set noise shared between checkpoints measured (paired resamples)"
@@ -282,14 +318,24 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         tolerance = np.diag(np.square(0.5 * effect / ys))
         chi2, dof, p_fit, _ = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)),
                                                 log_cov + tolerance, len(law.param_names))
+    last = slice(-max(3, -(-xs.size // 2)), None)  # the last half of the checkpoints, >= 3
+    tail = evidence.trend_change(xs[last], ys[last], sigma[last], sign, scale,
+                                 cov=cov[last, last])
     e = evidence.Evidence(
         sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
         steps=evidence.wrong_way_steps(xs, ys, cov, sign), backtest_misses=[],
-        min_effect=effect)
+        min_effect=effect, tail=tail)
     verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
                                                        min(resamples, 200), seed), noise)
     if base["provisional"]:
         reason = f"provisional ({xs.size + dropped} of {expected_points} checkpoints): {reason}"
+    # A law that fails, or does not predict its held-out checkpoints, gives no prediction; one
+    # that cannot follow the points at all gives no parameters either.
+    cannot_follow, corner = _cannot_follow(fit, xs, increasing), _corner(fit)
+    readable = evidence.law_problem(e) is None and cannot_follow is None
+    if cannot_follow:
+        reason = f"{reason}; {cannot_follow}"
+    shown = {} if cannot_follow or corner else fit.params
 
     def with_interval(d) -> dict:
         return {"x": float(d), "value": float(fit.predict([d])[0]),
@@ -297,16 +343,41 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
                 "extrapolation": float(d) / float(xs[-1])}
 
     return Analysis(
-        **base, verdict=verdict, reason=reason, params=fit.params, intervals=boot.params,
-        predictions=[with_interval(d) for d in predict_at],
-        band=[with_interval(d) for d in band_at],
+        **base, verdict=verdict, reason=reason, params=shown,
+        intervals={k: v for k, v in boot.params.items() if k in shown},
+        predictions=[with_interval(d) for d in predict_at] if readable else [],
+        band=[with_interval(d) for d in band_at] if cannot_follow is None else [],
         points=[{"x": float(a), "y": float(b), "se": float(s)} for a, b, s in zip(xs, ys, sigma)],
         noise_source=source,
         gain=None if gain is None else _change_dict(gain, sign, level, x=float(xs[-1])),
         trend=_change_dict(trend, sign, level), chi2=chi2, dof=dof, p_fit=p_fit, backtest=test,
         drops=e.steps, converged=fit.converged,
-        required_x=required_x(fit, target_y, float(xs[0])) if target_y is not None else None,
-        message=fit.message)
+        required_x=(required_x(fit, target_y, float(xs[0]))
+                    if target_y is not None and readable else None),
+        law_holds=readable,
+        params_note=cannot_follow or corner or "", message=fit.message)
+
+
+def _cannot_follow(fit: FitResult, xs, increasing: bool) -> str | None:
+    """Why the best fit is no description of the points at all (then neither its parameters nor
+    its curve are shown as the law's): a flat curve, the law being held to move the expected way
+    and the points not doing so. None for a fit that follows the points, well or badly."""
+    if np.ptp(np.log(fit.predict(xs))) < 1e-9:
+        return (f"the law cannot follow the points: its best fit is flat (held to "
+                f"{'rise' if increasing else 'fall'}, and the points do not), so it gives no "
+                f"parameters and no prediction")
+    return None
+
+
+def _corner(fit: FitResult) -> str | None:
+    """Where a fit runs to a corner of its parameter space (a parameter infinite or undefined:
+    the curve may follow the points, but its parameters are not identifiable), in words."""
+    corner = [name for name, value in fit.params.items() if not math.isfinite(value)]
+    if not corner:
+        return None
+    return ("parameters not identifiable: the fit runs to "
+            + ", ".join(f"{name} = {fit.params[name]:.3g}" for name in corner)
+            + " (read the curve and its predictions, not the parameters)")
 
 
 def _gain(xs, ys, sigma, baseline, baseline_se, sign: float, noise: Noise | None,
@@ -369,6 +440,8 @@ def describe(analysis: Analysis, x_name: str = "D", y_name: str = "y") -> str:
         fit_test = f"chi2 = {a.chi2:.2f} on {a.dof} dof" + (f", p = {a.p_fit:.2g}" if a.p_fit
                                                             is not None else "")
         lines.append(f"  goodness of fit: {fit_test}")
+    if a.params_note:
+        lines.append(f"  {a.params_note}")
     for name, value in a.params.items():
         low, high = a.intervals.get(name, (math.nan, math.nan))
         lines.append(f"  {name:6} = {value:.4g}   {pct} interval [{low:.4g}, {high:.4g}]")

@@ -83,6 +83,9 @@ class Evidence:
     """Held-out checkpoints outside the backtest fit's predictive interval."""
     min_effect: float
     """The smallest change worth telling from none, in the metric's units."""
+    tail: Change | None = None
+    """The trend's change across the last checkpoints alone (the last half, at least 3; better =
+    positive): whether more pretraining still pays where the points end."""
 
 
 def log_chi2(log_residuals, log_cov, num_params: int) -> tuple[float, int, float | None, float]:
@@ -101,18 +104,26 @@ def log_chi2(log_residuals, log_cov, num_params: int) -> tuple[float, int, float
 def trend_change(x, y, se, sign: float, scale: float, cov=None, test_cov=None) -> Change:
     """Weighted least-squares line y = a + b log D (weights from the points' own errors `se`);
     its change b * (log D_max - log D_min), with the standard error from the points' covariance
-    `cov` (default: independent errors `se`), inflated by the law's scatter factor (a line is a
-    cruder description than the law, so its own lack of fit would double-count curvature).
+    `cov` (default: independent errors `se`), inflated by the scatter factor of whichever
+    describes the points better, the law (`scale`) or the line itself: a line is a cruder
+    description than a law that holds, so its own lack of fit would double-count curvature; but
+    a law that cannot follow the points (a log-law held to rise, on a falling metric) must not
+    widen the line's change with its own misfit.
     The slope is linear in y, slope = c.y, so its variance is c' cov c: noise all points share
     moves them together and cancels in the slope. test_cov: the test-set part of cov, for the
     change's test_share."""
     u = np.log(np.asarray(x, dtype=float))
+    y = np.asarray(y, dtype=float)
     w = 1.0 / np.asarray(se, dtype=float) ** 2
     u_mean = np.sum(w * u) / np.sum(w)
     c = w * (u - u_mean) / np.sum(w * (u - u_mean) ** 2)
     cov = np.diag(1.0 / w) if cov is None else np.asarray(cov, dtype=float)
     width = float(u.max() - u.min())
-    slope = float(c @ np.asarray(y, dtype=float))
+    slope = float(c @ y)
+    if y.size > 2:  # the line's own scatter factor, as log_chi2 gives the law's
+        residual = y - (np.sum(w * y) / np.sum(w) + slope * (u - u_mean))
+        line_chi2 = float(residual @ np.linalg.solve(cov, residual))
+        scale = min(scale, math.sqrt(max(1.0, line_chi2 / (y.size - 2))))
     variance = max(float(c @ cov @ c), 0.0)
     share = (None if test_cov is None or variance == 0
              else min(max(float(c @ np.asarray(test_cov, dtype=float) @ c) / variance, 0.0), 1.0))
@@ -162,11 +173,38 @@ def _signed(change: Change, sign: float) -> str:
     return f"{sign * change.value:+.3g} +- {change.se:.2g}"
 
 
+def law_problem(e: Evidence) -> str | None:
+    """Why the law cannot be read for a prediction, in words: it misses the points beyond their
+    noise, or, fitted on the smallest checkpoints, misses held-out ones; None if it holds (or is
+    untested)."""
+    if e.p_fit is not None and e.p_fit < LAW_REJECTED_P:
+        return (f"the law fails: it misses the points by more than their noise and "
+                f"+-{_number(e.min_effect / 2)} (chi2 = {e.chi2:.1f} on {e.dof} dof, p = "
+                f"{e.p_fit:.2g}; they scatter {e.scale:.1f}x more than their errors)")
+    if e.backtest_misses:
+        miss = e.backtest_misses[0]
+        return (f"the law does not predict: fitted on the smallest checkpoints, it misses "
+                f"{len(e.backtest_misses)} held-out one(s) beyond their predictive interval (at "
+                f"D = {miss['x']:.3g}: measured {_number(miss['y'])}, interval "
+                f"[{_number(miss['low'])}, {_number(miss['high'])}])")
+    return None
+
+
+def _flat(change: Change | None, min_effect: float) -> bool:
+    """Whether a change is measured to lie within +-min_effect (its 90% interval inside)."""
+    return change is not None and -min_effect < change.interval()[0] \
+        and change.interval()[1] < min_effect
+
+
 def judge(e: Evidence) -> tuple[str, str]:
-    """The verdict and its statistical basis, in words. Order matters: harm and wrong-way
-    movement first (misaligned), then a law that fails with the noise accounted for (the paper's
-    signal), then improvement (aligned), equivalence to zero (no effect), and otherwise
-    inconclusive."""
+    """The verdict and its statistical basis, in words. Two questions, kept apart: does the
+    pretraining help (the gain over none, the trend, no step the wrong way), and does the law
+    hold (law_problem), so that a prediction may be read. Harm and wrong-way movement come first
+    (misaligned). A law that fails is the paper's signal of misaligned data, unless the data
+    clearly help (the gain's whole interval on the helping side): a metric that helps but that
+    the law does not describe (the paper's saturation) is never called misaligned, and its
+    reason says whether more data still pays. Then improvement (aligned), equivalence to zero
+    (no effect), and otherwise inconclusive."""
     if e.gain is not None and e.gain.z < -Z_ONE_SIDED:
         return MISALIGNED, (f"worse than no pretraining beyond the noise: the largest checkpoint "
                             f"differs from the baseline by {_signed(e.gain, e.sign)} (z = "
@@ -179,21 +217,15 @@ def judge(e: Evidence) -> tuple[str, str]:
         return MISALIGNED, (f"non-monotonic: {len(e.steps)} step(s) go the wrong way beyond the "
                             f"noise (worst {worst['change']:+.3g} +- {worst['se']:.2g} from D = "
                             f"{worst['from_x']:.3g} to {worst['to_x']:.3g})")
-    tolerance = _number(e.min_effect / 2)
-    if e.p_fit is not None and e.p_fit < LAW_REJECTED_P:
-        return MISALIGNED, (f"the law fails: it misses the points by more than their noise and "
-                            f"+-{tolerance} (chi2 = {e.chi2:.1f} on {e.dof} dof, p = "
-                            f"{e.p_fit:.2g}; they scatter {e.scale:.1f}x more than their errors)")
-    if e.backtest_misses:
-        miss = e.backtest_misses[0]
-        return MISALIGNED, (f"the law does not predict: fitted on the smallest checkpoints, it "
-                            f"misses {len(e.backtest_misses)} held-out one(s) beyond their "
-                            f"predictive interval (at D = {miss['x']:.3g}: measured "
-                            f"{_number(miss['y'])}, interval [{_number(miss['low'])}, "
-                            f"{_number(miss['high'])}])")
+    problem = law_problem(e)
+    helps = e.gain is not None and e.gain.z > Z_EQUIVALENT  # its whole 90% interval
+    if problem and not helps:
+        return MISALIGNED, problem
+    if problem:
+        return _helps_without_the_law(e, problem)
     if e.p_fit is not None:
-        fit_words = (f"the law describes the points within their noise and +-{tolerance} "
-                     f"(chi2 = {e.chi2:.1f} on {e.dof} dof)")
+        fit_words = (f"the law describes the points within their noise and "
+                     f"+-{_number(e.min_effect / 2)} (chi2 = {e.chi2:.1f} on {e.dof} dof)")
     elif e.dof < 1:
         fit_words = "the law passes through the points (none to spare for a goodness-of-fit test)"
     else:
@@ -203,11 +235,9 @@ def judge(e: Evidence) -> tuple[str, str]:
         gain = f"; gain over no pretraining {_signed(e.gain, e.sign)}" if e.gain else ""
         return ALIGNED, (f"{fit_words}, and improves with D_p beyond the noise (trend "
                          f"{_signed(e.trend, e.sign)}, z = {e.trend.z:.1f}){gain}")
-    trend_flat = -e.min_effect < e.trend.interval()[0] and e.trend.interval()[1] < e.min_effect
-    gain_flat = e.gain is None or (-e.min_effect < e.gain.interval()[0]
-                                   and e.gain.interval()[1] < e.min_effect)
-    helps = e.gain is not None and e.gain.z > Z_ONE_SIDED
-    if trend_flat and (gain_flat or helps):
+    gain_flat = e.gain is None or _flat(e.gain, e.min_effect)
+    helps = e.gain is not None and e.gain.z > Z_ONE_SIDED  # beyond the noise, as any change
+    if _flat(e.trend, e.min_effect) and (gain_flat or helps):
         reason = (f"more pretraining changes nothing measurable at this D_f: the trend across the "
                   f"checkpoints, {_signed(e.trend, e.sign)}, lies within +-{_number(e.min_effect)}")
         if helps:
@@ -219,3 +249,28 @@ def judge(e: Evidence) -> tuple[str, str]:
     return INCONCLUSIVE, (f"the noise is too large to tell: trend {_signed(e.trend, e.sign)}"
                           + (f", gain over no pretraining {_signed(e.gain, e.sign)}"
                              if e.gain is not None else ""))
+
+
+def _helps_without_the_law(e: Evidence, problem: str) -> tuple[str, str]:
+    """A metric pretraining clearly helps, no step the wrong way, that the law does not describe:
+    aligned if it still improves across the checkpoints, no effect (of more data) if it has
+    flattened at the last ones, else inconclusive on whether more still pays. No prediction is
+    read from the law (raysweep.laws.analysis clears it)."""
+    helps = f"pretraining helps ({_signed(e.gain, e.sign)} over none, no step the wrong way)"
+    flattened = _flat(e.tail, e.min_effect)
+    tail = (f"it flattens at the last checkpoints ({_signed(e.tail, e.sign)} across them, within "
+            f"+-{_number(e.min_effect)}): more pretraining changes nothing measurable there"
+            if flattened else "")
+    no_prediction = f"; but {problem}, so no prediction is read from it"
+    if e.trend.z > Z_ONE_SIDED:
+        return ALIGNED, (f"{helps} and improves with D_p beyond the noise (trend "
+                         f"{_signed(e.trend, e.sign)}, z = {e.trend.z:.1f})"
+                         + (f", but {tail}" if tail else "") + no_prediction)
+    if flattened or _flat(e.trend, e.min_effect):
+        return NO_EFFECT, (f"{helps}, but the gain has saturated: "
+                           + (tail or f"the trend across the checkpoints, "
+                                      f"{_signed(e.trend, e.sign)}, lies within "
+                                      f"+-{_number(e.min_effect)}")
+                           + no_prediction)
+    return INCONCLUSIVE, (f"{helps}; whether more pretraining still pays, the noise cannot tell "
+                          f"(trend {_signed(e.trend, e.sign)})" + no_prediction)
