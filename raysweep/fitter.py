@@ -279,7 +279,7 @@ class LawFitter:
         """The figures of the laws of (task, D_f) that changed, as they stand now."""
         for metric in sorted(metrics):
             group = self.groups[(task, d_f, metric)]
-            if group.analysis.params:
+            if group.analysis.points:  # a law that cannot follow them: the points alone
                 self._log_plot(group)
         self._log_metric_vs_cross_entropy(task, d_f)
 

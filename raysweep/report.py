@@ -150,13 +150,13 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
     (caption, file under `out`)."""
     figures = []
     for task in spec.tasks:
-        fitted = [g for g in groups if g.task == task.name and g.analysis.params]
+        fitted = [g for g in groups if g.task == task.name and g.analysis.points]
         if fitted:
             name = f"figures/{task.name}.png"
             save_figure(out / name, task_figure(task.name, fitted))
             figures.append((f"{task.name} D_f=all all metrics", name))
     for g in groups:
-        if not g.analysis.params:
+        if not g.analysis.points:  # not fitted (the COMET stand-in), too few points
             continue
         name = f"figures/{g.task}_df{g.d_f}_{g.metric}.png"
         save_law_figure(out / name, g.task, g.d_f, g.metric, g.points, g.analysis)

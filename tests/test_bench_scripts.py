@@ -39,6 +39,15 @@ def test_verdict_benchmark_prints_its_confusion_matrix():
     assert all(abs(sum(map(float, shares)) - 100) < 0.5 for _, *shares in bands)
 
 
+def test_bare_table_benchmark_prints_the_verdicts_of_each_shape():
+    done = subprocess.run([sys.executable, "bench/bench_bare_tables.py", "--repeats", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^noise [\d.]+%\s+(.+?\)) +(.+)$", done.stdout, re.M)
+    assert len(rows) == 8, done.stdout  # 2 noises x 4 shapes
+    assert all(sum(int(n) for n in re.findall(r"(\d+)", counts)) == 2 for _, counts in rows)
+
+
 def bench(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
