@@ -34,16 +34,19 @@ from raysweep.laws import evidence
 from raysweep.laws.evidence import ALIGNED, INCONCLUSIVE, MISALIGNED, NO_EFFECT, VERDICTS
 from raysweep.laws.fit import FitResult, fit_law, one_blas_thread
 from raysweep.laws.forms import Law, directed
-from raysweep.laws.intervals import (
-    RELATIVE_ERROR_FLOOR,
-    backtest,
-    bootstrap,
-    clean_points,
-    required_x,
+from raysweep.laws.intervals import backtest, bootstrap, clean_points, required_x
+from raysweep.laws.noise import (
+    LAW_MISFIT,
+    Noise,
+    covariance,
+    noise_level,
+    point_errors,
+    scatter_about_fit,
+    shared,
 )
 
-__all__ = ["ALIGNED", "INCONCLUSIVE", "MISALIGNED", "NO_EFFECT", "VERDICTS", "Analysis", "Noise",
-           "analyse", "describe", "noise_level"]
+__all__ = ["ALIGNED", "INCONCLUSIVE", "LAW_MISFIT", "MISALIGNED", "NO_EFFECT", "VERDICTS",
+           "Analysis", "Noise", "analyse", "describe", "noise_level"]
 
 HUBER_SIGMAS = 1.345
 """With measured errors, the Huber delta is at least this many (mean relative) standard errors:
@@ -51,48 +54,6 @@ Huber's classic tuning constant, so a residual within the noise counts quadratic
 paper's delta (1e-3 for cross-entropy) assumes residuals far below 0.1%; with the demo's 4% test
 noise every point sat in the linear, non-smooth part, the fit was an L1 fit, and L-BFGS-B took
 ~100 iterations per bootstrap refit (up to 700) instead of ~10."""
-LAW_MISFIT = 3.0
-"""Bare points (no errors given) scattering this many times more about the law than about
-their neighbours are a shape the law cannot follow, not noise (_errors). Chosen on simulated
-bare tables of the paper's shapes (a rising log-law, a 30% fall, a rise then a fall, flat, at
-0.5% and 2% noise): a provisional setting until the verdicts are calibrated on the whole
-measurement path."""
-
-
-@dataclass
-class Noise:
-    """Where the points' errors come from, so an inconclusive verdict can say what would resolve
-    it. Variances are per point, in the metric's units squared."""
-
-    test_sentences: int | None = None
-    seeds: int | None = None
-    test_var: float | None = None
-    """Mean test-set variance of a point (its bootstrap standard error squared)."""
-    seed_var: float | None = None
-    """Variance between finetune seeds of one trial (pooled over checkpoints); None: unmeasured
-    (one seed), so the points' errors hold the test-set part only."""
-    test_cov: dict[tuple[float, float], float] | None = None
-    """(D, D') -> covariance of the test-set noise of the points at D and D' (D = 0: the
-    baseline), measured on paired bootstrap replicates (raysweep.laws.points). None: unmeasured,
-    the points' errors are taken as independent."""
-
-
-def noise_level(x, y) -> float:
-    """Noise standard deviation of bare points, estimated without any law: each interior point
-    against the straight line (in log D) through its two neighbours. A smooth curve follows that
-    line closely whatever its shape (a rise, a fall, a dip: only its curvature between three
-    neighbours counts), so a metric the law cannot follow is not mistaken for noise. Robust (the
-    median over points); for evenly spaced D these are the classic second differences. 0 with
-    fewer than 3 points."""
-    u, y = np.log(np.asarray(x, dtype=float)), np.asarray(y, dtype=float)
-    if y.size < 3:
-        return 0.0
-    w = (u[1:-1] - u[:-2]) / (u[2:] - u[:-2])  # where each point sits between its neighbours
-    residual = y[1:-1] - ((1 - w) * y[:-2] + w * y[2:])
-    spread = np.sqrt(1 + w ** 2 + (1 - w) ** 2)  # a residual's sd in units of one point's
-    return float(np.median(np.abs(residual) / spread) / 0.6745)
-
-
 @dataclass
 class Analysis:
     law: str
@@ -136,78 +97,6 @@ class Analysis:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _scatter(fit: FitResult, xs, ys) -> float | None:
-    """Relative noise of the points estimated from their scatter around the (Huber) fit: the
-    median absolute log residual, scaled to a standard deviation and for the parameters fitted.
-    Robust: a single point far off the law (a real drop) does not inflate it. None with fewer
-    than 2 degrees of freedom left (a 3-parameter law through 4 points says nothing of noise)."""
-    dof = ys.size - len(fit.theta)
-    if dof < 2:
-        return None
-    residuals = np.abs(np.log(ys) - np.log(fit.predict(xs)))
-    return float(np.median(residuals) / 0.6745 * math.sqrt(ys.size / dof))
-
-
-def _errors(xs, ys, se, noise: Noise | None,
-            scatter: float | None) -> tuple[np.ndarray, str, bool]:
-    """The error each point is judged with, where it comes from in words, and whether it was
-    measured independently of the law (only then can it test the law's goodness of fit: an
-    error estimated from the scatter around the law would judge the law by itself).
-    Bare points (no errors given): their noise is estimated without the law (noise_level): the
-    scatter around a law that cannot follow the points (a log-law held to rise, on a falling
-    metric) would count the misfit as noise and hide the fall. scatter: relative noise of the
-    points around the fit (_scatter), used where the measured errors miss a source (one
-    finetune seed) and it is larger."""
-    floor = RELATIVE_ERROR_FLOOR * np.abs(ys)
-    if not np.all(np.isfinite(se) & (se >= 0)):
-        # The scatter about the fit, robust to a single point far off (a real dip spreads into
-        # three neighbour residuals, but into one of the fit's); unless it is LAW_MISFIT times
-        # the points' scatter about their neighbours (noise_level, blind to any law) or more:
-        # then the law cannot follow the points (a log-law held to rise, on a falling metric)
-        # and its misfit must not be taken for noise.
-        free = noise_level(xs, ys)
-        if scatter is not None and scatter * np.mean(np.abs(ys)) < LAW_MISFIT * free:
-            return (np.maximum(scatter * ys, floor), "estimated from the scatter of the points",
-                    False)
-        why = " (the law cannot follow them)" if scatter is not None else ""
-        return (np.maximum(np.full(ys.size, free), floor),
-                f"estimated from the points' scatter about their neighbours{why}", True)
-    if noise is not None and noise.seed_var is None and scatter is not None:
-        source = (f"test-set bootstrap over {noise.test_sentences} sentences, 1 seed "
-                  f"(finetuning noise unmeasured: the points' scatter is used where larger)")
-        return np.maximum(np.maximum(se, scatter * ys), floor), source, False
-    if noise is None:
-        source = "measured"
-    else:
-        source = (f"test-set bootstrap over {noise.test_sentences} sentences and "
-                  f"{noise.seeds} seed(s)")
-    return np.maximum(se, floor), source, True
-
-
-def _shared(noise: Noise | None, a: float, b: float) -> float:
-    """The measured test-set covariance of the points at D = a and D = b, or 0."""
-    if noise is None or noise.test_cov is None:
-        return 0.0
-    return noise.test_cov.get((float(a), float(b)), 0.0)
-
-
-def _covariance(xs, sigma, noise: Noise | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The points' covariance, and its test-set part where measured (else None): each point's
-    own error `sigma` on the diagonal, and off it the test-set noise two points share
-    (Noise.test_cov). Positive definite: it is the shared covariance plus a non-negative
-    diagonal (sigma^2 holds the test-set variance and more: seeds, floors, scatter)."""
-    cov = np.diag(np.square(sigma))
-    if noise is None or noise.test_cov is None:
-        return cov, None
-    keys = [float(v) for v in xs]
-    if any((a, b) not in noise.test_cov for a in keys for b in keys):
-        return cov, None
-    test_cov = np.array([[noise.test_cov[(a, b)] for b in keys] for a in keys])
-    # Off the diagonal shrunk a hair: two points with identical noise stay invertible.
-    off = 0.999 * (test_cov - np.diag(np.diag(test_cov)))
-    return cov + off, test_cov
 
 
 def _advice(e: evidence.Evidence, noise: Noise | None) -> str:
@@ -293,22 +182,39 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         weights = np.mean(ses / ys) / (ses / ys)  # relative errors, normalised: see fit_law
         huber_delta = max(huber_delta, HUBER_SIGMAS * float(np.mean(ses / ys)))
     fit = fit_law(law, xs, ys, huber_delta, weights=weights)
-    sigma, source, independent = _errors(xs, ys, ses, noise, _scatter(fit, xs, ys))
-    cov, test_cov = _covariance(xs, sigma, noise)
+    sigma, source, independent = point_errors(xs, ys, ses, noise, scatter_about_fit(fit, xs, ys))
+    cov, test_cov = covariance(xs, sigma, noise)
     if test_cov is not None:
         source += "; test-set noise shared between checkpoints measured (paired resamples)"
     log_sigma, log_cov = sigma / ys, cov / np.outer(ys, ys)
     chi2, dof, p_fit, scale = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)), log_cov,
                                                 len(law.param_names))
-    if not independent:
-        p_fit = None  # reported as "not tested": see _errors
     boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
                      full=fit, log_sigma=log_sigma, scale=scale, weights=weights, log_cov=log_cov)
+    e = _evidence(fit, xs, ys, sigma, cov, test_cov, sign, (chi2, dof, scale), baseline,
+                  baseline_se, noise, min_effect, independent)
+    verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
+                                                       min(resamples, 200), seed), noise)
+    if base["provisional"]:
+        reason = f"provisional ({xs.size + dropped} of {expected_points} checkpoints): {reason}"
+    return _result(base, fit, boot, e, verdict, reason, test, xs, ys, sigma, source, increasing,
+                   predict_at, band_at, target_y)
+
+
+def _evidence(fit: FitResult, xs, ys, sigma, cov, test_cov, sign: float, misfit: tuple,
+              baseline, baseline_se, noise: Noise | None, min_effect: float | None,
+              independent: bool) -> evidence.Evidence:
+    """What the verdict reads (raysweep.laws.evidence): the law's goodness of fit at the
+    resolution the answer is read at, the trend across all the checkpoints and across the last
+    ones, the gain over no pretraining, and the steps that go the wrong way. misfit: the law's
+    (chi2, dof, scatter factor) against the points' own errors."""
+    chi2, dof, scale = misfit
     trend = evidence.trend_change(xs, ys, sigma, sign, scale, cov=cov, test_cov=test_cov)
     gain = _gain(xs, ys, sigma, baseline, baseline_se, sign, noise, test_cov is not None)
     reference = abs(baseline) if gain is not None and baseline else abs(ys[0])
     effect = 0.02 * reference if min_effect is None else min_effect
-    if p_fit is not None:
+    p_fit = None  # errors estimated from the scatter about the law cannot test it: point_errors
+    if independent:
         # The goodness of fit at the resolution the answer is read at: the law may miss each
         # point by up to half the smallest change worth telling, beyond the measured noise.
         # WHY: paired test sets and seeds shrink the errors to a fraction of min_effect, and a
@@ -317,20 +223,23 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         # The scatter factor `scale` (the intervals' inflation) stays the untolerated one.
         tolerance = np.diag(np.square(0.5 * effect / ys))
         chi2, dof, p_fit, _ = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)),
-                                                log_cov + tolerance, len(law.param_names))
+                                                cov / np.outer(ys, ys) + tolerance,
+                                                len(fit.theta))
     last = slice(-max(3, -(-xs.size // 2)), None)  # the last half of the checkpoints, >= 3
     tail = evidence.trend_change(xs[last], ys[last], sigma[last], sign, scale,
                                  cov=cov[last, last])
-    e = evidence.Evidence(
+    return evidence.Evidence(
         sign=sign, chi2=chi2, dof=dof, p_fit=p_fit, scale=scale, trend=trend, gain=gain,
         steps=evidence.wrong_way_steps(xs, ys, cov, sign), backtest_misses=[],
         min_effect=effect, tail=tail)
-    verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
-                                                       min(resamples, 200), seed), noise)
-    if base["provisional"]:
-        reason = f"provisional ({xs.size + dropped} of {expected_points} checkpoints): {reason}"
-    # A law that fails, or does not predict its held-out checkpoints, gives no prediction; one
-    # that cannot follow the points at all gives no parameters either.
+
+
+def _result(base: dict, fit: FitResult, boot, e: evidence.Evidence, verdict: str, reason: str,
+            test: dict | None, xs, ys, sigma, source: str, increasing: bool, predict_at,
+            band_at, target_y: float | None) -> Analysis:
+    """The Analysis a reader gets. A law that fails, or does not predict its held-out
+    checkpoints, gives no prediction (nor D_p needed); one that cannot follow the points at all
+    gives no parameters and no curve; one whose fit runs to a corner, no parameters."""
     cannot_follow, corner = _cannot_follow(fit, xs, increasing), _corner(fit)
     readable = evidence.law_problem(e) is None and cannot_follow is None
     if cannot_follow:
@@ -342,6 +251,7 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
                 "low": boot.predictions[float(d)][0], "high": boot.predictions[float(d)][1],
                 "extrapolation": float(d) / float(xs[-1])}
 
+    level = base["level"]
     return Analysis(
         **base, verdict=verdict, reason=reason, params=shown,
         intervals={k: v for k, v in boot.params.items() if k in shown},
@@ -349,13 +259,12 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         band=[with_interval(d) for d in band_at] if cannot_follow is None else [],
         points=[{"x": float(a), "y": float(b), "se": float(s)} for a, b, s in zip(xs, ys, sigma)],
         noise_source=source,
-        gain=None if gain is None else _change_dict(gain, sign, level, x=float(xs[-1])),
-        trend=_change_dict(trend, sign, level), chi2=chi2, dof=dof, p_fit=p_fit, backtest=test,
-        drops=e.steps, converged=fit.converged,
+        gain=None if e.gain is None else _change_dict(e.gain, e.sign, level, x=float(xs[-1])),
+        trend=_change_dict(e.trend, e.sign, level), chi2=e.chi2, dof=e.dof, p_fit=e.p_fit,
+        backtest=test, drops=e.steps, converged=fit.converged,
         required_x=(required_x(fit, target_y, float(xs[0]))
                     if target_y is not None and readable else None),
-        law_holds=readable,
-        params_note=cannot_follow or corner or "", message=fit.message)
+        law_holds=readable, params_note=cannot_follow or corner or "", message=fit.message)
 
 
 def _cannot_follow(fit: FitResult, xs, increasing: bool) -> str | None:
@@ -388,10 +297,10 @@ def _gain(xs, ys, sigma, baseline, baseline_se, sign: float, noise: Noise | None
         return None
     base_se = baseline_se if baseline_se is not None and math.isfinite(baseline_se) else sigma[0]
     last = float(xs[-1])
-    shared = _shared(noise, 0.0, last)
-    difference_var = (_shared(noise, last, last) + _shared(noise, 0.0, 0.0) - 2 * shared
+    common = shared(noise, 0.0, last)
+    difference_var = (shared(noise, last, last) + shared(noise, 0.0, 0.0) - 2 * common
                       if paired else None)
-    return evidence.gain_over_baseline(ys[-1], sigma[-1], baseline, base_se, sign, shared,
+    return evidence.gain_over_baseline(ys[-1], sigma[-1], baseline, base_se, sign, common,
                                        difference_var)
 
 
