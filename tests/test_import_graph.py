@@ -1,11 +1,17 @@
 """The house's import graph: no module of raysweep imports itself back through others (imports
 inside functions included: they only hide a circle, they do not undo it), the plan stays low, and
-few of raysweep's own imports hide inside functions (each says why it is there)."""
+few of raysweep's own imports hide inside functions (each says why it is there); and ruff, with
+the project's rules, finds nothing anywhere."""
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raysweep"
 
@@ -98,3 +104,14 @@ def test_few_of_raysweeps_own_imports_hide_inside_functions_and_each_says_why():
             inside.append((f"{path.relative_to(PACKAGE.parent)}:{node.lineno}", said))
     assert len(inside) < 0.1 * total, f"{len(inside)} of {total} inside functions: {inside}"
     assert all(said for _, said in inside), [where for where, said in inside if not said]
+
+
+def test_ruff_finds_nothing_in_the_house():
+    """pyproject.toml's rules (pyflakes, syntax, line length 100, import order) over the code,
+    the tests, the benchmarks and the notebook: CI runs this, so a long line cannot land."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (make test installs it: the dev extra)")
+    done = subprocess.run([ruff, "check", "."], cwd=PACKAGE.parent, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
