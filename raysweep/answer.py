@@ -9,33 +9,15 @@ Used online (the sweep run's description in MLflow, rewritten after every refit)
 
 from __future__ import annotations
 
-import math
 import time
 
 from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
 from raysweep.spec import SweepSpec
+from raysweep.text import number, tokens
 
 NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L", "comet": "COMET",
          "cross_entropy": "cross-entropy"}
-
-
-def number(value: float | None, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.{digits}g}"
-    return f"{value:,.{max(0, digits - 1 - int(math.floor(math.log10(abs(value) or 1))))}f}"
-
-
-def tokens(value: float | None) -> str:
-    """1,000,000 -> '1M', 640,000 -> '640k'."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.3g}"
 
 
 def short_verdict(analysis) -> str:

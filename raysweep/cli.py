@@ -11,14 +11,10 @@ resumes).
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib
-import json
 import os
 import sys
 
-from raysweep.laws import DEFAULT_HUBER_DELTA, REGISTERED_LAWS
-from raysweep.laws.analysis import analyse, describe
+from raysweep.fit_commands import cmd_compare, cmd_fit
 from raysweep.logs import LEVEL_VARIABLE, LEVELS
 from raysweep.logs import configure as configure_logging
 from raysweep.spec import SpecError
@@ -110,93 +106,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _read_csv_columns(path: str, *names: str) -> list[list[float]]:
-    """Numeric columns of a CSV file; SpecError (exit 2) naming the file and column."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: CSV file not found. Pass a table with one row "
-                        f"per point.") from None
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise SpecError(f"{path}: not a readable UTF-8 CSV file ({err}).") from None
-    columns = list(rows[0].keys()) if rows else []
-    values = {}
-    for name in names:
-        if name not in columns:
-            raise SpecError(f"{path}: no column {name!r}; the columns are {columns}. "
-                            f"Pass --x, --y (and --se) with column names from the header row.")
-        parsed = []
-        for line, row in enumerate(rows, start=2):
-            try:
-                parsed.append(float(row[name]))
-            except (TypeError, ValueError):
-                raise SpecError(f"{path}, line {line}: column {name!r} holds {row[name]!r}, "
-                                f"expected a number.") from None
-        values[name] = parsed
-    return [values[name] for name in names]
-
-
-def cmd_fit(args) -> int:
-    if args.spec:
-        return _fit_sweep(args)
-    if not (args.csv and args.x and args.y):
-        raise SpecError("raysweep fit: pass a sweep spec (refit from MLflow), or --csv FILE "
-                        "--x COLUMN --y COLUMN --law NAME to fit a table.")
-    if args.law_module:
-        # A user's module that declares laws and calls register_law on import: the only way a
-        # command-line run can see laws that are not built in.
-        try:
-            importlib.import_module(args.law_module)
-        except ImportError as err:
-            raise SpecError(f"raysweep fit: --law-module {args.law_module!r} could not be imported "
-                            f"({err}); pass a module importable from here.") from None
-    if args.law not in REGISTERED_LAWS:
-        raise SpecError(f"raysweep fit: --law {args.law!r} is not a known law; expected one of "
-                        f"{', '.join(sorted(REGISTERED_LAWS))}.")
-    x, y, *se = _read_csv_columns(args.csv, args.x, args.y, *([args.se] if args.se else []))
-    law = REGISTERED_LAWS[args.law]
-    if law.num_inputs != 1:
-        raise SpecError(f"raysweep fit: --law {args.law} takes {law.num_inputs} variables; the CSV "
-                        f"command fits laws of one --x column (use raysweep.laws.fit_law).")
-    delta = args.huber_delta or (DEFAULT_HUBER_DELTA["cross_entropy"] if args.law == "power_law"
-                                 else DEFAULT_HUBER_DELTA["bleu"])
-    increasing = {"rising": True, "falling": False, None: None}[args.direction]
-    analysis = analyse(law, x, y, delta, se=se[0] if se else None, baseline=args.baseline,
-                       baseline_se=args.baseline_se, increasing=increasing,
-                       predict_at=args.predict_at or (), target_y=args.target,
-                       k=args.backtest_k, resamples=args.resamples or 1000, level=args.level,
-                       min_effect=args.min_effect)
-    if args.json:
-        print(json.dumps(analysis.to_dict(), indent=2, default=float))
-    else:
-        print(describe(analysis, args.x, args.y))
-    return 0
-
-
-def _fit_sweep(args) -> int:
-    # this command's modules (see the module docstring)
-    from raysweep.fitter import analyse_sweep
-    from raysweep.tracking import Tracker
-
-    spec = load_spec(args.spec)
-    if Tracker.of_existing_sweep(spec) is None:
-        raise SpecError(f"{args.spec}: sweep {spec.name!r} has no results in MLflow "
-                        f"({spec.resolved_tracking_uri()}); run it first with `raysweep run "
-                        f"{args.spec}`.")
-    groups = analyse_sweep(spec, resamples=args.resamples)
-    if args.json:
-        print(json.dumps([{"task": g.task, "d_f": g.d_f, "metric": g.metric, "points": g.points,
-                           "analysis": g.analysis.to_dict()} for g in groups], indent=2,
-                         default=float))
-        return 0
-    for group in groups:
-        print(f"== task {group.task}, D_f = {group.d_f:,} tokens, {group.metric}")
-        print(describe(group.analysis, "D_p", group.metric))
-        print()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     args = _parser().parse_args(argv)
@@ -238,25 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "MLflow")
     fit.add_argument("spec", nargs="?", help="a sweep spec: refit every law from its MLflow runs")
     fit.add_argument("--csv", help="a table with one row per point")
-    fit.add_argument("--x", help="column of the pretraining size D_p (tokens)")
-    fit.add_argument("--y", help="column of the metric")
-    fit.add_argument("--se", help="column of each point's standard error (default: estimated "
-                     "from the scatter of the points)")
-    fit.add_argument("--baseline", type=float, help="the metric without pretraining: the gain "
-                     "over it is measured and judged")
-    fit.add_argument("--baseline-se", type=float, help="the baseline's standard error")
-    fit.add_argument("--min-effect", type=float,
-                     help="smallest change worth telling from none, in y's units (default: 2%% of "
-                     "the baseline, or of the first point)")
-    fit.add_argument("--law", default="log_law",
-                     help="log_law (task metrics), power_law (cross-entropy), gordon (BLEU vs "
-                     "cross-entropy) or a registered law")
-    fit.add_argument("--law-module", help="a Python module to import first (it registers custom "
-                     "laws with raysweep.laws.register_law)")
-    fit.add_argument("--direction", choices=("rising", "falling"),
-                     help="the expected direction of y with x (which way is better) "
-                     "(default: rising for log_law, falling for the other laws)")
-    fit.add_argument("--huber-delta", type=float, help="default: 0.1 (log_law), 1e-3 (power_law)")
+    _table_options(fit)
     fit.add_argument("--predict-at", type=float, action="append",
                      help="D to predict at (repeatable)")
     fit.add_argument("--target", type=float, help="metric value to reach: prints the D needed")
@@ -265,13 +156,58 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--resamples", type=int,
                      help="bootstrap resamples (default: 1000 for --csv, the spec's for a sweep)")
     fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.add_argument("--holdout-last", type=int, metavar="K",
+                     help="extrapolation check: fit on all but the K largest D (every law of a "
+                     "sweep, or the table), predict those, and print each one's relative error "
+                     "and whether the interval held it")
+    fit.add_argument("--json", action="store_true",
+                     help="print one JSON object (with --holdout-last: a list, one per law)")
     fit.set_defaults(func=cmd_fit)
-    for command in (validate, run, stop, status, report, fit):
+    compare = sub.add_parser("compare", help="compare candidate pretraining data from a CSV "
+                                             "table: which is best at a size, and how sure")
+    compare.add_argument("--csv", required=True,
+                         help="a table with one row per candidate and checkpoint")
+    compare.add_argument("--by", required=True, help="column naming each row's candidate")
+    _table_options(compare)
+    compare.add_argument("--at", type=float, help="the D_p to decide at (default: the largest "
+                         "every candidate measured; beyond it, each law's prediction)")
+    compare.add_argument("--confidence", type=float, default=0.95,
+                         help="P(best) needed to name a candidate best (default 0.95)")
+    compare.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000)")
+    compare.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    compare.add_argument("--json", action="store_true",
+                         help="print one JSON object: best (or null), p_best, the comparison "
+                         "and each candidate's analysis")
+    compare.set_defaults(func=cmd_compare)
+    for command in (validate, run, stop, status, report, fit, compare):
         command.add_argument("--log-level", choices=LEVELS, type=str.upper,
                              help=f"raysweep's log level (default: ${LEVEL_VARIABLE}, else INFO; "
                                   f"the libraries log at WARNING)")
     return parser
+
+
+def _table_options(command) -> None:
+    """The options `fit` and `compare` share: a table's columns, the baseline, the law."""
+    command.add_argument("--x", help="column of the pretraining size D_p (tokens)")
+    command.add_argument("--y", help="column of the metric")
+    command.add_argument("--se", help="column of each point's standard error (default: estimated "
+                         "from the scatter of the points)")
+    command.add_argument("--baseline", type=float, help="the metric without pretraining: the gain "
+                         "over it is measured and judged")
+    command.add_argument("--baseline-se", type=float, help="the baseline's standard error")
+    command.add_argument("--min-effect", type=float,
+                         help="smallest change worth telling from none, in y's units "
+                         "(default: 2%% of the baseline, or of the first point)")
+    command.add_argument("--law", default="log_law",
+                         help="log_law (task metrics), power_law (cross-entropy), gordon "
+                         "(BLEU vs cross-entropy) or a registered law")
+    command.add_argument("--law-module", help="a Python module to import first (it registers "
+                         "custom laws with raysweep.laws.register_law)")
+    command.add_argument("--direction", choices=("rising", "falling"),
+                         help="the expected direction of y with x (which way is better) "
+                         "(default: rising for log_law, falling for the other laws)")
+    command.add_argument("--huber-delta", type=float,
+                         help="default: 0.1 (log_law), 1e-3 (power_law)")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from raysweep.answer import answer_markdown, short_verdict
 from raysweep.evaluation.comet_model import TINY_MODEL as STAND_IN_COMET
 from raysweep.law_tables import earlier_fits, law_metrics, laws_table, points_table
 from raysweep.laws import DEFAULT_HUBER_DELTA, DEFAULT_MIN_EFFECT, law_for_metric
-from raysweep.laws.analysis import Analysis, analyse
+from raysweep.laws.analysis import Analysis, Noise, analyse
+from raysweep.laws.forms import Law
 from raysweep.laws.group import LawGroup
+from raysweep.laws.holdout import Holdout, holdout
 from raysweep.laws.points import best_lr_runs, law_points
 from raysweep.plan import REPLICATES_FILE, TrialResult
 from raysweep.plots import band_points, law_figure, metric_vs_cross_entropy_figure, save_figure
@@ -76,31 +78,44 @@ def compact(replicates: dict | None) -> dict | None:
                                             for name, values in replicates.items()}
 
 
-def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
-                  noise=None) -> Analysis:
-    """Fit, bootstrap, backtest and judge one law on law_points' {D_p: {"y", "se", ...}}
-    (D_p = 0 is the no-pretraining baseline: the gain is measured against it, it is not fitted)."""
-    law = law_for_metric(metric)
-    pretrained = sorted(d for d in points if d > 0)
+def not_fitted(spec: SweepSpec, metric: str) -> str | None:
+    """Why no law is fitted to this metric of the sweep, or None (it is fitted)."""
     if metric == "comet" and spec.evaluation.comet_model == STAND_IN_COMET:
         # Its scores are the same for every translation: a law fitted to them would be noise
         # dressed up as a result.
-        return Analysis(law=law.name, num_points=len(pretrained), dropped=0, verdict="not fitted",
-                        reason=f"COMET model '{STAND_IN_COMET}' is a code-path stand-in (an "
-                               f"untrained tiny model): no law fitted; name a real COMET model in "
-                               f"evaluation.comet_model for a COMET law")
+        return (f"COMET model '{STAND_IN_COMET}' is a code-path stand-in (an untrained tiny "
+                f"model): no law fitted; name a real COMET model in evaluation.comet_model for a "
+                f"COMET law")
+    return None
+
+
+def analysis_inputs(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
+                    noise=None) -> tuple[Law, list[int], list[float], dict]:
+    """The law, D_p, values and analyse's keyword arguments of one law, with the spec's fit
+    settings: what analyse_group fits, and what a holdout check refits on fewer points."""
     fit, baseline = spec.fit, points.get(0, {})
-    resamples = resamples_for(spec, points, resamples)
-    return analyse(
-        law, pretrained, [points[d]["y"] for d in pretrained],
-        fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
+    pretrained = sorted(d for d in points if d > 0)
+    return law_for_metric(metric), pretrained, [points[d]["y"] for d in pretrained], dict(
+        huber_delta=fit.huber_delta.get(metric, DEFAULT_HUBER_DELTA[metric]),
         se=[points[d]["se"] for d in pretrained], baseline=baseline.get("y"),
         baseline_se=baseline.get("se"), noise=noise, increasing=metric != "cross_entropy",
         predict_at=[fit.target_tokens] if fit.target_tokens else (),
         band_at=band_points(points, fit.target_tokens), target_y=fit.target_score.get(metric),
-        k=fit.backtest_points, resamples=resamples, level=fit.interval_level,
-        min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]),
+        k=fit.backtest_points, resamples=resamples_for(spec, points, resamples),
+        level=fit.interval_level, min_effect=fit.min_effect.get(metric, DEFAULT_MIN_EFFECT[metric]),
         expected_points=len(spec.published_tokens()), min_points=fit.min_points, seed=spec.seed)
+
+
+def analyse_group(spec: SweepSpec, points: dict[int, dict], metric: str, resamples: int,
+                  noise=None) -> Analysis:
+    """Fit, bootstrap, backtest and judge one law on law_points' {D_p: {"y", "se", ...}}
+    (D_p = 0 is the no-pretraining baseline: the gain is measured against it, it is not fitted)."""
+    why = not_fitted(spec, metric)
+    if why:
+        return Analysis(law=law_for_metric(metric).name, dropped=0, verdict="not fitted",
+                        num_points=sum(d > 0 for d in points), reason=why)
+    law, x, y, kwargs = analysis_inputs(spec, points, metric, resamples, noise)
+    return analyse(law, x, y, **kwargs)
 
 
 @ray.remote(num_cpus=0, max_retries=3)  # 0: see analyse_laws
@@ -127,18 +142,31 @@ def analyse_laws(spec: SweepSpec, laws: list[tuple[dict, str, object]]) -> list:
     return ray.get(refs)
 
 
+def sweep_laws(spec: SweepSpec) -> list[tuple[str, int, str, dict, Noise]]:
+    """(task, D_f, metric, points, noise) of every law of a sweep, in the spec's order, from the
+    finished trial runs in MLflow (law_points; no Ray needed, nothing fitted)."""
+    results = list(finished_results(spec).values())
+    return [(task.name, d_f, metric,
+             *law_points(results, task.name, d_f, metric, spec.fit.lr_choice))
+            for task in spec.tasks for d_f in task.finetune_tokens for metric in spec.fit.metrics]
+
+
 def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[LawGroup]:
     """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
-    results = list(finished_results(spec).values())
     resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
-    groups = []
-    for task in spec.tasks:
-        for d_f in task.finetune_tokens:
-            for metric in spec.fit.metrics:
-                points, noise = law_points(results, task.name, d_f, metric, spec.fit.lr_choice)
-                groups.append(LawGroup(task.name, d_f, metric, points,
-                                       analyse_group(spec, points, metric, resamples, noise)))
-    return groups
+    return [LawGroup(task, d_f, metric, points,
+                     analyse_group(spec, points, metric, resamples, noise))
+            for task, d_f, metric, points, noise in sweep_laws(spec)]
+
+
+def holdout_group(spec: SweepSpec, points: dict[int, dict], metric: str, last: int,
+                  resamples: int | None = None, noise=None) -> Holdout:
+    """raysweep.laws.holdout of one law: fit on all but its `last` largest D_p with the settings
+    analyse_group uses (the spec's resamples by default), predict those. ValueError where too few
+    checkpoints would be left."""
+    resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
+    law, x, y, kwargs = analysis_inputs(spec, points, metric, resamples, noise)
+    return holdout(law, x, y, last, **kwargs)
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)

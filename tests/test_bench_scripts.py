@@ -39,6 +39,21 @@ def test_verdict_benchmark_prints_its_confusion_matrix():
     assert all(abs(sum(map(float, shares)) - 100) < 0.5 for _, *shares in bands)
 
 
+def test_study_benchmark_prints_decisions_by_gap_and_the_compute_spent():
+    done = subprocess.run([sys.executable, "bench/bench_study.py", "--studies", "12",
+                           "--resamples", "20"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^  (raysweep|raysweep \+ stop|single-scale)\s+(\d+) studies\s+right\s+"
+                      r"([\d.]+)%\s+wrong\s+(-?[\d.]+)%\s+no decision\s+([\d.]+)%$",
+                      done.stdout, re.M)
+    assert len(rows) == 9, done.stdout  # three rules in three bands of the gap
+    assert sum(int(n) for rule, n, *_ in rows if rule == "single-scale") == 12
+    assert all(abs(sum(map(float, shares)) - 100) < 0.5 for _, _, *shares in rows)
+    spent = re.search(r"^  raysweep \+ stop\s+([\d.]+)%$", done.stdout, re.M)
+    assert spent and 0 < float(spent.group(1)) <= 100
+
+
 def test_bare_table_benchmark_prints_the_verdicts_of_each_shape():
     done = subprocess.run([sys.executable, "bench/bench_bare_tables.py", "--repeats", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
