@@ -139,7 +139,7 @@ def summarise(rows: list[dict]) -> dict:
             right = sum(r[rule] == r["right"] for r in chosen) / n
             none = sum(r[rule] is None for r in chosen) / n
             table[band][rule] = {"studies": len(chosen), "right": right, "undecided": none,
-                                 "wrong": 1 - right - none}
+                                 "wrong": max(0.0, 1 - right - none)}  # not -0.0
     table["compute"] = {"raysweep": 1.0, "single-scale": 1.0,
                         "raysweep + stop": float(np.mean([r["spent"] for r in rows]))}
     return dict(table)
