@@ -92,14 +92,14 @@ def bench_sweep(path: str, resamples: int | None) -> list[dict] | None:
           f"{resamples or spec.fit.bootstrap_resamples}")
     print(HEAD)
     records = []
-    for task, d_f, metric, points, noise in laws:
+    for unit, task, d_f, metric, points, noise in laws:
         if not_fitted(spec, metric):
             continue
-        verdict = analyse_group(spec, points, metric, resamples or spec.fit.bootstrap_resamples,
+        verdict = analyse_group(unit, points, metric, resamples or spec.fit.bootstrap_resamples,
                                 noise).verdict
         for last in HELD_OUT:
             try:
-                h = holdout_group(spec, points, metric, last, resamples, noise)
+                h = holdout_group(unit, points, metric, last, resamples, noise)
             except ValueError as err:
                 print(f"  {metric:<14} {d_f:>7,}  {verdict:<13} last {last}: skipped: {err}")
                 continue

@@ -7,6 +7,7 @@ keys, the laws) reads only what is published, so it is the same whichever source
 - PretrainingSource (raysweep/pretrain/source.py): Ray Train + DeepSpeed on the spec's mixture.
 - SeriesSource (raysweep/series/source.py): checkpoints made elsewhere (hub revisions, folders,
   buckets, a trainer still writing), imported.
+- StudySource (raysweep/study/source.py): a study's candidates, each pretrained side by side.
 
 The driver, preflight, the watcher and the trials ask `checkpoint_source(spec)` and never ask
 which one it is.
@@ -19,6 +20,7 @@ from typing import Protocol
 from raysweep.pretrain.source import PretrainingSource
 from raysweep.series.source import SeriesSource
 from raysweep.spec import SweepSpec
+from raysweep.study.source import StudySource
 
 
 class CheckpointSource(Protocol):
@@ -52,14 +54,17 @@ class CheckpointSource(Protocol):
     def final_checkpoints(self) -> list[int]:
         """The D_p of the checkpoints the sweep ends with (the schedule, unless it was stopped)."""
 
+    def final_trials(self) -> int:
+        """The trials the sweep ends with (every final checkpoint's and the baseline's)."""
+
     def request_stop(self) -> bool:
         """`raysweep stop`: take no more checkpoints (the trials of those in finish, then the
         sweep ends). False where the source does not stop that way."""
 
 
-SOURCES = {"pretraining": PretrainingSource, "series": SeriesSource}
+SOURCES = {"pretraining": PretrainingSource, "series": SeriesSource, "study": StudySource}
 
 
 def checkpoint_source(spec: SweepSpec) -> CheckpointSource:
     """The spec's checkpoint source."""
-    return SOURCES[spec.checkpoint_source](spec)
+    return SOURCES["study" if spec.candidates else spec.checkpoint_source](spec)

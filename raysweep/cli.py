@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
     # this command's modules (see the module docstring)
     from raysweep.answer import answer_table
     from raysweep.checkpoint_source import checkpoint_source
-    from raysweep.plan import count_trials
+    from raysweep.study.answer import study_table
     from raysweep.sweep import SweepStopped, run_sweep
 
     spec = load_spec(args.spec)
@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
     except SweepStopped as stopped:  # the runs are marked KILLED; a rerun resumes
         return 128 + stopped.signum
     print()
-    print(answer_table(spec, outcome.groups))
+    print((study_table if spec.candidates else answer_table)(spec, outcome.groups))
     print()
     print(f"MLflow: {spec.resolved_tracking_uri()}  (experiment {spec.name!r}); open the UI with\n"
           f"  mlflow ui --backend-store-uri {spec.resolved_tracking_uri()}")
@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
         print(f"sweep {spec.name!r} finished in {outcome.wall_seconds:.0f} s")
         return 0
     print(f"sweep {spec.name!r} FAILED after {outcome.wall_seconds:.0f} s:", file=sys.stderr)
-    planned = count_trials(spec, checkpoint_source(spec).final_checkpoints())
+    planned = checkpoint_source(spec).final_trials()
     for error in outcome.errors or [f"only {outcome.progress} of {planned} trials finished"]:
         print(f"  {error}", file=sys.stderr)
     return 1

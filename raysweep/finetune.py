@@ -229,11 +229,14 @@ def finetune_and_score(spec: SweepSpec, key: TrialKey, tracker, run_id: str) -> 
     if key.d_p == 0:
         model = checkpoint_source(spec).baseline_model(tokenizer)
     else:
-        model = checkpoints.load_model(spec, key.d_p)
+        # A study's checkpoints are its candidates': each in the candidate's folder.
+        unit = spec.candidate_spec(key.candidate) if key.candidate else spec
+        model = checkpoints.load_model(unit, key.d_p)
     # The trial's GPU where it has one (resources.use_gpu gives each trial one); batches follow
     # the model (raysweep.model.on_device).
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    tracker.log_params(run_id, {"task": key.task, "d_p": key.d_p, "d_f": key.d_f,
+    tracker.log_params(run_id, {**({"candidate": key.candidate} if key.candidate else {}),
+                                "task": key.task, "d_p": key.d_p, "d_f": key.d_f,
                                 "d_f_exact": d_f_exact, "lr": key.lr, "seed": key.seed,
                                 "steps": task.steps, "batch_size": task.batch_size,
                                 "train_pairs": len(train)})

@@ -159,23 +159,26 @@ def _fit_sweep(args) -> int:
         _check_holdout(args.holdout_last, count, f"sweep {spec.name!r} has at most {count} "
                        f"checkpoints per law")
         results = []
-        for task, d_f, metric, points, noise in laws:
-            keys = {"task": task, "d_f": d_f, "metric": metric}
+        for unit, task, d_f, metric, points, noise in laws:
+            keys = {**({"candidate": unit.candidate} if unit.candidate else {}),
+                    "task": task, "d_f": d_f, "metric": metric}
             try:
                 result = not_fitted(spec, metric) or holdout_group(
-                    spec, points, metric, args.holdout_last, args.resamples, noise)
+                    unit, points, metric, args.holdout_last, args.resamples, noise)
             except ValueError as err:  # this law has fewer checkpoints than the sweep's others
                 result = str(err)
             results.append((keys, result))
         return _print_holdouts(results, args.json, "D_p")
     groups = analyse_sweep(spec, resamples=args.resamples)
     if args.json:
-        print(json.dumps([{"task": g.task, "d_f": g.d_f, "metric": g.metric, "points": g.points,
+        print(json.dumps([{**({"candidate": g.candidate} if g.candidate else {}),
+                           "task": g.task, "d_f": g.d_f, "metric": g.metric, "points": g.points,
                            "analysis": g.analysis.to_dict()} for g in groups], indent=2,
                          default=float))
         return 0
     for group in groups:
-        print(f"== task {group.task}, D_f = {group.d_f:,} tokens, {group.metric}")
+        print(f"== {f'candidate {group.candidate}, ' if group.candidate else ''}task "
+              f"{group.task}, D_f = {group.d_f:,} tokens, {group.metric}")
         print(describe(group.analysis, "D_p", group.metric))
         print()
     return 0

@@ -36,10 +36,12 @@ from raysweep.laws.analysis import Analysis, Noise, analyse
 from raysweep.laws.forms import Law
 from raysweep.laws.group import LawGroup
 from raysweep.laws.holdout import Holdout, holdout
-from raysweep.laws.points import best_lr_runs, law_points
-from raysweep.plan import REPLICATES_FILE, TrialResult
+from raysweep.laws.points import best_lr_runs, law_points, point_replicates
+from raysweep.plan import REPLICATES_FILE, TrialResult, tell_watcher, units
 from raysweep.plots import band_points, law_figure, metric_vs_cross_entropy_figure, save_figure
 from raysweep.spec import SweepSpec
+from raysweep.study.answer import study_markdown
+from raysweep.study.stopping import decide_stops, record_stop
 from raysweep.tracking import BEST_LR, KIND, VERDICT, Tracker, trial_key_from_tags
 
 logger = logging.getLogger(__name__)
@@ -123,40 +125,54 @@ def _analyse_group_task(spec: SweepSpec, points: dict, metric: str, noise):
     return analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
 
 
-def analyse_laws(spec: SweepSpec, laws: list[tuple[dict, str, object]]) -> list:
-    """analyse_group of each (points, metric, noise) with the spec's resamples, side by side as
-    Ray tasks where Ray runs and there are several (else in turn): where the coordinators run
-    (the head node on a cluster), as many at once as that machine has cores. A law's bootstrap
-    is seconds of CPU, and a paper-sized sweep's last results change every law at once (45
-    laws: minutes in the fitter's one process). The tasks reserve no CPU: on one machine the
-    trials hold every CPU Ray has, and Ray would queue the analyses until the trials ended."""
+def analyse_laws(laws: list[tuple[SweepSpec, dict, str, object]]) -> list:
+    """analyse_group of each (spec, points, metric, noise) (the spec: the sweep's, or a study
+    candidate's) with its resamples, side by side as Ray tasks where Ray runs and there are
+    several (else in turn): where the coordinators run (the head node on a cluster), as many at
+    once as that machine has cores. A law's bootstrap is seconds of CPU, and a paper-sized
+    sweep's last results change every law at once (45 laws: minutes in the fitter's one
+    process). The tasks reserve no CPU: on one machine the trials hold every CPU Ray has, and
+    Ray would queue the analyses until the trials ended."""
     if len(laws) < 2 or not ray.is_initialized():
         return [analyse_group(spec, points, metric, spec.fit.bootstrap_resamples, noise)
-                for points, metric, noise in laws]
-    task = _analyse_group_task.options(resources=spec.resources.coordinator_resources)
+                for spec, points, metric, noise in laws]
     width, refs = os.cpu_count() or 1, []
-    for i, (points, metric, noise) in enumerate(laws):
+    for i, (spec, points, metric, noise) in enumerate(laws):
         if i >= width:  # at most `width` running: wait until enough of them are done
             ray.wait(refs, num_returns=i - width + 1)
+        task = _analyse_group_task.options(resources=spec.resources.coordinator_resources)
         refs.append(task.remote(spec, points, metric, noise))
     return ray.get(refs)
 
 
-def sweep_laws(spec: SweepSpec) -> list[tuple[str, int, str, dict, Noise]]:
-    """(task, D_f, metric, points, noise) of every law of a sweep, in the spec's order, from the
-    finished trial runs in MLflow (law_points; no Ray needed, nothing fitted)."""
+def unit_results(results: list[TrialResult], candidate: str) -> list[TrialResult]:
+    """The results one unit's laws are fitted on: its own checkpoints' and the baseline's (in a
+    study, shared by every candidate)."""
+    return [r for r in results if r.key.candidate in ("", candidate)]
+
+
+def sweep_laws(spec: SweepSpec) -> list[tuple[SweepSpec, str, int, str, dict, Noise]]:
+    """(unit, task, D_f, metric, points, noise) of every law of a sweep (the unit: the sweep's
+    spec, or a study candidate's), in the spec's order, from the finished trial runs in MLflow
+    (law_points; no Ray needed, nothing fitted)."""
     results = list(finished_results(spec).values())
-    return [(task.name, d_f, metric,
-             *law_points(results, task.name, d_f, metric, spec.fit.lr_choice))
-            for task in spec.tasks for d_f in task.finetune_tokens for metric in spec.fit.metrics]
+    laws = []
+    for unit in units(spec):
+        mine = unit_results(results, unit.candidate)
+        laws += [(unit, task.name, d_f, metric,
+                  *law_points(mine, task.name, d_f, metric, spec.fit.lr_choice))
+                 for task in spec.tasks for d_f in task.finetune_tokens
+                 for metric in spec.fit.metrics]
+    return laws
 
 
 def analyse_sweep(spec: SweepSpec, resamples: int | None = None) -> list[LawGroup]:
     """Refit every law of a sweep from the finished trial runs in MLflow (no Ray needed)."""
     resamples = spec.fit.bootstrap_resamples if resamples is None else resamples
     return [LawGroup(task, d_f, metric, points,
-                     analyse_group(spec, points, metric, resamples, noise))
-            for task, d_f, metric, points, noise in sweep_laws(spec)]
+                     analyse_group(unit, points, metric, resamples, noise),
+                     candidate=unit.candidate)
+            for unit, task, d_f, metric, points, noise in sweep_laws(spec)]
 
 
 def holdout_group(spec: SweepSpec, points: dict[int, dict], metric: str, last: int,
@@ -189,17 +205,20 @@ class LawFitter:
         # The answer goes on the sweep run's page: the laws run's parent.
         self.sweep_run_id = self.tracker.parent_run_id(laws_run_id)
         self.results = finished_results(spec)
-        self.groups: dict[tuple, LawGroup] = {}  # (task, d_f, metric) -> its law
-        self.best_runs: dict[tuple, str] = {}  # (task, d_f, d_p) -> run id tagged best_lr
+        self.units = {unit.candidate: unit for unit in units(spec)}  # "": a plain sweep's own
+        self.groups: dict[tuple, LawGroup] = {}  # (candidate, task, d_f, metric) -> its law
+        self.best_runs: dict[tuple, str] = {}  # (candidate, task, d_f, d_p) -> best_lr run ids
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         self.lock = threading.Lock()  # one refit at a time
         # (task, D_f) with results not refitted yet, refitted together: refitting the smallest
         # one at a time starved the others while results of the first kept coming (a
         # paper-sized sweep's other laws were never refitted until it ended).
-        self.stale: set[tuple[str, int]] = set()
+        self.stale: set[tuple[str, str, int]] = set()  # (candidate, task, D_f)
         self.answer_due = False  # laws refitted since the answer page was last written
-        self.figures_due: dict[tuple[str, int], set[str]] = {}  # (task, D_f) -> metrics to draw
-        self._refit([(task.name, d_f) for task in spec.tasks for d_f in task.finetune_tokens])
+        # (candidate, task, D_f) -> metrics to draw
+        self.figures_due: dict[tuple[str, str, int], set[str]] = {}
+        self._refit([(c, task.name, d_f) for c in self.units for task in spec.tasks
+                     for d_f in task.finetune_tokens])
         self.wake = threading.Event()  # set when a result makes a law stale
         threading.Thread(target=self._refit_when_woken, name="refit", daemon=True).start()
         self.wake.set()  # the answer and the figures of the laws just fitted
@@ -208,8 +227,13 @@ class LawFitter:
         """Record a trial's result; the refit follows in the background."""
         result.replicates = compact(result.replicates)
         self.results[str(result.key)] = result
-        self.stale.add((result.key.task, result.key.d_f))
+        self.stale.update(self._stale_by(result))
         self.wake.set()
+
+    def _stale_by(self, result: TrialResult) -> list[tuple[str, str, int]]:
+        """The laws a result changes: its candidate's, or every candidate's for the baseline."""
+        key = result.key
+        return [(c, key.task, key.d_f) for c in self.units if key.candidate in ("", c)]
 
     def _refit_when_woken(self) -> None:
         while True:
@@ -226,7 +250,7 @@ class LawFitter:
         how many results came from MLflow."""
         missing = finished_results(self.spec, known=set(self.results))
         self.results.update(missing)
-        self.stale.update((r.key.task, r.key.d_f) for r in missing.values())
+        self.stale.update(law for r in missing.values() for law in self._stale_by(r))
         self._refit_stale()
         return len(missing)
 
@@ -240,58 +264,65 @@ class LawFitter:
                     self.answer_due = False
                     self._log_answer()
                 else:
-                    task, d_f = min(self.figures_due)
-                    self._log_figures(task, d_f, self.figures_due.pop((task, d_f)))
+                    unit = min(self.figures_due)
+                    self._log_figures(*unit, self.figures_due.pop(unit))
 
-    def _mark_best_lrs(self, task: str, d_f: int, results: list[TrialResult]) -> None:
+    def _mark_best_lrs(self, candidate: str, task: str, d_f: int,
+                       results: list[TrialResult]) -> None:
         """Tag the trial runs of the best lr of each (task, D_f, D_p) (every seed of it): true on
         the new best, false on the ones it replaces and on the other lrs."""
         for d_p, best in best_lr_runs(results, task, d_f, self.spec.fit.lr_choice).items():
             chosen = tuple(sorted(r.run_id for r in best if r.run_id))
-            if not chosen or self.best_runs.get((task, d_f, d_p)) == chosen:
+            if not chosen or self.best_runs.get((candidate, task, d_f, d_p)) == chosen:
                 continue
-            self.best_runs[(task, d_f, d_p)] = chosen
+            self.best_runs[(candidate, task, d_f, d_p)] = chosen
             for r in results:
                 if (r.key.task, r.key.d_f, r.key.d_p) == (task, d_f, d_p) and r.run_id:
                     self.tracker.set_tags(r.run_id, {BEST_LR: str(r.run_id in chosen).lower()})
 
-    def _refit(self, stale: list[tuple[str, int]]) -> None:
-        """Refit the laws of these (task, D_f) whose points changed, their analyses side by side
-        (analyse_laws), and log each law's numbers."""
+    def _refit(self, stale: list[tuple[str, str, int]]) -> None:
+        """Refit the laws of these (candidate, task, D_f) whose points changed, their analyses
+        side by side (analyse_laws), and log each law's numbers."""
         self.stale.difference_update(stale)  # results arriving from now on mark them stale again
         results = list(self.results.values())
-        jobs = []  # (task, D_f, metric, points, noise) of every law whose points changed
-        for task, d_f in stale:
-            self._mark_best_lrs(task, d_f, results)
+        jobs = []  # (unit, task, D_f, metric, points, noise) of every law whose points changed
+        for candidate, task, d_f in stale:
+            mine = unit_results(results, candidate)
+            self._mark_best_lrs(candidate, task, d_f, mine)
             for metric in self.spec.fit.metrics:
-                points, noise = law_points(results, task, d_f, metric, self.spec.fit.lr_choice)
-                group = self.groups.get((task, d_f, metric))
+                points, noise = law_points(mine, task, d_f, metric, self.spec.fit.lr_choice)
+                group = self.groups.get((candidate, task, d_f, metric))
                 if group is None or group.points != points:  # else: this law is unchanged
-                    jobs.append((task, d_f, metric, points, noise))
-        analyses = analyse_laws(self.spec, [(points, metric, noise)
-                                            for _, _, metric, points, noise in jobs])
-        for (task, d_f, metric, points, _), analysis in zip(jobs, analyses):
-            group = self.groups.get((task, d_f, metric))
+                    jobs.append((self.units[candidate], task, d_f, metric, points, noise, mine))
+        analyses = analyse_laws([(unit, points, metric, noise)
+                                 for unit, _, _, metric, points, noise, _ in jobs])
+        for (unit, task, d_f, metric, points, _, mine), analysis in zip(jobs, analyses):
+            law = (unit.candidate, task, d_f, metric)
+            group = self.groups.get(law)
             history = (earlier_fits(group.history, group.analysis, analysis.num_points)
                        if group else [])
-            self.groups[(task, d_f, metric)] = LawGroup(task, d_f, metric, points, analysis,
-                                                        history)
-            self._log_law(task, d_f, metric)
+            # A study compares its candidates on the paired replicates of their points.
+            replicates = (point_replicates(mine, task, d_f, metric, self.spec.fit.lr_choice)
+                          if unit.candidate else None)
+            self.groups[law] = LawGroup(task, d_f, metric, points, analysis, history,
+                                        unit.candidate, replicates)
+            self._log_law(self.groups[law])
             self.answer_due = True
-            self.figures_due.setdefault((task, d_f), set()).add(metric)
+            self.figures_due.setdefault(law[:3], set()).add(metric)
 
-    def _log_law(self, task: str, d_f: int, metric: str) -> None:
-        analysis = self.groups[(task, d_f, metric)].analysis
-        prefix = f"{task}/df_{d_f}/{metric}"
-        self.tracker.log_metrics(self.run_id, law_metrics(prefix, analysis),
+    def _log_law(self, group: LawGroup) -> None:
+        analysis, where = group.analysis, _where(group)
+        self.tracker.log_metrics(self.run_id, law_metrics(f"{where}/{group.metric}", analysis),
                                  step=analysis.num_points)
         # The tag holds the verdict only, short enough for the UI's tag view; the reason is on
         # the sweep run's page and in laws.json.
+        task = f"{group.candidate}.{group.task}" if group.candidate else group.task
         self.tracker.set_tags(self.run_id, {
-            VERDICT.format(task=task, d_f=d_f, metric=metric): short_verdict(analysis)})
+            VERDICT.format(task=task, d_f=group.d_f, metric=group.metric):
+                short_verdict(analysis)})
         if analysis.num_points:
-            self.latest_line = (f"{task} D_f={d_f:,} {metric} ({analysis.num_points} points): "
-                                f"{short_verdict(analysis)}")
+            self.latest_line = (f"{where.replace('/df_', ' D_f=')} {group.metric} "
+                                f"({analysis.num_points} points): {short_verdict(analysis)}")
 
     def _log_answer(self) -> None:
         """The answer on one page (the sweep run's description), and the laws as tables."""
@@ -299,57 +330,66 @@ class LawFitter:
         self.tracker.log_dict(self.run_id, self.summary(), "laws.json")
         self.tracker.log_table(self.run_id, points_table(groups), "tables/law_points.json")
         self.tracker.log_table(self.run_id, laws_table(groups), "tables/laws.json")
-        checkpoints_in = len({d_p for g in groups for d_p in g.points if d_p > 0})
-        self.tracker.set_description(self.sweep_run_id,
-                                     answer_markdown(self.spec, groups, checkpoints_in))
+        checkpoints_in = len({(g.candidate, d_p) for g in groups for d_p in g.points if d_p})
+        page = study_markdown if self.spec.candidates else answer_markdown
+        self.tracker.set_description(self.sweep_run_id, page(self.spec, groups, checkpoints_in))
+        for name, (why, at_tokens) in decide_stops(self.spec, groups).items():
+            # Stopping losers (a study's `stop` policy): recorded in the study's folder, where
+            # the candidate's pretraining and a resumed study read it; the watcher drops its
+            # queued trials.
+            logger.info("stopping candidate %s at %s tokens: %s", name, at_tokens, why)
+            record_stop(self.spec, name, why, at_tokens)
+            tell_watcher(self.spec, "stop_candidate", name)
 
-    def _log_figures(self, task: str, d_f: int, metrics: set[str]) -> None:
-        """The figures of the laws of (task, D_f) that changed, as they stand now."""
+    def _log_figures(self, candidate: str, task: str, d_f: int, metrics: set[str]) -> None:
+        """The figures of the laws of (candidate, task, D_f) that changed, as they stand now."""
         for metric in sorted(metrics):
-            group = self.groups[(task, d_f, metric)]
+            group = self.groups[(candidate, task, d_f, metric)]
             if group.analysis.points:  # a law that cannot follow them: the points alone
                 self._log_plot(group)
-        self._log_metric_vs_cross_entropy(task, d_f)
+        self._log_metric_vs_cross_entropy(candidate, task, d_f)
 
     def _log_plot(self, group: LawGroup) -> None:
         """The law's figure, with the earlier fits faint under the latest, as artifact
-        plots/<task>/df_<D_f>/<metric>.png; each drawn update's figure is also kept, as
-        plots/<task>/df_<D_f>/history/<metric>_<N>_checkpoints.png (drawn once the fitter has
-        caught up with the results: a burst of results gives one figure). Rendered once to a file
-        and uploaded under both names, not logged twice with log_figure: rendering is most of a
-        refit's plotting time."""
-        task, d_f, metric, analysis = group.task, group.d_f, group.metric, group.analysis
-        folder = f"plots/{task}/df_{d_f}"
+        plots/<task>/df_<D_f>/<metric>.png (plots/<candidate>/<task>/... in a study); each drawn
+        update's figure is also kept, as .../history/<metric>_<N>_checkpoints.png (drawn once the
+        fitter has caught up with the results: a burst of results gives one figure). Rendered
+        once to a file and uploaded under both names, not logged twice with log_figure:
+        rendering is most of a refit's plotting time."""
+        d_f, metric, analysis = group.d_f, group.metric, group.analysis
+        folder, title = f"plots/{_where(group)}", _title(group)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{metric}.png"
-                save_figure(path, law_figure(task, d_f, metric, group.points, analysis,
+                save_figure(path, law_figure(title, d_f, metric, group.points, analysis,
                                              group.history))
                 self.tracker.log_artifact(self.run_id, str(path), folder)
                 kept = path.with_name(f"{metric}_{analysis.num_points}_checkpoints.png")
                 path.rename(kept)
                 self.tracker.log_artifact(self.run_id, str(kept), f"{folder}/history")
         except Exception as err:  # a figure is worth less than keeping the fitter alive
-            logger.warning("could not plot %s D_f=%s %s: %s: %s", task, d_f, metric,
-                        type(err).__name__, err)
+            logger.warning("could not plot %s D_f=%s %s: %s: %s", title, d_f, metric,
+                           type(err).__name__, err)
 
-    def _log_metric_vs_cross_entropy(self, task: str, d_f: int) -> None:
+    def _log_metric_vs_cross_entropy(self, candidate: str, task: str, d_f: int) -> None:
         """plots/<task>/df_<D_f>/<metric>_vs_cross_entropy.png for each task metric."""
-        ce = self._points(task, d_f, "cross_entropy")
+        ce = self._points(candidate, task, d_f, "cross_entropy")
         for metric in self.spec.fit.metrics:
-            values = self._points(task, d_f, metric)
+            values = self._points(candidate, task, d_f, metric)
             if metric == "cross_entropy" or len(set(ce) & set(values)) < 2:
                 continue
+            group = self.groups[(candidate, task, d_f, metric)]
             try:
                 self.tracker.log_figure(
-                    self.run_id, metric_vs_cross_entropy_figure(task, d_f, metric, ce, values),
-                    f"plots/{task}/df_{d_f}/{metric}_vs_cross_entropy.png")
+                    self.run_id, metric_vs_cross_entropy_figure(_title(group), d_f, metric, ce,
+                                                                values),
+                    f"plots/{_where(group)}/{metric}_vs_cross_entropy.png")
             except Exception as err:  # as above
                 logger.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
-                            metric, type(err).__name__, err)
+                               metric, type(err).__name__, err)
 
-    def _points(self, task: str, d_f: int, metric: str) -> dict:
-        group = self.groups.get((task, d_f, metric))
+    def _points(self, candidate: str, task: str, d_f: int, metric: str) -> dict:
+        group = self.groups.get((candidate, task, d_f, metric))
         return group.points if group else {}
 
     def latest(self) -> str:
@@ -364,6 +404,18 @@ class LawFitter:
         # In the spec's order (tasks, D_f, fit.metrics), as analyse_sweep gives them, so the page
         # and `raysweep report` list the same rows in the same order.
         groups = dict(self.groups)  # a snapshot: see class
-        return [dataclasses.replace(groups[(t.name, d_f, m)], history=[])
-                for t in self.spec.tasks for d_f in t.finetune_tokens for m in self.spec.fit.metrics
-                if (t.name, d_f, m) in groups]
+        return [dataclasses.replace(groups[(c, t.name, d_f, m)], history=[])
+                for c in self.units for t in self.spec.tasks for d_f in t.finetune_tokens
+                for m in self.spec.fit.metrics if (c, t.name, d_f, m) in groups]
+
+
+def _where(group: LawGroup) -> str:
+    """The law's place in metric names and artifact folders: <task>/df_<D_f>, under its
+    candidate's name in a study."""
+    head = f"{group.candidate}/" if group.candidate else ""
+    return f"{head}{group.task}/df_{group.d_f}"
+
+
+def _title(group: LawGroup) -> str:
+    """What a figure calls the law's task: with its candidate in a study."""
+    return f"{group.task} after {group.candidate}" if group.candidate else group.task

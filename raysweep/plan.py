@@ -40,9 +40,14 @@ class TrialKey:
     lr: float
     seed: int
     """Finetune seed (the batch order)."""
+    candidate: str = ""
+    """The study candidate whose checkpoint it starts from; "" in a plain sweep, and for the
+    no-pretraining baseline, which every candidate of a study shares."""
 
     def __str__(self) -> str:
-        return f"{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
+        # A plain sweep's keys read as they always have: MLflow finds finished runs by them.
+        head = f"{self.candidate}:" if self.candidate else ""
+        return f"{head}{self.task}/dp={self.d_p}/df={self.d_f}/lr={self.lr:g}/seed={self.seed}"
 
 
 @dataclass
@@ -61,8 +66,10 @@ class TrialResult:
 
 
 def plan_keys(spec: SweepSpec, d_p: int) -> list[TrialKey]:
-    """Every trial a starting point with D_p tokens of pretraining gets."""
-    return [TrialKey(task.name, d_p, d_f, lr, spec.seed + replicate)
+    """Every trial a starting point with D_p tokens of pretraining gets: of the candidate the
+    spec is (raysweep.spec.SweepSpec.candidate_spec), except the baseline, which is shared."""
+    candidate = spec.candidate if d_p else ""
+    return [TrialKey(task.name, d_p, d_f, lr, spec.seed + replicate, candidate)
             for task in spec.tasks for d_f in task.finetune_tokens for lr in task.lrs
             for replicate in range(task.seeds)]
 
@@ -72,17 +79,23 @@ def count_trials(spec: SweepSpec, checkpoints: list[int]) -> int:
     return sum(len(plan_keys(spec, d_p)) for d_p in [0, *checkpoints])
 
 
-def tell_watcher(spec: SweepSpec) -> None:
-    """Wake the sweep's watcher to scan now for the checkpoint just published, so its trials
-    start at once; only a shortcut: the watcher's periodic rescan finds it anyway."""
+def units(spec: SweepSpec) -> list[SweepSpec]:
+    """What publishes checkpoints: each candidate's spec in a study, else the sweep's own."""
+    return spec.candidate_specs() if spec.candidates else [spec]
+
+
+def tell_watcher(spec: SweepSpec, call: str = "checkpoint_published", *args) -> None:
+    """Call the sweep's watcher: by default, wake it to scan now for the checkpoint just
+    published, so its trials start at once (only a shortcut: the watcher's periodic rescan finds
+    it anyway); a study's fitter tells it a candidate stopped ("stop_candidate", name)."""
     import ray  # lazy: `raysweep validate` plans trials without loading Ray
 
     if not ray.is_initialized():  # no Ray, no watcher (a series imported outside a sweep)
         return
     try:
-        ray.get_actor(WATCHER_NAME.format(spec.name)).checkpoint_published.remote()
+        getattr(ray.get_actor(WATCHER_NAME.format(spec.name)), call).remote(*args)
     except ValueError:  # no watcher: pretraining alone (the benchmarks, the recovery test)
         pass
     except Exception as err:  # noqa: BLE001 (a shortcut must never fail a publication)
-        logger.warning("could not tell the watcher about a publication (its rescan will find "
-                       "it): %s: %s", type(err).__name__, err)
+        logger.warning("could not tell the watcher %s (it reads storage anyway): %s: %s", call,
+                       type(err).__name__, err)

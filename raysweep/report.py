@@ -19,9 +19,12 @@ from raysweep.answer import answer_markdown
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.fitter import analyse_sweep
 from raysweep.laws.group import LawGroup
+from raysweep.plan import units
 from raysweep.plots import save_figure, save_law_figure, task_figure
 from raysweep.spec import SpecError, SweepSpec
+from raysweep.study.answer import study_markdown
 from raysweep.tracking import (
+    CANDIDATE,
     FAILURE,
     KIND,
     KINDS,
@@ -33,25 +36,23 @@ from raysweep.tracking import (
 
 
 def sweep_status(spec: SweepSpec) -> dict:
-    """Progress of a running or finished sweep."""
+    """Progress of a running or finished sweep (a study: of each candidate's pretraining)."""
 
     tracker = Tracker.of_existing_sweep(spec)
     if tracker is None:
         return {"started": False}
-    sweep, pretrain, laws, trials = (tracker.find_runs({KIND: kind}) for kind in KINDS)
+    sweep, pretrain, laws, trials, candidates = (tracker.find_runs({KIND: kind})
+                                                 for kind in KINDS)
     by_status: dict[str, int] = {}
     for run in trials:
         by_status[run.info.status] = by_status.get(run.info.status, 0) + 1
-    pretrain_metrics = pretrain[0].data.metrics if pretrain else {}
     sweep_tags = sweep[0].data.tags if sweep else {}
+    runs = {r.data.tags.get(CANDIDATE, ""): r for r in (candidates if spec.candidates
+                                                        else pretrain)}
     return {
         "started": True,
         "sweep_status": sweep[0].info.status if sweep else "?",
-        "checkpoints": sorted(checkpoints.published(spec, verify_weights=False)),
-        "scheduled": spec.published_tokens(),
-        "pretrain": {k: pretrain_metrics[k] for k in ("tokens_seen", "loss", "tokens_per_second",
-                                                      "mfu") if k in pretrain_metrics},
-        "pretrain_status": pretrain[0].info.status if pretrain else "?",
+        "stages": [_stage(unit, runs.get(unit.candidate)) for unit in units(spec)],
         "trials": by_status,
         "planned": spec.num_trials(),
         "failures": {r.data.tags[TRIAL_KEY]: r.data.tags.get(FAILURE, "?")
@@ -64,19 +65,32 @@ def sweep_status(spec: SweepSpec) -> dict:
     }
 
 
+def _stage(unit: SweepSpec, run) -> dict:
+    """One checkpoint stage's progress: the sweep's, or a study candidate's."""
+    metrics = run.data.metrics if run else {}
+    return {"candidate": unit.candidate, "status": run.info.status if run else "?",
+            "checkpoints": sorted(checkpoints.published(unit, verify_weights=False)),
+            "scheduled": unit.published_tokens(),
+            "pretrain": {k: metrics[k] for k in ("tokens_seen", "loss", "tokens_per_second",
+                                                 "mfu") if k in metrics}}
+
+
 def status_text(spec: SweepSpec, status: dict) -> str:
     if not status["started"]:
         return (f"sweep {spec.name!r}: nothing in MLflow yet ({spec.resolved_tracking_uri()}); "
                 f"start it with `raysweep run {spec.source_file or 'SPEC'}`")
-    pre = status["pretrain"]
-    stage = checkpoint_source(spec).stage
-    lines = [f"sweep {spec.name!r}: {status['sweep_status']}",
-             f"  {stage}: {status['pretrain_status']}, {pre.get('tokens_seen', 0):,.0f} of "
-             f"{status['scheduled'][-1]:,} tokens"
-             + (f", loss {pre['loss']:.3f}" if "loss" in pre else "")
-             + (f", {pre['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in pre else "")
-             + (f", MFU {pre['mfu']:.1%}" if "mfu" in pre else ""),
-             f"  checkpoints: {len(status['checkpoints'])}/{len(status['scheduled'])} published"]
+    stage_name = checkpoint_source(spec).stage
+    lines = [f"{'study' if spec.candidates else 'sweep'} {spec.name!r}: {status['sweep_status']}"]
+    for stage in status["stages"]:
+        pre, name = stage["pretrain"], " ".join(filter(None, [stage_name, stage["candidate"]]))
+        lines += [f"  {name}: {stage['status']}, {pre.get('tokens_seen', 0):,.0f} of "
+                  f"{stage['scheduled'][-1]:,} tokens"
+                  + (f", loss {pre['loss']:.3f}" if "loss" in pre else "")
+                  + (f", {pre['tokens_per_second']:,.0f} tokens/s"
+                     if "tokens_per_second" in pre else "")
+                  + (f", MFU {pre['mfu']:.1%}" if "mfu" in pre else ""),
+                  f"  checkpoints{' ' + stage['candidate'] if stage['candidate'] else ''}: "
+                  f"{len(stage['checkpoints'])}/{len(stage['scheduled'])} published"]
     for name, reason in status["rejected"].items():
         lines.append(f"    skipped {name}: {reason}")
     trials = status["trials"]
@@ -150,17 +164,22 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
     (caption, file under `out`)."""
     figures = []
     for task in spec.tasks:
-        fitted = [g for g in groups if g.task == task.name and g.analysis.points]
-        if fitted:
-            name = f"figures/{task.name}.png"
-            save_figure(out / name, task_figure(task.name, fitted))
-            figures.append((f"{task.name} D_f=all all metrics", name))
+        for candidate in [u.candidate for u in units(spec)]:
+            fitted = [g for g in groups if (g.task, g.candidate) == (task.name, candidate)
+                      and g.analysis.points]
+            title = f"{task.name} after {candidate}" if candidate else task.name
+            if fitted:
+                name = f"figures/{candidate + '_' if candidate else ''}{task.name}.png"
+                save_figure(out / name, task_figure(title, fitted))
+                figures.append((f"{title} D_f=all all metrics", name))
     for g in groups:
         if not g.analysis.points:  # not fitted (the COMET stand-in), too few points
             continue
-        name = f"figures/{g.task}_df{g.d_f}_{g.metric}.png"
-        save_law_figure(out / name, g.task, g.d_f, g.metric, g.points, g.analysis)
-        figures.append((f"{g.task} D_f={g.d_f} {g.metric}", name))
+        head = f"{g.candidate}_" if g.candidate else ""
+        name = f"figures/{head}{g.task}_df{g.d_f}_{g.metric}.png"
+        title = f"{g.task} after {g.candidate}" if g.candidate else g.task
+        save_law_figure(out / name, title, g.d_f, g.metric, g.points, g.analysis)
+        figures.append((f"{title} D_f={g.d_f} {g.metric}", name))
     return figures
 
 
@@ -181,7 +200,8 @@ def write_report(spec: SweepSpec, out: str | Path, resamples: int | None = None)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     groups = analyse_sweep(spec, resamples=resamples)
     figures = _figures(spec, groups, out)
-    answer = answer_markdown(spec, groups, len(status["checkpoints"]))
+    published = sum(len(stage["checkpoints"]) for stage in status["stages"])
+    answer = (study_markdown if spec.candidates else answer_markdown)(spec, groups, published)
     rows = law_rows(groups)
     progress = status_text(spec, status)
     laws = ["## The laws", "", "| " + " | ".join(h for _, h in LAW_COLUMNS) + " |",

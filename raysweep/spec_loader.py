@@ -23,6 +23,7 @@ import yaml
 
 from raysweep.spec import (
     MODEL_PRESETS,
+    CandidateSpec,
     ModelSpec,
     PretrainSpec,
     SpecError,
@@ -83,7 +84,8 @@ def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
     raise TypeError(f"spec field type {hint} is not handled")  # a bug in this module, not the spec
 
 
-_HIDDEN_FIELDS = {"source_file", "base_dir"}
+_HIDDEN_FIELDS = {"source_file", "base_dir", "candidate", "study_sources"}
+"""SweepSpec's fields that the code sets (load_spec, candidate_spec), never a YAML file."""
 
 
 def _build(cls: type, data: Any, path: str, where: str) -> Any:
@@ -101,15 +103,7 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)} - _HIDDEN_FIELDS
     unknown = sorted((key for key in data if key not in names), key=str)
     if unknown:
-        prefix = f"{path}." if path else ""
-        key = unknown[0]
-        readable = isinstance(key, str) and key.isprintable() and key.strip() == key
-        shown = key if readable else repr(key)
-        raise SpecError(
-            f"{where}: unknown field `{prefix}{shown}`. Expected one of: "
-            f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec/ for what each "
-            f"field means); nothing was written."
-        )
+        raise SpecError(_unknown_field(cls, unknown[0], names, path, where))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -123,6 +117,30 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         sub = f"{path}.{f.name}" if path else f.name
         kwargs[f.name] = _convert(data[f.name], hints[f.name], sub, where)
     return cls(**kwargs)
+
+
+def _unknown_field(cls: type, key: Any, names: set[str], path: str, where: str) -> str:
+    """The paragraph for a field `cls` does not have. A study's candidate differs from the others
+    only in its pretraining data, so a shared section written into one gets the reason why."""
+    prefix = f"{path}." if path else ""
+    readable = isinstance(key, str) and key.isprintable() and key.strip() == key
+    shown = key if readable else repr(key)
+    shared = {f.name for f in dataclasses.fields(SweepSpec)} - _HIDDEN_FIELDS - names
+    if cls is CandidateSpec and key in shared:
+        why = {"model": "a study compares candidates on one model and one tokenizer: set "
+                        "model/tokenizer at the top level, for every candidate",
+               "pretrain": "a candidate's pretraining data is its own `mixture` (and its budget "
+                           "its `tokens`), set on the candidate; the rest of `pretrain` "
+                           "(schedule, batch size, lr, workers...) is the study's: set it at the "
+                           "top level"}
+        why["tokenizer"] = why["model"]
+        reason = why.get(key, f"a study's candidates share everything but their pretraining "
+                              f"data: set `{key}` at the top level, for every candidate")
+        return (f"{where}: field `{prefix}{shown}` cannot be set for one candidate: {reason}. A "
+                f"candidate has only {', '.join(sorted(names))}; nothing was written.")
+    return (f"{where}: unknown field `{prefix}{shown}`. Expected one of: "
+            f"{', '.join(sorted(names))}. Check the spelling (see raysweep/spec/ for what each "
+            f"field means); nothing was written.")
 
 
 def _log_spaced(form: dict, budget: Any, path: str, where: str) -> list[int]:

@@ -24,13 +24,13 @@ import ray
 from raysweep import checkpoints
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.cluster import check_resources, live_node_types
-from raysweep.data.mixture import UNKNOWN_ALIGNMENT, alignment_score, mixture_text
+from raysweep.data.mixture import mixture_params
 from raysweep.data.tokenizer import save_tokenizer
 from raysweep.evaluation.comet_model import load_comet
 from raysweep.evaluation.scorer import stop_scorers
 from raysweep.fitter import LawFitter
 from raysweep.logs import LEVEL_VARIABLE, configure_worker
-from raysweep.plan import FITTER_NAME, WATCHER_NAME, count_trials
+from raysweep.plan import FITTER_NAME, WATCHER_NAME
 from raysweep.preflight import check
 from raysweep.spec import SweepSpec
 from raysweep.tracking import KIND, KINDS, Tracker, sweep_params
@@ -85,7 +85,9 @@ def format_progress(progress: dict, total_checkpoints: int, total_trials: int) -
             f"{finished}/{total_trials} done, {progress['running']} running, "
             f"{progress['queued']} queued, {progress['failed']} failed"
             + (f" | {len(progress['rejected'])} checkpoint(s) skipped as unusable"
-               if progress.get("rejected") else ""))
+               if progress.get("rejected") else "")
+            + (f" | {progress['cancelled']} cancelled (stopped candidates)"
+               if progress.get("cancelled") else ""))
 
 
 class SweepStopped(Exception):
@@ -189,14 +191,11 @@ def _open_runs(spec: SweepSpec, source) -> dict[str, str]:
                                    "num_trials": spec.num_trials(),
                                    "checkpoints": ",".join(map(str, spec.published_tokens()))})
     # The translation alignment score of the mixture for every task: the paper's predictor of
-    # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run.
-    scores = {task.name: alignment_score(spec.pretrain.mixture, task) for task in spec.tasks}
-    mixture_params = {"mixture": mixture_text(spec.pretrain.mixture),
-                      **{f"alignment.{name}": (UNKNOWN_ALIGNMENT if score is None
-                                               else round(score, 4))
-                         for name, score in scores.items()}}
-    for run_id in (sweep_run, runs["pretrain"]):
-        tracker.log_params(run_id, mixture_params)
+    # whether a law will hold. On the sweep run (compare sweeps) and the pretraining run (a
+    # study's candidates: on each one's own pretraining run, raysweep.study.source).
+    if not spec.candidates:
+        for run_id in (sweep_run, runs["pretrain"]):
+            tracker.log_params(run_id, mixture_params(spec))
     return runs
 
 
@@ -270,7 +269,7 @@ def _follow(spec: SweepSpec, source, runs: dict[str, str], actors: tuple, echo,
     laws, groups = ray.get([fitter.summary.remote(), fitter.answer_groups.remote()])
     errors = pretrain_errors + final.pop("errors")
     finished = final["done"] + final["skipped"]
-    ok = not errors and finished == count_trials(spec, source.final_checkpoints())
+    ok = not errors and finished == source.final_trials()
     tracker = Tracker.for_spec(spec)
     tracker.end_run(runs["laws"], "FINISHED")
     tracker.end_run(runs["sweep"], "FINISHED" if ok else "FAILED")

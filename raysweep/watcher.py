@@ -33,9 +33,10 @@ from ray.tune.search import Searcher
 from raysweep import checkpoints
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.finetune import finetune_trial
-from raysweep.plan import TrialKey, plan_keys
+from raysweep.plan import TrialKey, plan_keys, units
 from raysweep.spec import SweepSpec
 from raysweep.storage import write_json_atomic
+from raysweep.study.stopping import stopped
 from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY, Tracker
 
 logger = logging.getLogger(__name__)
@@ -84,16 +85,19 @@ class CheckpointWatcher:
         """`measure`: what a trial does (raysweep.finetune.run_trial; None: finetune and score)."""
         self.spec, self.parent_run_id, self.measure = spec, parent_run_id, measure
         self.source = checkpoint_source(spec)
+        self.units = units(spec)  # what publishes checkpoints: the sweep, or each candidate
         self.tracker = Tracker.for_spec(spec)
         self.lock = threading.Lock()
         self.keys_queued = threading.Condition(self.lock)  # a scan queued keys, or was the last
         self.scan_soon = threading.Event()  # a checkpoint was published: scan now
         self.queue: deque[TrialKey] = deque()
-        self.seen_checkpoints: set[int] = set()
-        self.inspected: set[str] = set()  # checkpoint folders already checked, sound or not
+        self.seen_checkpoints: set[tuple[str, int]] = set()  # (candidate, D_p)
+        # Per unit (candidate, "" for a plain sweep): checkpoint folders already checked
+        self.inspected: dict[str, set[str]] = {}
         self.rejected: dict[str, str] = {}  # checkpoint folder -> why it was skipped
         self.running: dict[str, TrialKey] = {}
-        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0}
+        self.stopped = set(stopped(spec))  # a study's stopped candidates: nothing new is queued
         self.pretraining_over = threading.Event()
         self.final_scan_done = False
         self.resume_first: set[TrialKey] = set()  # running when the previous driver died
@@ -107,42 +111,61 @@ class CheckpointWatcher:
     def checkpoint_published(self) -> None:
         self.scan_soon.set()
 
+    def stop_candidate(self, name: str) -> None:
+        """A study's candidate was stopped (raysweep.study.stopping): its queued trials are
+        dropped and its checkpoints from now on are not finetuned; what runs finishes."""
+        with self.lock:
+            self.stopped.add(name)
+            dropped = [k for k in self.queue if k.candidate == name]
+            self.queue = deque(k for k in self.queue if k.candidate != name)
+            self.counts["cancelled"] += len(dropped)
+        logger.info("candidate %s stopped: %d queued trial(s) cancelled", name, len(dropped))
+
     def progress(self) -> dict:
         with self.lock:
             # the baseline is not published
-            return {"checkpoints": len(self.seen_checkpoints - {0}),
+            return {"checkpoints": len(self.seen_checkpoints - {("", 0)}),
                     "resumed": len(self.resume_first),
                     "queued": len(self.queue), "running": len(self.running),
                     "rejected": dict(self.rejected), **self.counts}
 
     # ---- scanning -------------------------------------------------------------------------------
     def scan(self, final: bool = False) -> None:
-        """Queue the trials of every starting point not seen before. A checkpoint folder that
-        cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its reason;
-        one without a manifest only once pretraining is over (until then it may be
+        """Queue the trials of every starting point not seen before: the baseline, and each
+        checkpoint of each unit (the sweep, or each candidate of a study). A checkpoint folder
+        that cannot be used (corrupt weights, a bad manifest) is skipped and recorded with its
+        reason; one without a manifest only once pretraining is over (until then it may be
         mid-publication)."""
-        sound, unusable = checkpoints.scan(self.spec, known=self.inspected)
-        # 0: the baseline, once it can be built (a series' architecture comes with its first
-        # checkpoint)
-        baseline = [0] if 0 in self.seen_checkpoints or self.source.baseline_ready() else []
-        new = [p for p in baseline + sorted(sound) if p not in self.seen_checkpoints]
+        found = {unit.candidate: (unit, *checkpoints.scan(
+                     unit, known=self.inspected.setdefault(unit.candidate, set())))
+                 for unit in self.units if unit.candidate not in self.stopped}
+        # ("", 0): the baseline, shared by a study's candidates, once it can be built (a series'
+        # architecture comes with its first checkpoint)
+        baseline = [("", 0)] if (("", 0) in self.seen_checkpoints
+                                 or self.source.baseline_ready()) else []
+        new = [p for p in baseline + sorted((name, d_p) for name, (_, sound, _) in found.items()
+                                            for d_p in sound)
+               if p not in self.seen_checkpoints]
         # MLflow is read before any state changes, so a scan that fails (MLflow down past its
         # retries) leaves nothing half-done and the next scan does it all again.
         finished = set()
         if new:
             finished = {run.data.tags[TRIAL_KEY]
                         for run in self.tracker.find_runs({KIND: "trial"}, "FINISHED")}
-        for name, reason in unusable.items():
-            if reason == checkpoints.NO_MANIFEST and not final:
-                continue
-            self.tracker.set_tags(self.parent_run_id, {REJECTED_CHECKPOINT.format(name): reason})
-            with self.lock:
-                self.rejected[name] = reason
-            self.inspected.add(name)
+        for unit, _, unusable in found.values():
+            for name, reason in unusable.items():
+                if reason == checkpoints.NO_MANIFEST and not final:
+                    continue
+                where = f"{unit.candidate}/{name}" if unit.candidate else name
+                self.tracker.set_tags(self.parent_run_id,
+                                      {REJECTED_CHECKPOINT.format(where): reason})
+                with self.lock:
+                    self.rejected[where] = reason
+                self.inspected[unit.candidate].add(name)
         with self.lock:
             for point in new:
                 self.seen_checkpoints.add(point)
-                for key in plan_keys(self.spec, point):
+                for key in plan_keys(found[point[0]][0] if point[0] else self.spec, point[1]):
                     if str(key) in finished:
                         self.counts["skipped"] += 1
                     elif key in self.resume_first:
@@ -150,7 +173,9 @@ class CheckpointWatcher:
                     else:
                         self.queue.append(key)
             self.keys_queued.notify_all()
-        self.inspected.update(checkpoints.checkpoint_dir(self.spec, d_p).name for d_p in sound)
+        for unit, sound, _ in found.values():
+            self.inspected[unit.candidate].update(checkpoints.checkpoint_dir(unit, d_p).name
+                                                  for d_p in sound)
 
     def _scan_loop(self) -> None:
         while True:

@@ -46,6 +46,15 @@ def alignment_text(mixture: tuple[MixtureComponent, ...], task: TaskSpec) -> str
     return UNKNOWN_ALIGNMENT if score is None else f"{score:.2f}"
 
 
+def mixture_params(spec: SweepSpec) -> dict[str, str | float]:
+    """The mixture and its alignment score with every task (the paper's predictor of whether a
+    law will hold), as MLflow params."""
+    scores = {task.name: alignment_score(spec.pretrain.mixture, task) for task in spec.tasks}
+    return {"mixture": mixture_text(spec.pretrain.mixture),
+            **{f"alignment.{name}": UNKNOWN_ALIGNMENT if score is None else round(score, 4)
+               for name, score in scores.items()}}
+
+
 def batch_source(spec: SweepSpec, step: int) -> int:
     """Index of the mixture component that batch `step` is drawn from.
 

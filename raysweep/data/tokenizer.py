@@ -36,9 +36,9 @@ def _training_streams(spec: SweepSpec) -> list:
                                    where, spec.base_dir).documents(0, 1)
                 for i, source in enumerate(spec.tokenizer.train_sources)]
     streams = []
-    for i, comp in enumerate(spec.pretrain.mixture):
-        source = monolingual_source(comp.source, comp.language, Family.of(spec),
-                                    f"pretrain.mixture[{i}].source", where, spec.base_dir)
+    for field, comp in spec.tokenizer_sources():  # a study's: every candidate's mixture
+        source = monolingual_source(comp.source, comp.language, Family.of(spec), field, where,
+                                    spec.base_dir)
         streams.append(source.documents(0, 1))
     for i, task in enumerate(spec.tasks):
         splits = parallel_splits(task, Family.of(spec), where, f"tasks[{i}].data", spec.base_dir)
@@ -123,14 +123,14 @@ COMPLETE = "tokenizer_config.json"  # written by save_pretrained; uploaded last
 
 
 def tokenizer_dir(spec: SweepSpec) -> Path:
-    """Where this node keeps the sweep's saved tokenizer."""
-    return spec.root / "tokenizer"
+    """Where this node keeps the sweep's saved tokenizer (a study's candidates share one)."""
+    return spec.study_folder.root / "tokenizer"
 
 
 def fetch_tokenizer(spec: SweepSpec) -> Path:
     """tokenizer_dir, after copying the saved tokenizer from the sweep's bucket if this node has
     none yet (bucket storage); what every stage loads."""
-    path, bucket = tokenizer_dir(spec), spec.folder.bucket()
+    path, bucket = tokenizer_dir(spec), spec.study_folder.bucket()
     if (bucket is not None and not (path / COMPLETE).exists()
             and bucket.size(f"tokenizer/{COMPLETE}")):
         bucket.fetch_folder("tokenizer", path, complete=COMPLETE)
@@ -144,7 +144,7 @@ def save_tokenizer(spec: SweepSpec, tokenizer) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tokenizer.save_pretrained(str(tmp))
         tmp.rename(path)  # atomic: a half-saved tokenizer is never loaded
-    bucket = spec.folder.bucket()
+    bucket = spec.study_folder.bucket()
     if bucket is not None and not bucket.size(f"tokenizer/{COMPLETE}"):
         bucket.commit_folder(path, "tokenizer", COMPLETE)
 

@@ -121,3 +121,19 @@ def _shared_covariance(replicates: dict[int, np.ndarray]) -> dict | None:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def point_replicates(results: list[TrialResult], task: str, d_f: int, metric: str,
+                     lr_choice: str = "dev_cross_entropy") -> dict[int, np.ndarray] | None:
+    """D_p -> the paired bootstrap replicates of law_points' point (its seeds' mean at the best
+    lr), or None unless every point has them: what a study compares candidates with, so that the
+    test-set noise they share (one test set, the same resamples) cancels in their differences."""
+    vectors = {}
+    for d_p, runs in best_lr_runs(results, task, d_f, lr_choice).items():
+        runs = [r for r in runs if _finite(r.metrics.get(metric))]
+        if runs:
+            found = _run_replicates(runs, metric)
+            if found is None:
+                return None
+            vectors[d_p] = found.mean(axis=0)
+    return vectors or None

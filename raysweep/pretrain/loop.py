@@ -26,6 +26,7 @@ from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_
 from raysweep.pretrain.recovery import load_recovery, remove_unregistered_recoveries, save_recovery
 from raysweep.pretrain.throughput import Throughput, device_peak_flops, model_flops_per_token
 from raysweep.spec import SweepSpec
+from raysweep.study.stopping import stopped
 from raysweep.tracking import BufferedMetrics, Tracker
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ def train_loop(config: dict) -> None:
     started = time.time()
     batches = rank_batches(spec, tokenizer, rank, world, resumed_from + 1, stream_position)
     for step, _, batch in batches:
+        if (publisher.publishes(step) or step % pre.recovery_every == 0) and _stopped(spec, rank):
+            break  # a study's loser: no checkpoint from here on (raysweep.study.stopping)
         loss = train_step(engine, batch, pre.gradient_accumulation)
         meter.add(pre.tokens_per_step())
         metrics = {}
@@ -179,6 +182,18 @@ def train_loop(config: dict) -> None:
     if mlflow_log:
         mlflow_log.log({"wall_seconds": time.time() - started}, step=last_step)
         mlflow_log.flush()
+
+
+def _stopped(spec: SweepSpec, rank: int) -> bool:
+    """Whether this study candidate was stopped: read by rank 0 and sent to every rank, so that
+    all of them leave the loop at the same step (a rank that went on would wait forever in the
+    next collective)."""
+    if not spec.candidate:
+        return False
+    flag = torch.tensor([int(rank == 0 and spec.candidate in stopped(spec))])
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def run_pretraining(spec: SweepSpec, run_id: str) -> None:

@@ -8,6 +8,7 @@ from raysweep.data.checks import check_mixture_sources
 from raysweep.data.mixture import mixture_text
 from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer, tokenizer_dir, train_tokenizer
 from raysweep.model import build_model
+from raysweep.plan import count_trials
 from raysweep.pretrain.engine import memory_estimate, worker_memory_bytes
 from raysweep.pretrain.loop import run_pretraining
 from raysweep.spec import SpecError, SweepSpec
@@ -54,12 +55,21 @@ class PretrainingSource:
     def check(self, offline: bool):
         """The tokenizer (offline, a hub one or one trained on hf: data is not fetched), the
         mixture's sources, and the memory a worker needs."""
-        tokenizer = self._tokenizer(offline)
-        check_mixture_sources(self.spec, tokenizer)
-        check_memory(self.spec, tokenizer)
+        tokenizer = self.tokenizer(offline)
+        self.check_with(tokenizer)
         return tokenizer
 
-    def _tokenizer(self, offline: bool):
+    def check_with(self, tokenizer) -> None:
+        """The mixture's sources and the memory a worker needs, with the sweep's tokenizer (a
+        study's: raysweep.study.source)."""
+        check_mixture_sources(self.spec, tokenizer)
+        check_memory(self.spec, tokenizer)
+
+    def final_trials(self) -> int:
+        """The trials the sweep ends with: the baseline's and every checkpoint's."""
+        return count_trials(self.spec, self.final_checkpoints())
+
+    def tokenizer(self, offline: bool):
         spec = self.spec
         # Offline (validate), a bucket is not read either: the tokenizer is trained or fetched at
         # run.

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from raysweep import checkpoints
 from raysweep.data.mixture import mixture_manifest, mixture_text
 from raysweep.data.tokenizer import load_tokenizer, tokenizer_dir
-from raysweep.plan import tell_watcher
+from raysweep.plan import count_trials, tell_watcher
 from raysweep.series.attach import Arrivals, clear_stop, request_stop, stop_requested
 from raysweep.series.checks import (
     check_checkpoint,
@@ -136,6 +136,9 @@ class SeriesSource:
         if self.series.attach and stop_requested(self.spec):
             return sorted(checkpoints.published(self.spec, verify_weights=False))
         return self.spec.published_tokens()
+
+    def final_trials(self) -> int:
+        return count_trials(self.spec, self.final_checkpoints())
 
     def request_stop(self) -> bool:
         """Only an attached series takes a stop: the others have every checkpoint already."""

@@ -39,6 +39,8 @@ from raysweep.text import tokens
 
 DRAWS = 20_000
 """Draws of the candidates' joint values for P(best): its Monte Carlo error is below 0.004."""
+DEFAULT_CONFIDENCE = 0.95
+"""P(best) needed to name a candidate best, where a study sets no stopping policy."""
 
 
 @dataclass
@@ -241,6 +243,30 @@ def _decide(c: Comparison) -> tuple[str | None, str]:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def study_comparisons(spec, groups, at: float | None = None
+                      ) -> list[tuple[str, int, Comparison]]:
+    """(task, D_f, comparison) of each (task, D_f, metric) of a study (its spec and laws: the
+    fitter's LawGroups) whose candidates have a checkpoint in common, in the spec's order, at
+    `at` (default fit.target_tokens)."""
+    confidence = spec.stop.confidence if spec.stop else DEFAULT_CONFIDENCE
+    found = []
+    for task in spec.tasks:
+        for d_f in task.finetune_tokens:
+            for metric in spec.fit.metrics:
+                mine = [g for g in groups if g.candidate and (g.task, g.d_f, g.metric)
+                        == (task.name, d_f, metric) and g.analysis.verdict != "not fitted"]
+                candidates = [Candidate(g.candidate, {d: p for d, p in g.points.items() if d},
+                                        g.replicates, g.analysis) for g in mine]
+                try:
+                    found.append((task.name, d_f, compare(
+                        candidates, metric, increasing=metric != "cross_entropy",
+                        at=at or spec.fit.target_tokens, confidence=confidence,
+                        level=spec.fit.interval_level, seed=spec.seed)))
+                except ValueError:  # fewer than two candidates, or no checkpoint in common yet
+                    continue
+    return found
 
 
 def describe_comparison(c: Comparison, verdicts: dict[str, str] | None = None) -> str:

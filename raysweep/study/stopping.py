@@ -6,12 +6,15 @@ A candidate is beaten when the comparison's leader is better than it with probab
 against the leader, not P(best) below 1 - confidence, which would stop every candidate of a
 many-way tie. The comparisons are read again at every checkpoint, so a loser's chance of being
 stopped by noise adds up over the looks; bench/bench_study.py measures what that costs.
-Pure Python: the study driver acts on what `losers` returns.
+The decision is pure (`losers`); `record_stop` and `stopped` keep what was decided in the study's
+folder, where every part of the job reads it.
 """
 
 from __future__ import annotations
 
-from raysweep.study.compare import Comparison
+import time
+
+from raysweep.study.compare import Comparison, study_comparisons
 from raysweep.text import tokens
 
 
@@ -40,3 +43,43 @@ def losers(comparisons: list[Comparison], confidence: float, target: float) -> d
                             f"({c.metric} at {tokens(c.at)} tokens, {c.basis})"
                             for c, b in zip(comparisons, each))
             for name in sorted(names)}
+
+
+STOPPED_FILE = "stopped.json"
+"""In the study's folder: candidate -> {"reason", "at_tokens", "time"}, every candidate stopped;
+what the watcher, the candidates' pretraining and a resumed study read (a stopped candidate
+stays stopped)."""
+
+
+def stopped(spec) -> dict[str, dict]:
+    """The study's stopped candidates (STOPPED_FILE), {} for none or for a plain sweep."""
+    if not spec.candidates and not spec.candidate:
+        return {}
+    return spec.study_folder.read_json(STOPPED_FILE) or {}
+
+
+def record_stop(spec, name: str, reason: str, at_tokens: int) -> None:
+    """Mark a candidate stopped, with why and at which D_p (its last checkpoint then)."""
+    everyone = stopped(spec)
+    everyone[name] = {"reason": reason, "at_tokens": int(at_tokens),
+                      "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    spec.study_folder.write_json(STOPPED_FILE, everyone)
+
+
+def decide_stops(spec, groups) -> dict[str, tuple[str, int]]:
+    """The candidates of a study (its spec and the fitter's laws) to stop now, by its `stop`
+    policy: name -> (why, its last checkpoint's D_p). None before every candidate still training
+    has `stop.after` checkpoints; the comparison is at fit.target_tokens."""
+    policy = spec.stop
+    if policy is None:
+        return {}
+    done = stopped(spec)
+    live = [c.name for c in spec.candidates if c.name not in done]
+    reached = {name: sorted({d for g in groups if g.candidate == name for d in g.points if d})
+               for name in live}
+    if len(live) < 2 or any(len(reached[name]) < policy.after for name in live):
+        return {}
+    mine = [g for g in groups if g.candidate in live and g.metric == policy.metric]
+    found = [c for _, _, c in study_comparisons(spec, mine, at=spec.fit.target_tokens)]
+    return {name: (why, reached[name][-1])
+            for name, why in losers(found, policy.confidence, spec.fit.target_tokens).items()}

@@ -11,6 +11,7 @@ from raysweep.tracking.params import sweep_params
 from raysweep.tracking.schema import (
     ATTEMPTS,
     BEST_LR,
+    CANDIDATE,
     COMET_SCORER,
     EXPERIMENT_KIND,
     FAILURE,
@@ -29,8 +30,9 @@ from raysweep.tracking.schema import (
     trial_tags,
 )
 
-__all__ = ["ATTEMPTS", "BEST_LR", "COMET_SCORER", "EXPERIMENT_KIND", "FAILURE", "KEY_FIELD", "KIND",
-           "KINDS", "MAX_DESCRIPTION", "PREVIOUS_FAILURE", "REJECTED_CHECKPOINT",
+__all__ = ["ATTEMPTS", "BEST_LR", "CANDIDATE", "COMET_SCORER", "EXPERIMENT_KIND", "FAILURE",
+           "KEY_FIELD", "KIND", "KINDS", "MAX_DESCRIPTION", "PREVIOUS_FAILURE",
+           "REJECTED_CHECKPOINT",
            "REJECTED_PREFIX", "SIGNATURE", "TRIAL_KEY", "VERDICT", "VERDICT_PREFIX", "WORKER",
            "BufferedMetrics", "Tracker", "is_transient", "outage_seconds", "sweep_params",
            "trial_key_from_tags", "trial_tags"]

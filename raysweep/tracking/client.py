@@ -101,14 +101,15 @@ class Tracker:
         # or a sqlite:/file: tracking_uri) gets the sweep's folder, not MLflow's ./mlruns in the
         # cwd.
         server = (spec.tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
-        artifacts = None if server else str((spec.root / "mlartifacts").resolve())
+        # A study's candidates share the study's store.
+        artifacts = None if server else str((spec.study_folder.root / "mlartifacts").resolve())
         return cls(spec.resolved_tracking_uri(), spec.name, artifacts)
 
     @classmethod
     def of_existing_sweep(cls, spec: SweepSpec) -> Tracker | None:
         """The sweep's tracker if it has been run (its experiment exists), else None. Reads only:
         the embedded SQLite store is not created just to find out that it is empty."""
-        if not spec.tracking_uri and not (spec.root / "mlflow.db").exists():
+        if not spec.tracking_uri and not (spec.study_folder.root / "mlflow.db").exists():
             return None
         tracker = cls.for_spec(spec)
         return tracker if tracker.client.get_experiment_by_name(spec.name) else None

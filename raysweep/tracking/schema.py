@@ -7,12 +7,17 @@ from __future__ import annotations
 from raysweep.plan import TrialKey
 
 KIND = "raysweep.kind"
-"""What a run is: sweep | pretrain | laws | trial (the runs are found by it)."""
-KINDS = ("sweep", "pretrain", "laws", "trial")
+"""What a run is: sweep | pretrain | laws | trial, and in a study candidate (a candidate's
+pretraining, a child of the study's pretrain run) (the runs are found by it)."""
+KINDS = ("sweep", "pretrain", "laws", "trial", "candidate")
 TRIAL_KEY = "raysweep.trial_key"
 """The trial key string, e.g. en-de/dp=1024/df=4000/lr=0.001/seed=0 (trial runs)."""
 KEY_FIELD = "raysweep.{}"
-"""One field of the trial key: raysweep.task, .d_p, .d_f, .lr, .seed (trial runs)."""
+"""One field of the trial key: raysweep.task, .d_p, .d_f, .lr, .seed, and in a study .candidate
+(trial runs)."""
+CANDIDATE = "raysweep.candidate"
+"""The study candidate a run belongs to (a study's trial and pretrain runs; not the shared
+baseline's trials)."""
 FAILURE = "raysweep.failure"
 """Why a trial failed (failed trial runs)."""
 ATTEMPTS = "raysweep.attempts"
@@ -40,15 +45,18 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def trial_tags(key: TrialKey) -> dict[str, str]:
-    """The tags a trial run is found by: its kind, its key, and each field of the key."""
+    """The tags a trial run is found by: its kind, its key, and each field of the key (the
+    candidate only in a study: a plain sweep's runs carry the tags they always have)."""
+    fields = [("task", key.task), ("d_p", str(key.d_p)), ("d_f", str(key.d_f)),
+              ("lr", f"{key.lr:g}"), ("seed", str(key.seed))]
+    if key.candidate:
+        fields.append(("candidate", key.candidate))
     return {KIND: "trial", TRIAL_KEY: str(key),
-            **{KEY_FIELD.format(name): value for name, value in (
-                ("task", key.task), ("d_p", str(key.d_p)), ("d_f", str(key.d_f)),
-                ("lr", f"{key.lr:g}"), ("seed", str(key.seed)))}}
+            **{KEY_FIELD.format(name): value for name, value in fields}}
 
 
 def trial_key_from_tags(tags: dict[str, str]) -> TrialKey:
     """The key of a trial run, read back from trial_tags'."""
     field = {name: tags[KEY_FIELD.format(name)] for name in ("task", "d_p", "d_f", "lr", "seed")}
     return TrialKey(field["task"], int(field["d_p"]), int(field["d_f"]), float(field["lr"]),
-                    int(field["seed"]))
+                    int(field["seed"]), tags.get(CANDIDATE, ""))

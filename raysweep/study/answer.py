@@ -1,0 +1,137 @@
+"""A study's answer: per task, which candidate serves it best and how sure that is, then each
+candidate's own answer (raysweep.answer, as for a sweep).
+
+Built from the fitter's laws (LawGroup, one per candidate, task, D_f and metric): each
+(task, D_f, metric) compares the candidates (raysweep.study.compare) at fit.target_tokens, or at
+the largest D_p they all have. Used online (the study run's description in MLflow, rewritten
+after every refit), at the end of `raysweep run` and by `raysweep report`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from raysweep.answer import NAMES, answer_rows, answer_table
+from raysweep.data.mixture import alignment_text
+from raysweep.laws.group import LawGroup
+from raysweep.plan import plan_keys
+from raysweep.spec import SweepSpec
+from raysweep.study.compare import Comparison, describe_comparison, study_comparisons
+from raysweep.study.stopping import stopped
+from raysweep.text import number, tokens
+
+
+def _headline(task: str, mine: list[tuple[str, int, Comparison]]) -> str:
+    """The task's decision in one sentence, led by its first task metric (BLEU in the paper)."""
+    quality = [(d_f, c) for _, d_f, c in mine if c.metric != "cross_entropy"]
+    if not quality:
+        return f"No comparison for {task} yet: the candidates have no checkpoint in common."
+    lead = quality[0][1].metric
+    decided = {d_f: c for d_f, c in quality if c.metric == lead and c.best}
+    name = NAMES.get(lead, lead)
+    if decided and len({c.best for c in decided.values()}) == 1:
+        best = next(iter(decided.values())).best
+        p = min(c.p_best[best] for c in decided.values())
+        sizes = ", ".join(f"{d:,}" for d in sorted(decided))
+        return (f"**Best for {task}: {best}** ({name} at D_f = {sizes} tokens, P(best) at least "
+                f"{p:.2f}).")
+    if decided:
+        picks = "; ".join(f"{c.best} at D_f = {d:,}" for d, c in sorted(decided.items()))
+        return f"**The best for {task} depends on the finetuning size** ({name}: {picks})."
+    return (f"**No decision yet for {task}** in {name}: the candidates' differences are within "
+            f"their noise; the rows below say what would resolve it.")
+
+
+def _agreement(mine: list[tuple[str, int, Comparison]]) -> list[str]:
+    """Whether cross-entropy ranks the candidates as the task metrics do (the paper: it can
+    improve where BLEU does not), per D_f."""
+    lines = []
+    for d_f in sorted({d for _, d, _ in mine}):
+        at = {c.metric: [r["name"] for r in c.ranking] for _, d, c in mine if d == d_f}
+        ce = at.pop("cross_entropy", None)
+        if ce is None or not at:
+            continue
+        metric, order = next(iter(at.items()))
+        same = "alike" if ce == order else (
+            f"differently (cross-entropy: {', '.join(ce)}; {NAMES.get(metric, metric)}: "
+            f"{', '.join(order)}): decide on the task metric")
+        lines.append(f"- D_f {d_f:,}: cross-entropy and {NAMES.get(metric, metric)} rank the "
+                     f"candidates {same}")
+    return lines
+
+
+def study_markdown(spec: SweepSpec, groups: list[LawGroup],
+                   checkpoints_in: int | None = None) -> str:
+    """The study's page: per task the decision, a table of comparisons, then each candidate's
+    own answer table."""
+    found = study_comparisons(spec, groups)
+    scheduled = sum(len(u.published_tokens()) for u in spec.candidate_specs())
+    status = ("final" if checkpoints_in is None or checkpoints_in >= scheduled else
+              f"provisional: {checkpoints_in} of {scheduled} checkpoints in")
+    lines = [f"# {spec.name}: which pretraining data serves each task best",
+             f"_{status} · updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
+             f"intervals {spec.fit.interval_level:.0%} · candidates: "
+             f"{', '.join(c.name for c in spec.candidates)}_", ""]
+    lines += _stops(spec)
+    for task in spec.tasks:
+        mine = [item for item in found if item[0] == task.name]
+        lines += [f"## {task.name}", "", _headline(task.name, mine), "",
+                  "| D_f | metric | decision | ranking: value [interval], P(best) |",
+                  "|---:|---|---|---|"]
+        for _, d_f, c in mine:
+            ranking = "; ".join(f"{r['name']} {number(r['value'])} [{number(r['low'])}, "
+                                f"{number(r['high'])}] {r['p_best']:.2f}" for r in c.ranking)
+            decision = f"**{c.best}**" if c.best else "no decision yet"
+            lines.append(f"| {d_f:,} | {NAMES.get(c.metric, c.metric)} at {tokens(c.at)} "
+                         f"({c.basis}) | {decision} | {ranking} |")
+        lines += [""] + _agreement(mine) + ["", "Why:"]
+        lines += [f"- D_f {d_f:,}, {NAMES.get(c.metric, c.metric)}: {c.decision}"
+                  + (f" ({c.note})" if c.note else "") for _, d_f, c in mine] + [""]
+    lines += _candidate_sections(spec, groups)
+    return "\n".join(lines)
+
+
+def _stops(spec: SweepSpec) -> list[str]:
+    """The candidates stopped as losers (the study's `stop` policy): when, why, what it saved."""
+    lines = []
+    for name, stop in stopped(spec).items():
+        unit = spec.candidate_spec(name)
+        budget, at = unit.published_tokens()[-1], stop["at_tokens"]
+        skipped = [d for d in unit.published_tokens() if d > at]
+        trials = len(skipped) * len(plan_keys(unit, budget))
+        lines.append(f"- **{name} stopped** at {tokens(at)} of {tokens(budget)} tokens "
+                     f"({stop['time']}): {stop['reason']}. Saved: {tokens(budget - at)} "
+                     f"pretraining tokens ({1 - at / budget:.0%} of its budget) and the {trials} "
+                     f"trials of its {len(skipped)} later checkpoints.")
+    return (["Stopped early (the study's stop policy):", ""] + lines + [""]) if lines else []
+
+
+def _candidate_sections(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
+    """Each candidate's laws as a sweep's answer shows them: verdict, gain, prediction."""
+    lines = ["## Each candidate", ""]
+    for unit in spec.candidate_specs():
+        mine = [g for g in groups if g.candidate == unit.candidate]
+        scores = ", ".join(f"{t.name} {alignment_text(unit.pretrain.mixture, t)}"
+                           for t in spec.tasks)
+        lines += [f"### {unit.candidate} (alignment score {scores})", "",
+                  "| task | D_f | metric | verdict | gain over no pretraining | prediction |",
+                  "|---|---:|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['d_f']:,} | {NAMES.get(r['metric'], r['metric'])} | "
+                  f"**{r['verdict']}** | {r['gain']} | {r['prediction']} |"
+                  for r in answer_rows(unit, mine)] + [""]
+    return lines
+
+
+def study_table(spec: SweepSpec, groups: list[LawGroup]) -> str:
+    """What `raysweep run` prints at the end of a study: each comparison, then each candidate's
+    law table."""
+    lines = []
+    for task, d_f, c in study_comparisons(spec, groups):
+        lines += [f"== {task}, D_f = {d_f:,} tokens, {NAMES.get(c.metric, c.metric)}",
+                  describe_comparison(c, {g.candidate: g.analysis.verdict for g in groups
+                                          if (g.task, g.d_f, g.metric) == (task, d_f, c.metric)}),
+                  ""]
+    for unit in spec.candidate_specs():
+        lines += [f"== candidate {unit.candidate}",
+                  answer_table(unit, [g for g in groups if g.candidate == unit.candidate]), ""]
+    return "\n".join(lines)
