@@ -5,15 +5,15 @@ the relative error and whether the interval held them.
     .venv/bin/python bench/bench_extrapolation.py [--resamples 200] [--specs jobs/demo.yaml ...]
 
 Reads each sweep's MLflow store (runs/<name>/mlflow.db; no Ray is started, nothing is written)
-through raysweep.fitter.sweep_laws, the points every law is fitted on, and refits with the
-spec's fit settings (raysweep.fitter.holdout_group -> raysweep.laws.holdout). A sweep whose store
+through raysweep.refit.sweep_laws, the points every law is fitted on, and refits with the
+spec's fit settings (raysweep.refit.holdout_group -> raysweep.laws.holdout). A sweep whose store
 is missing is named, with the command that makes it.
 
 Per sweep, per law (metric, D_f) and held-out count: the held-out D_p, measured value (± its
 standard error), prediction with its interval, relative error (predicted - measured) / measured,
 whether the law's interval held the measured value, and whether it did once widened by the
 point's own error (the check for a new noisy measurement). The verdict column is the law's
-verdict on all its checkpoints (raysweep.fitter.analyse_group). Then a summary per metric over
+verdict on all its checkpoints (raysweep.refit.analyse_group). Then a summary per metric over
 the laws judged aligned: median |relative error| and the share held, for each held-out count,
 with the paper's figures beside them for reference.
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from raysweep.fitter import analyse_group, holdout_group, not_fitted, sweep_laws  # noqa: E402
 from raysweep.laws.analysis import ALIGNED  # noqa: E402
 from raysweep.laws.holdout import NO_PREDICTION, Holdout, summarise  # noqa: E402
+from raysweep.refit import analyse_group, holdout_group, not_fitted, sweep_laws  # noqa: E402
 from raysweep.spec_loader import load_spec  # noqa: E402
 from raysweep.tracking import Tracker  # noqa: E402
 

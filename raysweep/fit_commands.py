@@ -143,7 +143,7 @@ def _print_holdouts(results: list[tuple[dict, Holdout | str]], as_json: bool, x_
 
 def _fit_sweep(args) -> int:
     # this command's modules (see the module docstring)
-    from raysweep.fitter import analyse_sweep, holdout_group, not_fitted, sweep_laws
+    from raysweep.refit import analyse_sweep, holdout_group, not_fitted, sweep_laws
     from raysweep.tracking import Tracker
 
     if args.holdout_last is not None and args.holdout_last < 1:  # before reading MLflow

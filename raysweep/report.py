@@ -2,7 +2,7 @@
 `raysweep report`.
 
 The laws in the report are refitted from the finished trial runs the way the online fitter fits
-them (raysweep.fitter.analyse_sweep: same points, same seeded bootstrap), so the report shows
+them (raysweep.refit.analyse_sweep: same points, same seeded bootstrap), so the report shows
 the numbers of the laws run in MLflow.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 from raysweep import checkpoints
 from raysweep.answer import answer_markdown
 from raysweep.checkpoint_source import checkpoint_source
-from raysweep.fitter import analyse_sweep
 from raysweep.laws.group import LawGroup
 from raysweep.plan import units
 from raysweep.plots import save_figure, save_law_figure, task_figure
+from raysweep.refit import analyse_sweep
 from raysweep.spec import SpecError, SweepSpec
 from raysweep.study.answer import study_markdown
 from raysweep.tracking import (

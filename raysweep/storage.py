@@ -84,7 +84,9 @@ class SweepFolder:
         """This node's copy of the folder as a folder of its own (the folder itself if local)."""
         if not self.remote:
             return self
-        return SweepFolder(str(self.root.parent), self.name)
+        # The cache's folder of this storage, whatever the name (a study candidate's has
+        # slashes: <study>/candidates/<candidate>).
+        return SweepFolder(str(cache_root() / re.sub(r"[^\w.-]+", "_", self.storage)), self.name)
 
     def folders(self, relative: str) -> list[str]:
         """Names of the subfolders of a folder (none if it does not exist)."""

@@ -200,8 +200,8 @@ def test_a_restarted_fitter_has_the_same_laws_as_before(chaos_sweep):
     back the same. Results keep landing while it restarts, so a law whose points moved meanwhile
     is checked against the rebuild itself (finished_results + analyse_group, what the restarted
     fitter runs) on the trials that had finished at the kill."""
-    from raysweep.fitter import analyse_group, finished_results
     from raysweep.laws.points import law_points
+    from raysweep.refit import analyse_group, finished_results
 
     spec, *_, fitter_checks, _ = chaos_sweep
     compared = 0
@@ -225,7 +225,7 @@ def test_a_restarted_fitter_has_the_same_laws_as_before(chaos_sweep):
 
 
 def test_the_final_laws_equal_a_refit_from_mlflow(chaos_sweep):
-    from raysweep.fitter import analyse_sweep
+    from raysweep.refit import analyse_sweep
 
     spec, _, result, *_ = chaos_sweep
     refit = {(g.task, g.d_f, g.metric): g.analysis.to_dict() for g in analyse_sweep(spec)}

@@ -277,7 +277,7 @@ def test_pretraining_metrics_logged_during_the_outage_arrived_with_their_times(
 
 
 def test_the_laws_were_fitted_on_every_result(sweep_through_faults):
-    from raysweep.fitter import analyse_sweep
+    from raysweep.refit import analyse_sweep
 
     spec, result = sweep_through_faults["spec"], sweep_through_faults["result"]
     refit = {(g.task, g.d_f, g.metric): g.points for g in analyse_sweep(spec, resamples=10)}

@@ -71,6 +71,13 @@ def test_equal_candidates_share_the_probability_of_being_best():
     assert all(p == pytest.approx(0.25, abs=0.02) for p in c.p_best.values())
 
 
+def test_candidates_tied_without_noise_share_the_probability_and_none_is_best():
+    """A metric every candidate scores 0 on (a tiny model's ROUGE-L): no one is best."""
+    zero = [measured(name, [0, 0, 0, 0, 0], se=0.0) for name in ("en-de", "fr-ro")]
+    c = compare(zero, "rougeL", increasing=True)
+    assert c.best is None and c.p_best == {"en-de": 0.5, "fr-ro": 0.5}
+
+
 def test_a_target_beyond_the_checkpoints_is_read_from_the_laws_when_they_hold():
     x = np.array(D_P)
     strong = 8 * (x / 1e6) ** 0.12  # log-law-like rises, exact

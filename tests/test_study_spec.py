@@ -217,6 +217,8 @@ STUDY_ERRORS = [
     (_with(("stop", "confidence"), 0.5), "`stop.confidence` must be between 0.5 and 1"),
     (_with(("stop", "confidence"), 1.0), "`stop.confidence` must be between 0.5 and 1"),
     (_with(("stop", "after"), 1), "`stop.after` must be at least 2"),
+    (_with(("fit", "target_tokens"), None),
+     "`fit.target_tokens` must be set with `stop`: a candidate is stopped when it is beaten"),
     (_with(("candidate",), "fr"), "unknown field `candidate`"),
 ]
 

@@ -215,7 +215,7 @@ def test_progress_was_shown(finished_sweep):
 
 def test_refit_from_mlflow_matches_the_online_fitter(finished_sweep):
     # The fitter's state is derived from MLflow: refitting offline gives the same laws.
-    from raysweep.fitter import analyse_sweep
+    from raysweep.refit import analyse_sweep
 
     spec, first, *_ = finished_sweep
     online = {(f["task"], f["d_f"], f["metric"]): f for f in first.laws}

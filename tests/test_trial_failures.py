@@ -87,7 +87,7 @@ def test_the_other_trial_finishes_once_and_a_rerun_does_not_redo_it(finetune_onl
 
 
 def test_the_failed_trial_is_left_out_of_the_fits(finetune_only):
-    from raysweep.fitter import analyse_sweep, finished_results
+    from raysweep.refit import analyse_sweep, finished_results
 
     spec, *_ = finetune_only
     assert {r.key.lr for r in finished_results(spec).values()} == {0.003}

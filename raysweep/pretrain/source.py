@@ -90,7 +90,8 @@ class PretrainingSource:
 
     def _needs_network(self) -> bool:
         """Whether the tokenizer comes from the hub or is trained on hf: data."""
-        sources = [c.source for c in self.spec.pretrain.mixture] + [t.data for t in self.spec.tasks]
+        sources = ([c.source for _, c in self.spec.tokenizer_sources()]
+                   + [t.data for t in self.spec.tasks])
         return self.spec.tokenizer.kind == "hub" or any(s.startswith("hf:") for s in sources)
 
     def prepare(self) -> None:

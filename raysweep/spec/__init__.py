@@ -333,6 +333,10 @@ class SweepSpec:
                 fields.fail("stop.metric", f"must be one of the metrics the study fits "
                             f"(fit.metrics: {', '.join(self.fit.metrics)}): the decision compares "
                             f"the candidates' laws of it", stop.metric)
+            if not self.fit.target_tokens:
+                fields.fail("fit.target_tokens", "must be set with `stop`: a candidate is "
+                            "stopped when it is beaten at the D_p you mean to pretrain on, read "
+                            "from each candidate's law (for example 1000000)", None)
         budget = self.pretrain.tokens or max(self.pretrain.checkpoints, default=0)
         source = "pretrain.tokens" if self.pretrain.tokens else "the last of pretrain.checkpoints"
         need = max(self.fit.min_points, stop.after if stop else 0)

@@ -100,20 +100,22 @@ def compare(candidates: list[Candidate], metric: str, *, increasing: bool,
         raise ValueError(f"a comparison needs two candidates or more, got {len(candidates)}")
     common = _largest_common(candidates)
     where, basis, note = _where(candidates, at, common)
+    own = [None] * len(candidates)
     if basis == "predicted":
-        values, cov, read = _predicted(candidates, where)
+        values, cov, read, own = _predicted(candidates, where)
     else:
         (values, cov), read = _measured(candidates, where), ["measured"] * len(candidates)
     sign = 1.0 if increasing else -1.0
     p_best = _p_best(sign * values, cov, seed)
     order = sorted(range(len(candidates)), key=lambda i: (-p_best[i], -sign * values[i]))
     z = stats.norm.ppf(0.5 + level / 2)
-    ranking = [{"name": candidates[i].name, "value": float(values[i]),
-                "se": math.sqrt(max(cov[i, i], 0.0)),
-                "low": float(values[i] - z * math.sqrt(max(cov[i, i], 0.0))),
-                "high": float(values[i] + z * math.sqrt(max(cov[i, i], 0.0))),
-                "p_best": float(p_best[i]), "read": read[i],
-                "law_checked": _law_checked(candidates[i])} for i in order]
+    ranking = []
+    for i in order:
+        se = math.sqrt(max(cov[i, i], 0.0))
+        low, high = own[i] or (values[i] - z * se, values[i] + z * se)
+        ranking.append({"name": candidates[i].name, "value": float(values[i]), "se": se,
+                        "low": float(low), "high": float(high), "p_best": float(p_best[i]),
+                        "read": read[i], "law_checked": _law_checked(candidates[i])})
     pairs = [_pair(candidates, values, cov, a, b, sign, z)
              for n, a in enumerate(order) for b in order[n + 1:]]
     result = Comparison(metric, float(where), basis, increasing, level, confidence, ranking,
@@ -148,10 +150,10 @@ def _where(candidates, at, common) -> tuple[float, str, str]:
     return float(at), "predicted", ""
 
 
-def _at_target(candidate: Candidate, at: float) -> tuple[float, float, str] | None:
-    """(value, standard error, how it was read) of a candidate at a D_p beyond its points: its
-    law's prediction where the law holds; its last point where its data do not help; None where
-    neither."""
+def _at_target(candidate: Candidate, at: float) -> tuple[float, float, str, tuple] | None:
+    """(value, standard error, how it was read, its interval or None) of a candidate at a D_p
+    beyond its points: its law's prediction (and bootstrap interval) where the law holds; its
+    last point where its data do not help; None where neither."""
     a = candidate.analysis
     if a is None:
         return None
@@ -160,11 +162,12 @@ def _at_target(candidate: Candidate, at: float) -> tuple[float, float, str] | No
         for p in a.predictions:
             if math.isclose(p["x"], at, rel_tol=1e-9) and all(
                     _finite(p.get(k)) for k in ("value", "low", "high")):
-                return p["value"], (p["high"] - p["low"]) / (2 * z), "its law"
+                return (p["value"], (p["high"] - p["low"]) / (2 * z), "its law",
+                        (p["low"], p["high"]))
     if a.verdict in (MISALIGNED, NO_EFFECT):
         last = max(d for d, p in candidate.points.items() if d > 0 and _finite(p.get("y")))
         return (candidate.points[last]["y"], candidate.points[last]["se"],
-                f"its value at {tokens(last)} ({a.verdict}: more gives nothing)")
+                f"its value at {tokens(last)} ({a.verdict}: more gives nothing)", None)
     return None
 
 
@@ -173,12 +176,12 @@ def _law_checked(candidate: Candidate) -> bool:
     return bool(a is not None and a.backtest and a.law_holds)
 
 
-def _predicted(candidates, at: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Each candidate's value at `at` (_at_target), their covariance (independent) and how
-    each was read."""
+def _predicted(candidates, at: float) -> tuple[np.ndarray, np.ndarray, list[str], list]:
+    """Each candidate's value at `at` (_at_target), their covariance (independent), how each
+    was read and its own interval where it has one (a law's bootstrap: often lopsided)."""
     rows = [_at_target(c, at) for c in candidates]
-    return (np.array([v for v, _, _ in rows], dtype=float),
-            np.diag([se * se for _, se, _ in rows]), [how for _, _, how in rows])
+    return (np.array([r[0] for r in rows], dtype=float), np.diag([r[1] ** 2 for r in rows]),
+            [r[2] for r in rows], [r[3] for r in rows])
 
 
 def _measured(candidates, at: float) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +210,10 @@ def _p_best(scores: np.ndarray, cov: np.ndarray, seed: int) -> np.ndarray:
     # candidates) or, by rounding, very slightly indefinite.
     w, v = np.linalg.eigh((cov + cov.T) / 2)
     draws = scores + rng.standard_normal((DRAWS, scores.size)) * np.sqrt(np.clip(w, 0, None)) @ v.T
-    return np.bincount(np.argmax(draws, axis=1), minlength=scores.size) / DRAWS
+    # A tie (candidates measured alike with no noise: a metric at 0 for all) shares the draw:
+    # argmax alone would hand every tied draw to the first candidate listed.
+    top = draws >= draws.max(axis=1, keepdims=True) - 1e-12 * (1 + np.abs(draws))
+    return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
 
 
 def _pair(candidates, values, cov, a: int, b: int, sign: float, z: float) -> dict:
