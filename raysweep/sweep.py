@@ -30,7 +30,7 @@ from raysweep.evaluation.comet_model import load_comet
 from raysweep.evaluation.scorer import stop_scorers
 from raysweep.fitter import LawFitter
 from raysweep.logs import LEVEL_VARIABLE, configure_worker
-from raysweep.plan import FITTER_NAME, WATCHER_NAME
+from raysweep.plan import FITTER_NAME, WATCHER_NAME, units
 from raysweep.preflight import check
 from raysweep.spec import SweepSpec
 from raysweep.tracking import KIND, KINDS, Tracker, sweep_params
@@ -245,7 +245,8 @@ def _follow(spec: SweepSpec, source, runs: dict[str, str], actors: tuple, echo,
     watcher, fitter = actors
     experiment = watcher.run.remote()
     thread, pretrain_errors = _produce_in_background(spec, source, runs, watcher, echo)
-    total_checkpoints, last = len(spec.published_tokens()), None
+    # Every unit's: the sweep's, or each study candidate's
+    total_checkpoints, last = sum(len(u.published_tokens()) for u in units(spec)), None
     while True:
         done, _ = ray.wait([experiment], timeout=poll_seconds)
         if not thread.is_alive():  # again each time: a restarted watcher starts without it

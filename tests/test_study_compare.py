@@ -212,7 +212,7 @@ def test_a_loser_stops_only_when_beaten_at_the_target_in_every_comparison():
     clear = compare([a, b, c], "bleu", increasing=True)
     stopped = losers([clear], 0.95, target=1.6e9)
     assert list(stopped) == ["fr-ro"]  # en-fr is within the noise of the leader: it goes on
-    assert "en-de is better with P 1.000 (bleu at 1.6B tokens, measured)" in stopped["fr-ro"]
+    assert "en-de is better with P 1.000 (bleu, at 1.6B tokens, measured)" in stopped["fr-ro"]
     # Beaten at one D_f only: it goes on.
     even = compare([measured("en-de", [20, 21, 22, 23, 24]),
                     measured("fr-ro", [20, 21, 22, 23, 24.1])], "bleu", increasing=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from raysweep import checkpoints
 from raysweep.answer import NAMES, answer_rows, answer_table
 from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
@@ -64,15 +65,18 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
                    checkpoints_in: int | None = None) -> str:
     """The study's page: per task the decision, a table of comparisons, then each candidate's
     own answer table."""
-    found = study_comparisons(spec, groups)
-    scheduled = sum(len(u.published_tokens()) for u in spec.candidate_specs())
+    found, done = study_comparisons(spec, groups), stopped(spec)
+    # A stopped candidate's schedule ends where it was stopped.
+    scheduled = sum(len([d for d in u.published_tokens()
+                         if u.candidate not in done or d <= done[u.candidate]["at_tokens"]])
+                    for u in spec.candidate_specs())
     status = ("final" if checkpoints_in is None or checkpoints_in >= scheduled else
               f"provisional: {checkpoints_in} of {scheduled} checkpoints in")
     lines = [f"# {spec.name}: which pretraining data serves each task best",
              f"_{status} · updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
              f"intervals {spec.fit.interval_level:.0%} · candidates: "
              f"{', '.join(c.name for c in spec.candidates)}_", ""]
-    lines += _stops(spec)
+    lines += _stops(spec, groups)
     for task in spec.tasks:
         mine = [item for item in found if item[0] == task.name]
         lines += [f"## {task.name}", "", _headline(task.name, mine), "",
@@ -91,18 +95,23 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
     return "\n".join(lines)
 
 
-def _stops(spec: SweepSpec) -> list[str]:
-    """The candidates stopped as losers (the study's `stop` policy): when, why, what it saved."""
+def _stops(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
+    """The candidates stopped as losers (the study's `stop` policy): when, why, and what it
+    saved: the pretraining its schedule had left once it stopped (none where it had finished),
+    and the trials of the checkpoints it never had finetuned."""
     lines = []
     for name, stop in stopped(spec).items():
         unit = spec.candidate_spec(name)
-        budget, at = unit.published_tokens()[-1], stop["at_tokens"]
-        skipped = [d for d in unit.published_tokens() if d > at]
-        trials = len(skipped) * len(plan_keys(unit, budget))
-        lines.append(f"- **{name} stopped** at {tokens(at)} of {tokens(budget)} tokens "
-                     f"({stop['time']}): {stop['reason']}. Saved: {tokens(budget - at)} "
-                     f"pretraining tokens ({1 - at / budget:.0%} of its budget) and the {trials} "
-                     f"trials of its {len(skipped)} later checkpoints.")
+        schedule = unit.published_tokens()
+        made = max(checkpoints.published(unit, verify_weights=False), default=0)
+        finetuned = {d for g in groups if g.candidate == name for d in g.points if d}
+        skipped = [d for d in schedule if d not in finetuned]
+        budget, trials = schedule[-1], len(skipped) * len(plan_keys(unit, schedule[-1]))
+        lines.append(f"- **{name} stopped** at {tokens(stop['at_tokens'])} tokens "
+                     f"({stop['time']}): {stop['reason']}. Saved: {tokens(budget - made)} "
+                     f"pretraining tokens ({1 - made / budget:.0%} of its budget; it had "
+                     f"reached {tokens(made)}) and the {trials} trials of its {len(skipped)} "
+                     f"checkpoint(s) not finetuned.")
     return (["Stopped early (the study's stop policy):", ""] + lines + [""]) if lines else []
 
 

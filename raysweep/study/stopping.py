@@ -30,18 +30,22 @@ def beaten(comparison: Comparison, confidence: float) -> dict[str, float]:
             if p["better"] == leader["name"] and p["p_better"] >= confidence}
 
 
-def losers(comparisons: list[Comparison], confidence: float, target: float) -> dict[str, str]:
+def losers(comparisons: list[Comparison], confidence: float, target: float,
+           labels: list[str] | None = None) -> dict[str, str]:
     """Candidates beaten at `target` (D_p) in every comparison given (the decision metric at
-    each D_f) -> why, in words: by whom, with what probability, where. A comparison that could
-    not be made at the target (it fell back to the sizes measured: some candidate cannot be read
-    there yet) stops no one: a candidate behind today may still lead at the target."""
+    each D_f, named by `labels`, e.g. "D_f 4,000") -> why, in words: by whom, with what
+    probability, where. A comparison that could not be made at the target (it fell back to the
+    sizes measured: some candidate cannot be read there yet) stops no one: a candidate behind
+    today may still lead at the target."""
     if not comparisons or any(c.at < target * (1 - 1e-9) for c in comparisons):
         return {}
+    labels = labels or [""] * len(comparisons)
     each = [beaten(c, confidence) for c in comparisons]
     names = set.intersection(*(set(b) for b in each))
     return {name: "; ".join(f"{c.ranking[0]['name']} is better with P {b[name]:.3f} "
-                            f"({c.metric} at {tokens(c.at)} tokens, {c.basis})"
-                            for c, b in zip(comparisons, each))
+                            f"({c.metric}{' at ' + label if label else ''}, at "
+                            f"{tokens(c.at)} tokens, {c.basis})"
+                            for c, b, label in zip(comparisons, each, labels))
             for name in sorted(names)}
 
 
@@ -80,6 +84,9 @@ def decide_stops(spec, groups) -> dict[str, tuple[str, int]]:
     if len(live) < 2 or any(len(reached[name]) < policy.after for name in live):
         return {}
     mine = [g for g in groups if g.candidate in live and g.metric == policy.metric]
-    found = [c for _, _, c in study_comparisons(spec, mine, at=spec.fit.target_tokens)]
-    return {name: (why, reached[name][-1])
-            for name, why in losers(found, policy.confidence, spec.fit.target_tokens).items()}
+    found = study_comparisons(spec, mine, at=spec.fit.target_tokens)
+    labels = [f"D_f {d_f:,}" + (f" of {task}" if len(spec.tasks) > 1 else "")
+              for task, d_f, _ in found]
+    beaten_now = losers([c for _, _, c in found], policy.confidence, spec.fit.target_tokens,
+                        labels)
+    return {name: (why, reached[name][-1]) for name, why in beaten_now.items()}
