@@ -10,7 +10,10 @@ Why the errors combine the way they do (per point, k seeds):
 Every seed is scored on the SAME test set, so the test-set part does not average away over seeds;
 the seed part does. The seed variance is pooled over all points of the law (each point alone has
 k - 1 degrees of freedom, too few to trust). With one seed it cannot be measured at all, and the
-analysis is told so (Noise.seed_var None).
+analysis is told so (Noise.seed_var None). The seeds' spread also holds each seed's own
+test-set luck, which the test-set part counts already: law_points(seed_variance="net") takes it
+out of the spread (measured on the paired replicates); the default, "double", keeps it (see the
+comment in law_points).
 
 Shared test-set noise: every checkpoint is scored on the same test set, so part of its test-set
 error is shared with the others (a hard sentence is hard for every checkpoint). Where the trials
@@ -53,11 +56,19 @@ def best_lr_runs(results: list[TrialResult], task: str, d_f: int,
 
 
 def law_points(results: list[TrialResult], task: str, d_f: int, metric: str,
-               lr_choice: str = "dev_cross_entropy") -> tuple[dict[int, dict], Noise]:
+               lr_choice: str = "dev_cross_entropy", *,
+               seed_variance: str = "double") -> tuple[dict[int, dict], Noise]:
     """D_p -> {"y", "se", "seeds", "lr", "test_se"} (D_p = 0: the no-pretraining baseline), and
-    where the errors come from (for the verdict's advice)."""
+    where the errors come from (for the verdict's advice).
+
+    seed_variance: "double" (the default) pools the seeds' spread as it is, each seed's own
+    test-set luck included; "net" subtracts that luck, measured on the seeds' paired replicates
+    (exact in expectation; as "double" where any run logged no replicates)."""
+    if seed_variance not in ("double", "net"):
+        raise ValueError(f"seed_variance must be 'double' or 'net', not {seed_variance!r}")
     raw: dict[int, tuple[list[float], list[float], float]] = {}
     replicates: dict[int, np.ndarray] = {}
+    own_test_var: dict[int, float] = {}  # D_p -> the seeds' test-set luck in their spread
     sentences = []
     for d_p, runs in best_lr_runs(results, task, d_f, lr_choice).items():
         runs = [r for r in runs if _finite(r.metrics.get(metric))]
@@ -70,6 +81,8 @@ def law_points(results: list[TrialResult], task: str, d_f: int, metric: str,
         vectors = _run_replicates(runs, metric)
         if vectors is not None:
             replicates[d_p] = vectors.mean(axis=0)
+            if seed_variance == "net":
+                own_test_var[d_p] = _own_test_variance(vectors)
     test_cov = _shared_covariance(replicates) if len(replicates) == len(raw) else None
     # Pooled variance between seeds: sum of squared deviations over sum of degrees of freedom.
     # Counted twice, on purpose: each seed's model has its own test-set luck (the part two seeds'
@@ -77,10 +90,13 @@ def law_points(results: list[TrialResult], task: str, d_f: int, metric: str,
     # Taking it out of the spread is exact in expectation, but on the demo it halved BLEU's seed
     # variance (1.54 -> 0.74 at D_f = 4k), and the pooled variance (2 seeds a point) then
     # understated the noisiest points: an early dip of chrF read as a wrong-way step. Until the
-    # verdict tests are recalibrated for it, the errors stay on the safe (larger) side.
+    # verdict tests are recalibrated for it, the errors stay on the safe (larger) side; "net"
+    # (seed_variance) takes it out, for bench/bench_measured_path.py to compare the two.
     dof = sum(len(v) - 1 for v, _, _ in raw.values())
     seed_var = (sum(float(np.var(v, ddof=0)) * len(v) for v, _, _ in raw.values()) / dof
                 if dof else None)
+    if seed_variance == "net" and seed_var is not None and len(own_test_var) == len(raw):
+        seed_var = max(seed_var - sum(own_test_var.values()) / dof, 0.0)
     points = {}
     for d_p, (values, errors, lr) in raw.items():
         if test_cov is not None:  # the seeds' mean on the paired resamples
@@ -106,6 +122,17 @@ def _run_replicates(runs: list[TrialResult], metric: str) -> np.ndarray | None:
         return None
     vectors = np.asarray(vectors, dtype=float)
     return vectors if vectors.shape[1] >= 2 and np.all(np.isfinite(vectors)) else None
+
+
+def _own_test_variance(vectors: np.ndarray) -> float:
+    """The test-set luck in the spread of one point's seeds (runs x resamples replicates): the
+    sum over seeds of the variance of their replicates about the seeds' mean, in which the luck
+    the seeds share (the same sentences) cancels. Its expectation is (seeds - 1) times a seed's
+    own test-set variance, as the seeds' sum of squared deviations holds it."""
+    if len(vectors) < 2:
+        return 0.0
+    deviations = vectors - vectors.mean(axis=0)
+    return float(np.sum(np.var(deviations, axis=1, ddof=1)))
 
 
 def _shared_covariance(replicates: dict[int, np.ndarray]) -> dict | None:
