@@ -19,7 +19,7 @@ in 10% .. 90%); the difficulties add the same test-set variance again, shared by
 Every trial's metrics and replicates are made by raysweep.evaluation.metrics (mean_se /
 mean_replicates, ratio_se / ratio_replicates on resample_counts: every trial the same
 resamples), rounded and stored as the sweep logs and reloads them, then read by
-raysweep.laws.points.law_points and analysed as raysweep.fitter.analyse_group does (the FitSpec
+raysweep.laws.points.law_points and analysed as raysweep.refit.analyse_group does (the FitSpec
 defaults; no plotting band, which changes nothing judged).
 
 Truths, as in bench_verdicts.truth (mirrored for cross-entropy, which should fall):
@@ -191,7 +191,7 @@ def draw_test_set(study: Study, rng) -> Sentences:
 def trial_result(study: Study, test: Sentences, d_p: int, seed: int, value: float,
                  rng) -> TrialResult:
     """One finetuned model scored as raysweep.evaluation.metrics scores it, its replicates
-    rounded as finetune.py logs them and reloaded as float32 as fitter.compact keeps them."""
+    rounded as finetune.py logs them and reloaded as float32 as refit.compact keeps them."""
     offset = rng.normal(0.0, math.sqrt(study.seed_share) * study.noise * study.level)
     scores = value + test.difficulty + offset + rng.normal(0.0, test.luck_sd, study.sentences)
     if test.tokens is None:
@@ -219,7 +219,7 @@ def simulate_trials(study: Study) -> tuple[list[TrialResult], np.ndarray, np.nda
 
 
 def analyse_points(points: dict, noise, metric: str, expected: int, resamples: int, seed: int):
-    """raysweep.fitter.analyse_group's call, with the spec's defaults (no target, no band)."""
+    """raysweep.refit.analyse_group's call, with the spec's defaults (no target, no band)."""
     pretrained = sorted(d for d in points if d > 0)
     baseline = points.get(0, {})
     return analyse(

@@ -1,4 +1,4 @@
-"""Command line: `raysweep validate|run|stop|status|report|fit`.
+"""Command line: `raysweep validate|run|stop|status|report|fit|compare`.
 
 Each command imports its own modules when it runs: `raysweep fit --csv` needs numpy and scipy,
 not Ray, torch, transformers and MLflow (seconds at every start), and `raysweep validate` no Ray.

@@ -113,7 +113,8 @@ class CheckpointWatcher:
 
     def stop_candidate(self, name: str) -> None:
         """A study's candidate was stopped (raysweep.study.stopping): its queued trials are
-        dropped and its checkpoints from now on are not finetuned; what runs finishes."""
+        dropped and its checkpoints from now on are not finetuned (scans count their trials as
+        cancelled); what runs finishes."""
         with self.lock:
             self.stopped.add(name)
             dropped = [k for k in self.queue if k.candidate == name]
@@ -138,7 +139,7 @@ class CheckpointWatcher:
         mid-publication)."""
         found = {unit.candidate: (unit, *checkpoints.scan(
                      unit, known=self.inspected.setdefault(unit.candidate, set())))
-                 for unit in self.units if unit.candidate not in self.stopped}
+                 for unit in self.units}
         # ("", 0): the baseline, shared by a study's candidates, once it can be built (a series'
         # architecture comes with its first checkpoint)
         baseline = [("", 0)] if (("", 0) in self.seen_checkpoints
@@ -168,6 +169,8 @@ class CheckpointWatcher:
                 for key in plan_keys(found[point[0]][0] if point[0] else self.spec, point[1]):
                     if str(key) in finished:
                         self.counts["skipped"] += 1
+                    elif key.candidate in self.stopped:  # a loser's: its finished work stays
+                        self.counts["cancelled"] += 1
                     elif key in self.resume_first:
                         self.queue.appendleft(key)
                     else:
