@@ -57,6 +57,9 @@ def cmd_run(args) -> int:
         return 128 + stopped.signum
     print()
     print((study_table if spec.candidates else answer_table)(spec, outcome.groups))
+    if outcome.progress.get("cancelled"):
+        print(f"\n{outcome.progress['cancelled']} trial(s) of stopped candidates were cancelled "
+              f"(the study's stop policy: see the study's page)")
     print()
     print(f"MLflow: {spec.resolved_tracking_uri()}  (experiment {spec.name!r}); open the UI with\n"
           f"  mlflow ui --backend-store-uri {spec.resolved_tracking_uri()}")

@@ -31,12 +31,14 @@ from raysweep.answer import answer_markdown, short_verdict
 from raysweep.law_tables import earlier_fits, law_metrics, laws_table, points_table
 from raysweep.laws.group import LawGroup
 from raysweep.laws.points import best_lr_runs, law_points, point_replicates
-from raysweep.plan import TrialResult, tell_watcher, units
+from raysweep.plan import TrialResult, record_stop, tell_watcher, units
 from raysweep.plots import law_figure, metric_vs_cross_entropy_figure, save_figure
 from raysweep.refit import analyse_group, compact, finished_results, unit_results
 from raysweep.spec import SweepSpec
 from raysweep.study.answer import study_markdown
-from raysweep.study.stopping import decide_stops, record_stop
+from raysweep.study.compare import study_comparisons
+from raysweep.study.figures import study_figure
+from raysweep.study.stopping import decide_stops
 from raysweep.tracking import BEST_LR, VERDICT, Tracker
 
 logger = logging.getLogger(__name__)
@@ -229,6 +231,22 @@ class LawFitter:
             if group.analysis.points:  # a law that cannot follow them: the points alone
                 self._log_plot(group)
         self._log_metric_vs_cross_entropy(candidate, task, d_f)
+        if candidate:  # a study: the candidates side by side
+            self._log_study_figure(task, d_f)
+
+    def _log_study_figure(self, task: str, d_f: int) -> None:
+        """plots/study/<task>/df_<D_f>.png: every candidate's laws of (task, D_f) overlaid, each
+        metric's decision in its panel's title."""
+        groups = [g for g in self.answer_groups() if (g.task, g.d_f) == (task, d_f)]
+        decisions = {c.metric: c for t, d, c in study_comparisons(self.spec, groups)
+                     if (t, d) == (task, d_f)}
+        try:
+            self.tracker.log_figure(
+                self.run_id, study_figure(task, d_f, groups, list(self.units), decisions),
+                f"plots/study/{task}/df_{d_f}.png")
+        except Exception as err:  # as above
+            logger.warning("could not draw the study figure of %s D_f=%s: %s: %s", task, d_f,
+                           type(err).__name__, err)
 
     def _log_plot(self, group: LawGroup) -> None:
         """The law's figure, with the earlier fits faint under the latest, as artifact

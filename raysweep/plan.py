@@ -8,11 +8,14 @@ fitter all read it, and it reads nothing of raysweep's but the spec.
   always rebuild its results from there).
 - The coordinators are named Ray actors (by sweep name): trials find the fitter, checkpoint
   sources wake the watcher.
+- A study's stopped candidates (raysweep.study.stopping decides) are kept in its folder, where
+  the watcher, the candidates' pretraining and a resumed study read them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from raysweep.spec import SweepSpec
@@ -23,6 +26,27 @@ FITTER_NAME = "raysweep-fitter-{}"
 WATCHER_NAME = "raysweep-watcher-{}"
 """The coordinators' Ray names (by sweep name): trials hand results to the fitter, checkpoint
 sources tell the watcher a checkpoint is out."""
+STOPPED_FILE = "stopped.json"
+"""In the study's folder: candidate -> {"reason", "at_tokens", "time"}, every candidate stopped;
+what the watcher, the candidates' pretraining and a resumed study read (a stopped candidate
+stays stopped)."""
+
+
+def stopped(spec: SweepSpec) -> dict[str, dict]:
+    """The study's stopped candidates (STOPPED_FILE), {} for none or for a plain sweep."""
+    if not spec.candidates and not spec.candidate:
+        return {}
+    return spec.study_folder.read_json(STOPPED_FILE) or {}
+
+
+def record_stop(spec: SweepSpec, name: str, reason: str, at_tokens: int) -> None:
+    """Mark a candidate stopped, with why and at which D_p (its last checkpoint then)."""
+    everyone = stopped(spec)
+    everyone[name] = {"reason": reason, "at_tokens": int(at_tokens),
+                      "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    spec.study_folder.write_json(STOPPED_FILE, everyone)
+
+
 REPLICATES_FILE = "test_bootstrap.json"
 """Each trial's paired bootstrap replicates of its test metrics (raysweep.evaluation.metrics): the
 law analysis reads the test-set noise that checkpoints share from them."""

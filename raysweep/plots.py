@@ -345,10 +345,14 @@ def metric_vs_cross_entropy_figure(task: str, d_f: int, metric: str, cross_entro
     return fig
 
 
-def _task_panel(ax, metric: str, groups: list[LawGroup], sizes: list[int]) -> None:
-    """One metric's panel of task_figure: each D_f's points, law and baseline in its colour, on
-    axes chosen by the same rule as law_figure (data first, bands within BAND_REACH)."""
+def law_panel(ax, metric: str, entries: list[tuple[LawGroup, str, str]],
+              shared_baseline: bool = False) -> None:
+    """One metric's panel: each entry's (law, colour, name) points, law and baseline in its
+    colour, on axes chosen by the same rule as law_figure (data first, bands within BAND_REACH).
+    task_figure draws a panel's D_f this way, a study's figure its candidates (whose baseline is
+    one, `shared_baseline`: drawn once, grey)."""
     drawn, data, extra, xs = [], [], [], []
+    groups = [g for g, _, _ in entries]
     for g in groups:
         rows, baseline = _measured(g.points, g.analysis)
         drawn.append((g, rows, baseline))
@@ -359,12 +363,15 @@ def _task_panel(ax, metric: str, groups: list[LawGroup], sizes: list[int]) -> No
     largest = max((r["x"] for _, rows, _ in drawn for r in rows if r["fitted"]), default=math.inf)
     if any(g.analysis.band for g in groups):  # no law drawn, nothing extrapolated
         _shade_extrapolation(ax, largest, xlim, None)
-    for g, rows, baseline in drawn:
-        color, analysis = f"C{sizes.index(g.d_f)}", g.analysis
-        _draw_baseline(ax, baseline, color, None, linewidth=0.9)
+    if shared_baseline and drawn:
+        _draw_baseline(ax, drawn[0][2], "0.3", "no pretraining (shared)", linewidth=0.9)
+    for (g, rows, baseline), (_, color, name) in zip(drawn, entries):
+        analysis = g.analysis
+        if not shared_baseline:
+            _draw_baseline(ax, baseline, color, None, linewidth=0.9)
         _draw_law(ax, analysis, color, 0.15)
         _draw_points(ax, rows, color, None)
-        ax.plot([], [], "o-", color=color, label=f"D_f = {g.d_f:,}: {analysis.verdict}"
+        ax.plot([], [], "o-", color=color, label=f"{name}: {analysis.verdict}"
                 + (" (provisional)" if analysis.provisional else ""))
     ax.set_xscale("log")
     ax.set_xlim(*xlim)
@@ -391,7 +398,8 @@ def task_figure(task: str, groups: list[LawGroup]):
     fig = _figure(figsize=(4.6 * cols, (3.4 + legend_in) * rows), dpi=110, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        _task_panel(ax, metric, [g for g in groups if g.metric == metric], sizes)
+        law_panel(ax, metric, [(g, f"C{sizes.index(g.d_f)}", f"D_f = {g.d_f:,}")
+                               for g in groups if g.metric == metric])
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     level = groups[0].analysis.level if groups else 0.9

@@ -23,6 +23,8 @@ from raysweep.plots import save_figure, save_law_figure, task_figure
 from raysweep.refit import analyse_sweep
 from raysweep.spec import SpecError, SweepSpec
 from raysweep.study.answer import study_markdown
+from raysweep.study.compare import study_comparisons
+from raysweep.study.figures import study_figure
 from raysweep.tracking import (
     CANDIDATE,
     FAILURE,
@@ -163,6 +165,16 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
     """The paper's view first (a panel per metric, a curve per D_f), then one figure per law:
     (caption, file under `out`)."""
     figures = []
+    if spec.candidates:  # a study: the candidates side by side first
+        decisions = {(t, d, c.metric): c for t, d, c in study_comparisons(spec, groups)}
+        for task in spec.tasks:
+            for d_f in task.finetune_tokens:
+                mine = [g for g in groups if (g.task, g.d_f) == (task.name, d_f)]
+                name = f"figures/study_{task.name}_df{d_f}.png"
+                save_figure(out / name, study_figure(
+                    task.name, d_f, mine, [c.name for c in spec.candidates],
+                    {m: c for (t, d, m), c in decisions.items() if (t, d) == (task.name, d_f)}))
+                figures.append((f"{task.name} D_f={d_f}: the candidates", name))
     for task in spec.tasks:
         for candidate in [u.candidate for u in units(spec)]:
             fitted = [g for g in groups if (g.task, g.candidate) == (task.name, candidate)

@@ -33,10 +33,9 @@ from ray.tune.search import Searcher
 from raysweep import checkpoints
 from raysweep.checkpoint_source import checkpoint_source
 from raysweep.finetune import finetune_trial
-from raysweep.plan import TrialKey, plan_keys, units
+from raysweep.plan import TrialKey, plan_keys, stopped, units
 from raysweep.spec import SweepSpec
 from raysweep.storage import write_json_atomic
-from raysweep.study.stopping import stopped
 from raysweep.tracking import KIND, REJECTED_CHECKPOINT, TRIAL_KEY, Tracker
 
 logger = logging.getLogger(__name__)

@@ -73,8 +73,8 @@ def test_aligned_pretraining_reads_aligned_and_misaligned_never_does(demo_study)
 
 
 def test_the_study_names_the_aligned_candidate_best_and_stops_the_misaligned_one(demo_study):
+    from raysweep.plan import stopped
     from raysweep.study.answer import study_comparisons
-    from raysweep.study.stopping import stopped
 
     spec, outcome, tracker, _ = demo_study
     (bleu,) = [c for _, d_f, c in study_comparisons(spec, outcome.groups)
@@ -134,6 +134,10 @@ def test_the_laws_are_fitted_per_candidate_and_the_page_leads_with_the_compariso
     page = study.data.tags["mlflow.note.content"]
     assert page.startswith("# study-demo: which pretraining data serves each task best")
     assert "## en-de" in page and "### fr-ro" in page and "P(best)" in page
+    # The candidates side by side, as a figure on the laws run.
+    (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
+    figures = [a.path for a in tracker.client.list_artifacts(laws.info.run_id, "plots/study/en-de")]
+    assert figures == ["plots/study/en-de/df_4000.png"]
 
 
 def test_status_shows_each_candidate(demo_study):

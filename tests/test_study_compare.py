@@ -240,3 +240,27 @@ def test_at_a_target_only_a_leader_whose_law_held_its_backtest_stops_others():
                         "bleu", increasing=True, at=1e10)
     assert unchecked.basis == "predicted" and not unchecked.ranking[0]["law_checked"]
     assert losers([unchecked], 0.95, target=1e10) == {}
+
+
+def test_the_study_figure_overlays_the_candidates_with_each_decision_in_its_title(tmp_path):
+    from raysweep.laws.group import LawGroup
+    from raysweep.plots import save_figure
+    from raysweep.study.figures import study_figure
+
+    x = np.array(D_P)
+    columns = {"strong": (x, 8 * (x / 1e6) ** 0.14, [0.05] * 5),
+               "weak": (x, 8 * (x / 1e6) ** 0.10, [0.05] * 5)}
+    candidates = table_candidates(columns, LOG_LAW, 0.1, increasing=True, at=1e10,
+                                  baseline=7.0, baseline_se=0.1, resamples=100)
+    groups = [LawGroup("en-de", 4000, "bleu", {0: {"y": 7.0, "se": 0.1}, **c.points}, c.analysis,
+                       candidate=c.name) for c in candidates]
+    decision = compare(candidates, "bleu", increasing=True, at=1e10)
+    fig = study_figure("en-de", 4000, groups, ["strong", "weak"], {"bleu": decision})
+    (ax,) = [a for a in fig.axes if a.get_visible() and a.axison]
+    assert ax.get_title().startswith("bleu: best: strong, P(best) 1.00")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "no pretraining (shared)" in labels
+    assert any(label.startswith("strong: ") for label in labels)
+    assert any(label.startswith("weak: ") for label in labels)
+    save_figure(tmp_path / "study.png", fig)
+    assert (tmp_path / "study.png").stat().st_size > 10_000

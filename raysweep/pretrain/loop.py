@@ -20,13 +20,12 @@ from raysweep import checkpoints
 from raysweep.data.mixture import mixture_manifest, tokens_by_source, total_steps
 from raysweep.data.tokenizer import fetch_tokenizer, load_tokenizer
 from raysweep.model import build_model
-from raysweep.plan import tell_watcher
+from raysweep.plan import stopped, tell_watcher
 from raysweep.pretrain.batches import rank_batches
 from raysweep.pretrain.engine import build_optimizer, deepspeed_config, inverse_sqrt, train_step
 from raysweep.pretrain.recovery import load_recovery, remove_unregistered_recoveries, save_recovery
 from raysweep.pretrain.throughput import Throughput, device_peak_flops, model_flops_per_token
 from raysweep.spec import SweepSpec
-from raysweep.study.stopping import stopped
 from raysweep.tracking import BufferedMetrics, Tracker
 
 logger = logging.getLogger(__name__)

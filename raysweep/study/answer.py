@@ -15,10 +15,9 @@ from raysweep import checkpoints
 from raysweep.answer import NAMES, answer_rows, answer_table
 from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
-from raysweep.plan import plan_keys
+from raysweep.plan import stopped
 from raysweep.spec import SweepSpec
 from raysweep.study.compare import Comparison, describe_comparison, study_comparisons
-from raysweep.study.stopping import stopped
 from raysweep.text import number, tokens
 
 
@@ -76,7 +75,7 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
              f"_{status} · updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
              f"intervals {spec.fit.interval_level:.0%} · candidates: "
              f"{', '.join(c.name for c in spec.candidates)}_", ""]
-    lines += _stops(spec, groups)
+    lines += _stops(spec)
     for task in spec.tasks:
         mine = [item for item in found if item[0] == task.name]
         lines += [f"## {task.name}", "", _headline(task.name, mine), "",
@@ -95,23 +94,21 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
     return "\n".join(lines)
 
 
-def _stops(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
-    """The candidates stopped as losers (the study's `stop` policy): when, why, and what it
-    saved: the pretraining its schedule had left once it stopped (none where it had finished),
-    and the trials of the checkpoints it never had finetuned."""
+def _stops(spec: SweepSpec) -> list[str]:
+    """The candidates stopped as losers (the study's `stop` policy): when, why, and the
+    pretraining it saved (none where its pretraining had already reached its budget: on a small
+    machine the trials lag behind it, and the stop then saves trials only)."""
     lines = []
     for name, stop in stopped(spec).items():
         unit = spec.candidate_spec(name)
-        schedule = unit.published_tokens()
+        budget = unit.published_tokens()[-1]
         made = max(checkpoints.published(unit, verify_weights=False), default=0)
-        finetuned = {d for g in groups if g.candidate == name for d in g.points if d}
-        skipped = [d for d in schedule if d not in finetuned]
-        budget, trials = schedule[-1], len(skipped) * len(plan_keys(unit, schedule[-1]))
-        lines.append(f"- **{name} stopped** at {tokens(stop['at_tokens'])} tokens "
-                     f"({stop['time']}): {stop['reason']}. Saved: {tokens(budget - made)} "
-                     f"pretraining tokens ({1 - made / budget:.0%} of its budget; it had "
-                     f"reached {tokens(made)}) and the {trials} trials of its {len(skipped)} "
-                     f"checkpoint(s) not finetuned.")
+        saved = (f"{tokens(budget - made)} pretraining tokens not spent ({1 - made / budget:.0%}"
+                 f" of its budget; it stopped at {tokens(made)})" if made < budget else
+                 "no pretraining (it had reached its budget)")
+        lines.append(f"- **{name} stopped** after its checkpoint at {tokens(stop['at_tokens'])} "
+                     f"tokens ({stop['time']}): {stop['reason']}. Saved: {saved}; its queued "
+                     f"trials were cancelled, its finished ones kept.")
     return (["Stopped early (the study's stop policy):", ""] + lines + [""]) if lines else []
 
 

@@ -18,10 +18,9 @@ from collections import Counter
 
 from raysweep import checkpoints
 from raysweep.data.mixture import mixture_params, mixture_text
-from raysweep.plan import plan_keys
+from raysweep.plan import plan_keys, stopped
 from raysweep.pretrain.source import PretrainingSource
 from raysweep.spec import SpecError, SweepSpec
-from raysweep.study.stopping import stopped
 from raysweep.tracking import CANDIDATE, KIND, Tracker
 
 logger = logging.getLogger(__name__)

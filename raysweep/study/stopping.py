@@ -6,14 +6,13 @@ A candidate is beaten when the comparison's leader is better than it with probab
 against the leader, not P(best) below 1 - confidence, which would stop every candidate of a
 many-way tie. The comparisons are read again at every checkpoint, so a loser's chance of being
 stopped by noise adds up over the looks; bench/bench_study.py measures what that costs.
-The decision is pure (`losers`); `record_stop` and `stopped` keep what was decided in the study's
-folder, where every part of the job reads it.
+The decision is pure (`losers`, `decide_stops`); raysweep.plan's `record_stop` and `stopped`
+keep what was decided in the study's folder, where every part of the job reads it.
 """
 
 from __future__ import annotations
 
-import time
-
+from raysweep.plan import stopped
 from raysweep.study.compare import Comparison, study_comparisons
 from raysweep.text import tokens
 
@@ -47,27 +46,6 @@ def losers(comparisons: list[Comparison], confidence: float, target: float,
                             f"{tokens(c.at)} tokens, {c.basis})"
                             for c, b, label in zip(comparisons, each, labels))
             for name in sorted(names)}
-
-
-STOPPED_FILE = "stopped.json"
-"""In the study's folder: candidate -> {"reason", "at_tokens", "time"}, every candidate stopped;
-what the watcher, the candidates' pretraining and a resumed study read (a stopped candidate
-stays stopped)."""
-
-
-def stopped(spec) -> dict[str, dict]:
-    """The study's stopped candidates (STOPPED_FILE), {} for none or for a plain sweep."""
-    if not spec.candidates and not spec.candidate:
-        return {}
-    return spec.study_folder.read_json(STOPPED_FILE) or {}
-
-
-def record_stop(spec, name: str, reason: str, at_tokens: int) -> None:
-    """Mark a candidate stopped, with why and at which D_p (its last checkpoint then)."""
-    everyone = stopped(spec)
-    everyone[name] = {"reason": reason, "at_tokens": int(at_tokens),
-                      "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    spec.study_folder.write_json(STOPPED_FILE, everyone)
 
 
 def decide_stops(spec, groups) -> dict[str, tuple[str, int]]:
