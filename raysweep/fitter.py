@@ -35,7 +35,7 @@ from raysweep.plan import TrialResult, record_stop, tell_watcher, units
 from raysweep.plots import law_figure, metric_vs_cross_entropy_figure, save_figure
 from raysweep.refit import analyse_group, compact, finished_results, unit_results
 from raysweep.spec import SweepSpec
-from raysweep.study.answer import study_markdown
+from raysweep.study.answer import rankings_table, study_markdown
 from raysweep.study.compare import study_comparisons
 from raysweep.study.figures import study_figure
 from raysweep.study.stopping import decide_stops
@@ -213,6 +213,9 @@ class LawFitter:
         self.tracker.log_dict(self.run_id, self.summary(), "laws.json")
         self.tracker.log_table(self.run_id, points_table(groups), "tables/law_points.json")
         self.tracker.log_table(self.run_id, laws_table(groups), "tables/laws.json")
+        if self.spec.candidates:
+            self.tracker.log_table(self.run_id, rankings_table(self.spec, groups),
+                                   "tables/rankings.json")
         checkpoints_in = len({(g.candidate, d_p) for g in groups for d_p in g.points if d_p})
         page = study_markdown if self.spec.candidates else answer_markdown
         self.tracker.set_description(self.sweep_run_id, page(self.spec, groups, checkpoints_in))

@@ -47,8 +47,8 @@ def earlier_fits(history: list[tuple[int, list, list]], replaced, num_points: in
 
 def points_table(groups: list[LawGroup]) -> dict[str, list]:
     """Every law point as table columns (a JSON table artifact: columns, data)."""
-    rows = [{"task": g.task, "d_f": g.d_f, "metric": g.metric, "d_p": d_p,
-             "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
+    rows = [{**_candidate(g, groups), "task": g.task, "d_f": g.d_f, "metric": g.metric,
+             "d_p": d_p, "value": p["y"], "se": p["se"], "seeds": p["seeds"], "lr": p["lr"]}
             for g in groups for d_p, p in sorted(g.points.items())]
     return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
 
@@ -59,7 +59,8 @@ def laws_table(groups: list[LawGroup]) -> dict[str, list]:
     for g in groups:
         a = g.analysis
         prediction = a.predictions[0] if a.predictions else {}
-        rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric, "law": a.law,
+        rows.append({**_candidate(g, groups), "task": g.task, "d_f": g.d_f,
+                     "metric": g.metric, "law": a.law,
                      "points": a.num_points, "verdict": a.verdict, "provisional": a.provisional,
                      "reason": a.reason,
                      **{f"gain_{k}": (a.gain or {}).get(k, math.nan)
@@ -69,3 +70,8 @@ def laws_table(groups: list[LawGroup]) -> dict[str, list]:
                      "fit_p_value": math.nan if a.p_fit is None else a.p_fit,
                      "params": ", ".join(f"{k}={v:.4g}" for k, v in a.params.items())})
     return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
+
+
+def _candidate(group: LawGroup, groups: list[LawGroup]) -> dict:
+    """A study's tables lead with the candidate; a sweep's have no such column."""
+    return {"candidate": group.candidate} if any(g.candidate for g in groups) else {}

@@ -138,6 +138,10 @@ def test_the_laws_are_fitted_per_candidate_and_the_page_leads_with_the_compariso
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     figures = [a.path for a in tracker.client.list_artifacts(laws.info.run_id, "plots/study/en-de")]
     assert figures == ["plots/study/en-de/df_4000.png"]
+    rankings = tracker.load_dict(laws.info.run_id, "tables/rankings.json")
+    rows = [dict(zip(rankings["columns"], row)) for row in rankings["data"]]
+    assert {(r["rank"], r["candidate"], r["best"]) for r in rows if r["metric"] == "bleu"} == {
+        (1, "en-de", "en-de"), (2, "fr-ro", "en-de")}
 
 
 def test_status_shows_each_candidate(demo_study):

@@ -141,3 +141,15 @@ def study_table(spec: SweepSpec, groups: list[LawGroup]) -> str:
         lines += [f"== candidate {unit.candidate}",
                   answer_table(unit, [g for g in groups if g.candidate == unit.candidate]), ""]
     return "\n".join(lines)
+
+
+def rankings_table(spec: SweepSpec, groups: list[LawGroup]) -> dict[str, list]:
+    """Every comparison's ranking as table columns (an MLflow table artifact): per (task, D_f,
+    metric) and candidate, its rank, value, interval, P(best), how it was read, the decision."""
+    rows = [{"task": task, "d_f": d_f, "metric": c.metric, "at_tokens": c.at, "basis": c.basis,
+             "rank": rank, "candidate": r["name"], "value": r["value"], "low": r["low"],
+             "high": r["high"], "p_best": r["p_best"], "read": r["read"],
+             "best": c.best or "no decision yet"}
+            for task, d_f, c in study_comparisons(spec, groups)
+            for rank, r in enumerate(c.ranking, start=1)]
+    return {name: [r[name] for r in rows] for name in (rows[0] if rows else [])}
