@@ -86,7 +86,7 @@ def test_the_study_names_the_aligned_candidate_best_and_stops_the_misaligned_one
     (study,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = study.data.tags["mlflow.note.content"]
     assert "**Best for en-de: en-de**" in page
-    assert "**fr-ro stopped** at" in page
+    assert "**fr-ro stopped** after its checkpoint at" in page
 
 
 def test_the_study_ran_every_candidate_and_the_baseline_once(demo_study):
