@@ -50,9 +50,9 @@ def _study_plan_text(spec: SweepSpec, available: dict[str, int] | None) -> str:
     alignment, its checkpoints, its trials); the total, with the baseline counted once; and the
     stopping policy. A checkpoint line every candidate has alike is shared (the model, the
     pretraining settings), so it is printed once."""
-    candidates = spec.candidate_specs()
-    own = [checkpoint_source(candidate).plan_lines() for candidate in candidates]
-    shared = [line for line in own[0] if all(line in lines for lines in own)]
+    source = checkpoint_source(spec)
+    candidates = [s.spec for s in source.sources.values()]
+    own, shared = [s.plan_lines() for s in source.sources.values()], source.plan_lines()
     per_point = spec.trials_per_point()
     lines = [f"study {spec.name!r}: {len(candidates)} candidates, storage {spec.folder.uri}",
              f"  tracking: {spec.resolved_tracking_uri()} (one store for the whole study)",

@@ -38,12 +38,11 @@ class StudySource:
         self.shared = PretrainingSource(spec)
 
     def plan_lines(self) -> list[str]:
-        lines = self.shared.plan_lines()[1:2]  # the model and the pretraining settings, once
-        for name, source in self.sources.items():
-            tokens = source.spec.published_tokens()
-            lines.append(f"  candidate {name}: {mixture_text(source.spec.pretrain.mixture)}; "
-                         f"checkpoints {', '.join(f'{t:,}' for t in tokens)}")
-        return lines
+        """The checkpoint lines every candidate has alike (the model, the pretraining settings,
+        the schedule where it is shared): printed once; each candidate's own are its source's
+        (raysweep.preflight lays the study's plan out)."""
+        own = [source.plan_lines() for source in self.sources.values()]
+        return [line for line in own[0] if all(line in lines for lines in own)]
 
     def settings(self) -> dict[str, str]:
         return {**self.shared.settings(),
