@@ -1,7 +1,7 @@
 """How often a study names the right candidate, and what stopping losers saves.
 
     .venv/bin/python bench/bench_study.py [--studies 2000] [--confidence 0.95] [--after 3]
-                                          [--quick] [--seed 0]
+                                          [--stop-confidence P] [--quick] [--seed 0]
 
 Each simulated study has 2 to 6 candidates and 6 checkpoints (log-spaced over 1.5 decades of D_p,
 as in the demo), the decision at the largest. A candidate's true curve is one of the paper's
@@ -12,7 +12,10 @@ test-set part of its own and a finetune-seed part. Three rules decide on the sam
   raysweep         raysweep.study.compare at the largest checkpoint, every candidate trained to
                    the end: the best named when P(best) >= confidence, else no decision;
   raysweep + stop  the same, with raysweep.study.stopping after every checkpoint from --after on:
-                   a candidate the leader beats with P >= confidence stops pretraining;
+                   a candidate the leader beats with P >= confidence stops pretraining; then
+                   the decision as the study makes it, at the target, each stopped candidate
+                   read as it stood when it stopped (so a stop that was wrong shows as no
+                   decision, not as a wrong one);
   single-scale     DataDecide's rule: the best measured value at the largest checkpoint, always.
 Prints, by the true gap between the best two (in standard errors of their measured difference),
 the share of right, wrong and undecided studies per rule, and the pretraining compute each
@@ -31,7 +34,7 @@ import numpy as np
 
 from raysweep.laws import LOG_LAW
 from raysweep.laws.analysis import analyse
-from raysweep.study.compare import Candidate, compare
+from raysweep.study.compare import Candidate, compare, readable_at
 from raysweep.study.stopping import losers
 
 D_P = np.logspace(np.log10(2e4), np.log10(6.4e5), 6)
@@ -95,35 +98,46 @@ def upto(candidate: Candidate, j: int, baseline: tuple[float, float],
     return Candidate(candidate.name, kept, {d: candidate.replicates[d] for d in kept}, analysis)
 
 
-def with_stopping(candidates, baseline, confidence: float, after: int,
-                  resamples: int) -> tuple[str | None, float]:
+def with_stopping(candidates, baseline, confidence: float, after: int, resamples: int,
+                  stop_confidence: float | None = None) -> tuple[str | None, float]:
     """(the best named, the share of the pretraining tokens spent) with losers stopped: from
-    checkpoint `after` on, each look compares the candidates still training at the target."""
-    alive, stopped_at = [c.name for c in candidates], {}
+    checkpoint `after` on, each look compares the candidates still training that can be read at
+    the target (raysweep.study.stopping's rule). The decision is then made as the study makes
+    it: every candidate compared at the target, a stopped one as it stood when it stopped."""
+    stop_confidence = stop_confidence or confidence
+    alive, stopped_at, as_stopped = [c.name for c in candidates], {}, {}
     by_name = {c.name: c for c in candidates}
     for j in range(after - 1, D_P.size - 1):
-        if len(alive) < 2:
-            break
         now = [upto(by_name[n], j, baseline, resamples) for n in alive]
-        comparison = compare(now, "bleu", increasing=True, at=D_P[-1], confidence=confidence)
-        for name in losers([comparison], confidence, D_P[-1]):
+        now = [c for c in now if readable_at(c, D_P[-1])]
+        if len(now) < 2:
+            continue
+        comparison = compare(now, "bleu", increasing=True, at=D_P[-1],
+                             confidence=stop_confidence)
+        for name in losers([comparison], stop_confidence, D_P[-1]):
             alive.remove(name)
             stopped_at[name] = D_P[j]
+            as_stopped[name] = next(c for c in now if c.name == name)
     spent = sum(stopped_at.get(c.name, D_P[-1]) for c in candidates) / (len(candidates) * D_P[-1])
-    if len(alive) == 1:
-        return alive[0], spent
-    final = compare([by_name[n] for n in alive], "bleu", increasing=True, confidence=confidence)
+    if not as_stopped:
+        final = compare(candidates, "bleu", increasing=True, confidence=confidence)
+        return final.best, spent
+    finished = [upto(by_name[n], D_P.size - 1, baseline, resamples) for n in alive]
+    final = compare(finished + list(as_stopped.values()), "bleu", increasing=True, at=D_P[-1],
+                    confidence=confidence)
     return final.best, spent
 
 
-def one_study(rng, confidence: float, after: int, resamples: int) -> dict:
+def one_study(rng, confidence: float, after: int, resamples: int,
+              stop_confidence: float | None = None) -> dict:
     k, noise = int(rng.choice([2, 3, 4, 6])), float(rng.choice([0.01, 0.02, 0.05, 0.1]))
     truth, candidates, gap = simulate(rng, k, noise)
     # The shared no-pretraining baseline, below every curve's start.
     baseline = (0.9 * LEVEL + rng.normal(0, noise * LEVEL), noise * LEVEL)
     right = f"c{int(np.argmax(truth[:, -1]))}"
     full = compare(candidates, "bleu", increasing=True, confidence=confidence)
-    stopped_best, spent = with_stopping(candidates, baseline, confidence, after, resamples)
+    stopped_best, spent = with_stopping(candidates, baseline, confidence, after, resamples,
+                                        stop_confidence)
     single = max(candidates, key=lambda c: c.points[float(D_P[-1])]["y"]).name
     return {"gap": gap, "right": right, "spent": spent,
             "raysweep": full.best, "raysweep + stop": stopped_best, "single-scale": single}
@@ -150,17 +164,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--after", type=int, default=3, help="checkpoints before any stop")
+    parser.add_argument("--stop-confidence", type=float, default=None,
+                        help="P(better) that stops a candidate (default: --confidence)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=100, help="each law's bootstrap")
     parser.add_argument("--quick", action="store_true", help="200 studies (a smoke test)")
     args = parser.parse_args(argv)
     rng, started = np.random.default_rng(args.seed), time.time()
     count = 200 if args.quick else args.studies
-    rows = [one_study(rng, args.confidence, args.after, args.resamples)
+    rows = [one_study(rng, args.confidence, args.after, args.resamples, args.stop_confidence)
             for _ in range(count)]
     table = summarise(rows)
     print(f"{count} simulated studies (2-6 candidates, 6 checkpoints), confidence "
-          f"{args.confidence}, stopping from checkpoint {args.after}; "
+          f"{args.confidence}, stopping from checkpoint {args.after} at P(better) >= "
+          f"{args.stop_confidence or args.confidence}; "
           f"{time.time() - started:.0f} s")
     for band, _ in BANDS:
         print(f"\n{band}:")

@@ -31,7 +31,15 @@ from raysweep.evaluation.scorer import scorer_for_this_node
 from raysweep.model import for_model, on_device
 from raysweep.plan import FITTER_NAME, REPLICATES_FILE, TrialKey, TrialResult
 from raysweep.spec import SweepSpec
-from raysweep.tracking import COMET_SCORER, FAILURE, SIGNATURE, TRIAL_KEY, Tracker, trial_tags
+from raysweep.tracking import (
+    COMET_SCORER,
+    FAILURE,
+    SIGNATURE,
+    TRIAL_KEY,
+    Tracker,
+    trial_run_name,
+    trial_tags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -157,13 +165,15 @@ def run_trial(spec: SweepSpec, key: TrialKey, parent_run_id: str | None,
     runs = tracker.find_runs({TRIAL_KEY: str(key)})  # the tag that names the key's runs
     if any(run.info.status == "FINISHED" for run in runs):
         return None
-    run_id = tracker.get_or_create_run(trial_tags(key), str(key), parent_run_id,
+    run_id = tracker.get_or_create_run(trial_tags(key), trial_run_name(key), parent_run_id,
                                        reuse_finished=False, found=runs)
     logged = _logged_before(tracker, key, next((r for r in runs if r.info.run_id == run_id), None))
     if logged is not None:  # an attempt killed after its results, before its end: end it
         tracker.end_run(run_id, "FINISHED")
         return logged
-    tracker.start_attempt(run_id)  # a retry reuses the failed attempt's run
+    if tracker.start_attempt(run_id) == 1:  # a retry reuses the failed attempt's run
+        task = next(t for t in spec.tasks if t.name == key.task)
+        tracker.log_finetune_data(run_id, key.task, key.d_f, task.data)
     started = time.time()
     try:
         measured = (measure or finetune_and_score)(spec, key, tracker, run_id)

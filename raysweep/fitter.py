@@ -13,7 +13,7 @@ fitted.
 Logged to the laws run: metrics `<task>/df_<D_f>/<metric>/<name>` (parameters, their interval
 bounds `<name>_low`/`<name>_high`, the prediction at fit.target_tokens with its interval, backtest
 error, R^2) with MLflow step = the number of points fitted, so the UI shows how each law moved as
-checkpoints arrived; a tag `raysweep.verdict.<task>.df_<D_f>.<metric>`; and `laws.json`.
+checkpoints arrived; a tag `verdict.<metric>.<task>.df_<D_f>`; and `laws.json`.
 """
 
 from __future__ import annotations
@@ -21,23 +21,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import threading
-from pathlib import Path
 
 import ray
 
-from raysweep.answer import answer_markdown, short_verdict
-from raysweep.law_tables import earlier_fits, law_metrics, laws_table, points_table
+from raysweep.answer import answer_headlines, answer_lines, answer_markdown, short_verdict
+from raysweep.fitter_figures import FigureLog, law_place
+from raysweep.law_tables import (
+    LAWS_RUN_NOTE,
+    earlier_fits,
+    law_metrics,
+    laws_table,
+    points_table,
+    to_interval_precision,
+)
 from raysweep.laws.group import LawGroup
 from raysweep.laws.points import best_lr_runs, law_points, point_replicates
 from raysweep.plan import TrialResult, record_stop, tell_watcher, units
-from raysweep.plots import law_figure, metric_vs_cross_entropy_figure, save_figure
 from raysweep.refit import analyse_group, compact, finished_results, unit_results
 from raysweep.spec import SweepSpec
-from raysweep.study.answer import rankings_table, study_markdown
-from raysweep.study.compare import study_comparisons
-from raysweep.study.figures import study_figure
+from raysweep.study.answer import rankings_table, study_lines, study_markdown
 from raysweep.study.stopping import decide_stops
 from raysweep.tracking import BEST_LR, VERDICT, Tracker
 
@@ -69,7 +72,7 @@ def analyse_laws(laws: list[tuple[SweepSpec, dict, str, object]]) -> list:
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
-class LawFitter:
+class LawFitter(FigureLog):
     """Threaded (max_concurrency): `add_result` only records a result and returns, and a
     background thread refits. A refit is seconds of CPU (bootstraps, figures, uploads); a trial
     that waited for it held its Tune slot idle, which on the 2-core demo was a third of the sweep.
@@ -84,6 +87,7 @@ class LawFitter:
 
     def __init__(self, spec: SweepSpec, laws_run_id: str):
         self.spec, self.run_id = spec, laws_run_id
+        self.target_tokens = spec.fit.target_tokens  # where the figures' curves end
         self.tracker = Tracker.for_spec(spec)
         # The answer goes on the sweep run's page: the laws run's parent.
         self.sweep_run_id = self.tracker.parent_run_id(laws_run_id)
@@ -91,6 +95,8 @@ class LawFitter:
         self.units = {unit.candidate: unit for unit in units(spec)}  # "": a plain sweep's own
         self.groups: dict[tuple, LawGroup] = {}  # (candidate, task, d_f, metric) -> its law
         self.best_runs: dict[tuple, str] = {}  # (candidate, task, d_f, d_p) -> best_lr run ids
+        self.logged_steps: dict[tuple, int] = {}  # law -> the step its metrics were logged at
+        self.answer_step = 0  # the results fitted when the sweep run's metrics were logged
         self.latest_line = ""  # a one-line view of the most recent refit, for progress output
         self.lock = threading.Lock()  # one refit at a time
         # (task, D_f) with results not refitted yet, refitted together: refitting the smallest
@@ -102,6 +108,7 @@ class LawFitter:
         self.figures_due: dict[tuple[str, str, int], set[str]] = {}
         self._refit([(c, task.name, d_f) for c in self.units for task in spec.tasks
                      for d_f in task.finetune_tokens])
+        self.tracker.set_description(laws_run_id, LAWS_RUN_NOTE)
         self.wake = threading.Event()  # set when a result makes a law stale
         threading.Thread(target=self._refit_when_woken, name="refit", daemon=True).start()
         self.wake.set()  # the answer and the figures of the laws just fitted
@@ -135,6 +142,9 @@ class LawFitter:
         self.results.update(missing)
         self.stale.update(law for r in missing.values() for law in self._stale_by(r))
         self._refit_stale()
+        with self.lock:  # the laws as they end, whether or not every trial of them came in
+            for group in list(self.groups.values()):
+                self._log_law_metrics(group)
         return len(missing)
 
     def _refit_stale(self) -> None:
@@ -189,14 +199,23 @@ class LawFitter:
                           if unit.candidate else None)
             self.groups[law] = LawGroup(task, d_f, metric, points, analysis, history,
                                         unit.candidate, replicates)
-            self._log_law(self.groups[law])
+            self._log_law(self.groups[law], complete=self._complete(mine, task, d_f, points))
             self.answer_due = True
             self.figures_due.setdefault(law[:3], set()).add(metric)
 
-    def _log_law(self, group: LawGroup) -> None:
-        analysis, where = group.analysis, _where(group)
-        self.tracker.log_metrics(self.run_id, law_metrics(f"{where}/{group.metric}", analysis),
-                                 step=analysis.num_points)
+    def _complete(self, results: list[TrialResult], task: str, d_f: int, points: dict) -> bool:
+        """Whether every trial of each point of this law is in (every lr and seed)."""
+        spec = next(t for t in self.spec.tasks if t.name == task)
+        counts: dict[int, int] = {}
+        for r in results:
+            if (r.key.task, r.key.d_f) == (task, d_f):
+                counts[r.key.d_p] = counts.get(r.key.d_p, 0) + 1
+        return all(counts.get(d_p, 0) >= len(spec.lrs) * spec.seeds for d_p in points)
+
+    def _log_law(self, group: LawGroup, complete: bool) -> None:
+        analysis, where = group.analysis, law_place(group)
+        if complete:
+            self._log_law_metrics(group)
         # The tag holds the verdict only, short enough for the UI's tag view; the reason is on
         # the sweep run's page and in laws.json.
         task = f"{group.candidate}.{group.task}" if group.candidate else group.task
@@ -218,7 +237,9 @@ class LawFitter:
                                    "tables/rankings.json")
         checkpoints_in = len({(g.candidate, d_p) for g in groups for d_p in g.points if d_p})
         page = study_markdown if self.spec.candidates else answer_markdown
-        self.tracker.set_description(self.sweep_run_id, page(self.spec, groups, checkpoints_in))
+        self.tracker.set_description(self.sweep_run_id, page(
+            self.spec, groups, checkpoints_in, laws_link=self.tracker.run_link(self.run_id)))
+        self._log_answer_elsewhere(groups)
         for name, (why, at_tokens) in decide_stops(self.spec, groups).items():
             # Stopping losers (a study's `stop` policy): recorded in the study's folder, where
             # the candidate's pretraining and a resumed study read it; the watcher drops its
@@ -227,72 +248,41 @@ class LawFitter:
             record_stop(self.spec, name, why, at_tokens)
             tell_watcher(self.spec, "stop_candidate", name)
 
-    def _log_figures(self, candidate: str, task: str, d_f: int, metrics: set[str]) -> None:
-        """The figures of the laws of (candidate, task, D_f) that changed, as they stand now."""
-        for metric in sorted(metrics):
-            group = self.groups[(candidate, task, d_f, metric)]
-            if group.analysis.points:  # a law that cannot follow them: the points alone
-                self._log_plot(group)
-        self._log_metric_vs_cross_entropy(candidate, task, d_f)
-        if candidate:  # a study: the candidates side by side
-            self._log_study_figure(task, d_f)
+    def _log_answer_elsewhere(self, groups: list[LawGroup]) -> None:
+        """The answer where a person arriving from MLflow's start page looks first: the
+        experiment's description (folded to its first line: every task's verdict, and the link
+        to the sweep run); and the answer's numbers as the sweep run's metrics, so its page does
+        not say "No metrics recorded" under the answer (step: trial results fitted)."""
+        if self.spec.candidates:
+            lines = study_lines(self.spec, groups)
+            heads = [line[2:] for line in lines]
+        else:
+            lines, heads = answer_lines(self.spec, groups), answer_headlines(self.spec, groups)
+        link = self.tracker.run_link(self.sweep_run_id)
+        # The first line plain: MLflow's experiment lists show it raw, Markdown and all.
+        first = " · ".join(head.replace("**", "") for head in heads)
+        self.tracker.set_experiment_description("\n".join([
+            first + f" · [the answer, its tables and figures]({link})", "", *lines]))
+        numbers = {f"{law_place(g)}/{g.metric}/{name}": to_interval_precision(
+                       entry["value"], entry["low"], entry["high"]) for g in groups
+                   for name, entry in (("gain", g.analysis.gain),
+                                       *(("more", p.get("more")) for p in g.analysis.predictions))
+                   if entry}
+        if numbers and len(self.results) > self.answer_step:
+            self.answer_step = len(self.results)
+            self.tracker.log_metrics(self.sweep_run_id, numbers, step=self.answer_step)
 
-    def _log_study_figure(self, task: str, d_f: int) -> None:
-        """plots/study/<task>/df_<D_f>.png: every candidate's laws of (task, D_f) overlaid, each
-        metric's decision in its panel's title."""
-        groups = [g for g in self.answer_groups() if (g.task, g.d_f) == (task, d_f)]
-        decisions = {c.metric: c for t, d, c in study_comparisons(self.spec, groups)
-                     if (t, d) == (task, d_f)}
-        try:
-            self.tracker.log_figure(
-                self.run_id, study_figure(task, d_f, groups, list(self.units), decisions),
-                f"plots/study/{task}/df_{d_f}.png")
-        except Exception as err:  # as above
-            logger.warning("could not draw the study figure of %s D_f=%s: %s: %s", task, d_f,
-                           type(err).__name__, err)
-
-    def _log_plot(self, group: LawGroup) -> None:
-        """The law's figure, with the earlier fits faint under the latest, as artifact
-        plots/<task>/df_<D_f>/<metric>.png (plots/<candidate>/<task>/... in a study); each drawn
-        update's figure is also kept, as .../history/<metric>_<N>_checkpoints.png (drawn once the
-        fitter has caught up with the results: a burst of results gives one figure). Rendered
-        once to a file and uploaded under both names, not logged twice with log_figure:
-        rendering is most of a refit's plotting time."""
-        d_f, metric, analysis = group.d_f, group.metric, group.analysis
-        folder, title = f"plots/{_where(group)}", _title(group)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{metric}.png"
-                save_figure(path, law_figure(title, d_f, metric, group.points, analysis,
-                                             group.history))
-                self.tracker.log_artifact(self.run_id, str(path), folder)
-                kept = path.with_name(f"{metric}_{analysis.num_points}_checkpoints.png")
-                path.rename(kept)
-                self.tracker.log_artifact(self.run_id, str(kept), f"{folder}/history")
-        except Exception as err:  # a figure is worth less than keeping the fitter alive
-            logger.warning("could not plot %s D_f=%s %s: %s: %s", title, d_f, metric,
-                           type(err).__name__, err)
-
-    def _log_metric_vs_cross_entropy(self, candidate: str, task: str, d_f: int) -> None:
-        """plots/<task>/df_<D_f>/<metric>_vs_cross_entropy.png for each task metric."""
-        ce = self._points(candidate, task, d_f, "cross_entropy")
-        for metric in self.spec.fit.metrics:
-            values = self._points(candidate, task, d_f, metric)
-            if metric == "cross_entropy" or len(set(ce) & set(values)) < 2:
-                continue
-            group = self.groups[(candidate, task, d_f, metric)]
-            try:
-                self.tracker.log_figure(
-                    self.run_id, metric_vs_cross_entropy_figure(_title(group), d_f, metric, ce,
-                                                                values),
-                    f"plots/{_where(group)}/{metric}_vs_cross_entropy.png")
-            except Exception as err:  # as above
-                logger.warning("could not plot %s D_f=%s %s vs cross-entropy: %s: %s", task, d_f,
-                               metric, type(err).__name__, err)
-
-    def _points(self, candidate: str, task: str, d_f: int, metric: str) -> dict:
-        group = self.groups.get((candidate, task, d_f, metric))
-        return group.points if group else {}
+    def _log_law_metrics(self, group: LawGroup) -> None:
+        """The law's numbers as metrics, once per step (step = checkpoints fitted): when every
+        trial of its checkpoints is in, or at the end of the sweep (sync). Logging every refit
+        gave several values per step, one per seed or lr arriving: charts that zigzag."""
+        law = (group.candidate, group.task, group.d_f, group.metric)
+        step = group.analysis.num_points
+        if self.logged_steps.get(law) == step:
+            return
+        numbers = law_metrics(f"{law_place(group)}/{group.metric}", group.analysis)
+        self.tracker.log_metrics(self.run_id, numbers, step=step)
+        self.logged_steps[law] = step
 
     def latest(self) -> str:
         return self.latest_line
@@ -309,15 +299,3 @@ class LawFitter:
         return [dataclasses.replace(groups[(c, t.name, d_f, m)], history=[])
                 for c in self.units for t in self.spec.tasks for d_f in t.finetune_tokens
                 for m in self.spec.fit.metrics if (c, t.name, d_f, m) in groups]
-
-
-def _where(group: LawGroup) -> str:
-    """The law's place in metric names and artifact folders: <task>/df_<D_f>, under its
-    candidate's name in a study."""
-    head = f"{group.candidate}/" if group.candidate else ""
-    return f"{head}{group.task}/df_{group.d_f}"
-
-
-def _title(group: LawGroup) -> str:
-    """What a figure calls the law's task: with its candidate in a study."""
-    return f"{group.task} after {group.candidate}" if group.candidate else group.task

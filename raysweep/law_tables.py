@@ -5,31 +5,62 @@ from __future__ import annotations
 
 import math
 
+from raysweep.laws.analysis import identifiable
 from raysweep.laws.group import LawGroup
+from raysweep.text import decimals_for
+
+LAWS_RUN_NOTE = """The laws behind the answer (the answer itself is on the parent run's page).
+
+- **Metrics** `<task>/df_<D_f>/<metric>/...`: the gain over no pretraining, the prediction at
+  fit.target_tokens, `more` (what pretraining on to it gives, from the largest checkpoint), the
+  trend, each with `_low`/`_high` (the interval). **MLflow step = checkpoints fitted**: one value
+  per step, logged once every trial of those checkpoints is in (and at the end of the sweep).
+- `params/...`: the law's parameters, only where the points pin them down.
+- Tags `verdict.<metric>.<task>.df_<D_f>`: each law's verdict.
+- Artifacts: `plots/<task>/df_<D_f>/<metric>.png` (each law's curve), `tables/` (the laws and
+  their points), `laws.json` (everything)."""
 
 
 def law_metrics(prefix: str, analysis) -> dict[str, float]:
     """The numbers of one analysis as MLflow metrics: the answer under `<prefix>/` (gain over no
-    pretraining, prediction, trend, fit p-value, each with its interval), the law's parameters
-    under `params/<prefix>/` (supporting material, kept out of the answer's charts)."""
+    pretraining, prediction, what more data gives, trend, fit p-value, each with its interval),
+    the law's parameters under `params/<prefix>/` only where the points pin them down
+    (identifiable: an alpha of 813 with an interval up to 1e11 is not a result). The answer's
+    values are rounded to their interval's precision and one digit more: MLflow shows all 16
+    otherwise."""
     values = {}
-    for name, entry in (("gain", analysis.gain), ("trend", analysis.trend),
-                        *(("prediction", p) for p in analysis.predictions)):
+    entries = [("gain", analysis.gain), ("trend", analysis.trend)]
+    for p in analysis.predictions:
+        entries += [("prediction", p), ("more", p.get("more"))]
+    for name, entry in entries:
         if entry:
-            values[f"{prefix}/{name}"] = entry["value"]
-            (values[f"{prefix}/{name}_low"],
-             values[f"{prefix}/{name}_high"]) = entry["low"], entry["high"]
+            _with_interval(values, f"{prefix}/{name}", entry["value"], entry["low"],
+                           entry["high"])
     if analysis.p_fit is not None:
-        values[f"{prefix}/fit_p_value"] = analysis.p_fit
+        values[f"{prefix}/fit_p_value"] = round(analysis.p_fit, 3)
     if analysis.backtest:
-        values[f"{prefix}/backtest_max_relative_error"] = analysis.backtest["max_relative_error"]
-    for name, value in analysis.params.items():
-        values[f"params/{prefix}/{name}"] = value
-        low, high = analysis.intervals.get(name, (math.nan, math.nan))
-        values[f"params/{prefix}/{name}_low"], values[f"params/{prefix}/{name}_high"] = low, high
+        values[f"{prefix}/backtest_max_relative_error"] = round(
+            analysis.backtest["max_relative_error"], 4)
+    if identifiable(analysis):  # as fitted: a refit from MLflow reads the same values
+        for name, value in analysis.params.items():
+            values[f"params/{prefix}/{name}"] = value
+            (values[f"params/{prefix}/{name}_low"],
+             values[f"params/{prefix}/{name}_high"]) = analysis.intervals[name]
     # Non-finite values too (a degenerate fit: MLflow keeps nan, and +-inf as +-1.8e308): dropping
     # them would leave the previous update's value showing as the latest.
     return values
+
+
+def _with_interval(values: dict, key: str, value: float, low: float, high: float) -> None:
+    values[key], values[f"{key}_low"], values[f"{key}_high"] = (
+        to_interval_precision(x, low, high) for x in (value, low, high))
+
+
+def to_interval_precision(x: float, low: float, high: float) -> float:
+    """x rounded to the precision of the interval [low, high] and one digit more (a quarter of
+    its width stands for the error, as raysweep.text.interval writes it)."""
+    places = decimals_for((high - low) / 4 if math.isfinite(high - low) else None)
+    return x if places is None or not math.isfinite(x) else round(x, places + 1)
 
 
 def earlier_fits(history: list[tuple[int, list, list]], replaced, num_points: int) -> list:

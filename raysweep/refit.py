@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from raysweep.evaluation.comet_model import TINY_MODEL as STAND_IN_COMET
+from raysweep.figures.law import band_points
 from raysweep.laws import DEFAULT_HUBER_DELTA, DEFAULT_MIN_EFFECT, law_for_metric
 from raysweep.laws.analysis import Analysis, Noise, analyse
 from raysweep.laws.forms import Law
@@ -21,7 +22,6 @@ from raysweep.laws.group import LawGroup
 from raysweep.laws.holdout import Holdout, holdout
 from raysweep.laws.points import law_points
 from raysweep.plan import REPLICATES_FILE, TrialResult, units
-from raysweep.plots import band_points
 from raysweep.spec import SweepSpec
 from raysweep.tracking import KIND, Tracker, trial_key_from_tags
 

@@ -17,14 +17,16 @@ from pathlib import Path
 from raysweep import checkpoints
 from raysweep.answer import answer_markdown
 from raysweep.checkpoint_source import checkpoint_source
+from raysweep.data.mixture import alignment_score
+from raysweep.figures.law import save_figure, save_law_figure, task_figure
+from raysweep.laws.analysis import identifiable
 from raysweep.laws.group import LawGroup
 from raysweep.plan import units
-from raysweep.plots import save_figure, save_law_figure, task_figure
 from raysweep.refit import analyse_sweep
 from raysweep.spec import SpecError, SweepSpec
 from raysweep.study.answer import study_markdown
 from raysweep.study.compare import study_comparisons
-from raysweep.study.figures import study_figure
+from raysweep.study.figures import alignment_figure, study_figure
 from raysweep.tracking import (
     CANDIDATE,
     FAILURE,
@@ -123,6 +125,8 @@ def law_rows(groups: list[LawGroup]) -> list[dict]:
         params = ", ".join(
             f"{k} = {_number(v)} [{_number(a.intervals.get(k, (math.nan,) * 2)[0])}, "
             f"{_number(a.intervals.get(k, (math.nan,) * 2)[1])}]" for k, v in a.params.items())
+        if a.params and not identifiable(a):  # as in the figures and on the laws run
+            params = "not shown: the points do not pin them down"
         fit = (f"chi2 {a.chi2:.1f} / {a.dof} dof" + (f", p = {a.p_fit:.2g}" if a.p_fit is not None
                                                       else "") if a.chi2 is not None else "-")
         rows.append({"task": g.task, "d_f": g.d_f, "metric": g.metric, "law": a.law,
@@ -173,8 +177,15 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
                 name = f"figures/study_{task.name}_df{d_f}.png"
                 save_figure(out / name, study_figure(
                     task.name, d_f, mine, [c.name for c in spec.candidates],
-                    {m: c for (t, d, m), c in decisions.items() if (t, d) == (task.name, d_f)}))
+                    {m: c for (t, d, m), c in decisions.items() if (t, d) == (task.name, d_f)},
+                    target_tokens=spec.fit.target_tokens))
                 figures.append((f"{task.name} D_f={d_f}: the candidates", name))
+            scores = {c.name: alignment_score(spec.candidate_spec(c.name).pretrain.mixture, task)
+                      for c in spec.candidates}
+            name = f"figures/study_{task.name}_gain_vs_alignment.png"
+            save_figure(out / name, alignment_figure(
+                task.name, [g for g in groups if g.task == task.name and g.candidate], scores))
+            figures.append((f"{task.name}: each candidate's gain against its alignment", name))
     for task in spec.tasks:
         for candidate in [u.candidate for u in units(spec)]:
             fitted = [g for g in groups if (g.task, g.candidate) == (task.name, candidate)
@@ -182,7 +193,8 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
             title = f"{task.name} after {candidate}" if candidate else task.name
             if fitted:
                 name = f"figures/{candidate + '_' if candidate else ''}{task.name}.png"
-                save_figure(out / name, task_figure(title, fitted))
+                save_figure(out / name, task_figure(title, fitted,
+                                                    target_tokens=spec.fit.target_tokens))
                 figures.append((f"{title} D_f=all all metrics", name))
     for g in groups:
         if not g.analysis.points:  # not fitted (the COMET stand-in), too few points
@@ -190,7 +202,8 @@ def _figures(spec: SweepSpec, groups: list[LawGroup], out: Path) -> list[tuple[s
         head = f"{g.candidate}_" if g.candidate else ""
         name = f"figures/{head}{g.task}_df{g.d_f}_{g.metric}.png"
         title = f"{g.task} after {g.candidate}" if g.candidate else g.task
-        save_law_figure(out / name, title, g.d_f, g.metric, g.points, g.analysis)
+        save_law_figure(out / name, title, g.d_f, g.metric, g.points, g.analysis,
+                        target_tokens=spec.fit.target_tokens)
         figures.append((f"{title} D_f={g.d_f} {g.metric}", name))
     return figures
 

@@ -33,7 +33,7 @@ from raysweep.logs import LEVEL_VARIABLE, configure_worker
 from raysweep.plan import FITTER_NAME, WATCHER_NAME, units
 from raysweep.preflight import check
 from raysweep.spec import SweepSpec
-from raysweep.tracking import KIND, KINDS, Tracker, sweep_params
+from raysweep.tracking import COORDINATOR_RUN, KIND, KINDS, Tracker, sweep_params
 from raysweep.watcher import CheckpointWatcher
 
 NAMESPACE = "raysweep"
@@ -178,8 +178,10 @@ def _open_runs(spec: SweepSpec, source) -> dict[str, str]:
     tracker.ensure_experiment()
     sweep_run = tracker.get_or_create_run({KIND: "sweep"}, spec.name)
     runs = {"sweep": sweep_run,
-            "pretrain": tracker.get_or_create_run({KIND: "pretrain"}, "pretrain", sweep_run),
-            "laws": tracker.get_or_create_run({KIND: "laws"}, "laws", sweep_run)}
+            "pretrain": tracker.get_or_create_run({KIND: "pretrain"},
+                                                  COORDINATOR_RUN.format("pretrain"), sweep_run),
+            "laws": tracker.get_or_create_run({KIND: "laws"}, COORDINATOR_RUN.format("laws"),
+                                              sweep_run)}
     for run_id in runs.values():
         tracker.set_running(run_id)
     if spec.source_file and os.path.isfile(spec.source_file):

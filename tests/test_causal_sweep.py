@@ -88,5 +88,5 @@ def test_causal_pretraining_improves_the_tasks_cross_entropy_and_the_law_is_fitt
     for d_f in (1000, 3000):
         assert ({f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")}
                 <= set(laws.data.metrics))
-        assert laws.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"] in VERDICTS
+        assert laws.data.tags[f"verdict.cross_entropy.en-de.df_{d_f}"] in VERDICTS
     assert any(f["metric"] == "cross_entropy" and f["num_points"] == 3 for f in outcome.laws)

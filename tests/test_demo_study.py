@@ -132,12 +132,18 @@ def test_the_laws_are_fitted_per_candidate_and_the_page_leads_with_the_compariso
     assert baseline["en-de"] == baseline["fr-ro"]  # one baseline, shared
     (study,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = study.data.tags["mlflow.note.content"]
-    assert page.startswith("# study-demo: which pretraining data serves each task best")
+    # The decision in a line per task first (what MLflow shows of the folded description).
+    assert page.startswith("**Answer** (final):\n- **en-de**: **Best: en-de** (BLEU at D_f = ")
+    assert "# study-demo: which pretraining data serves each task best" in page
     assert "## en-de" in page and "### fr-ro" in page and "P(best)" in page
-    # The candidates side by side, as a figure on the laws run.
+    assert "| more data, to " in page  # each candidate's marginal value, as a sweep's page
+    # The candidates side by side, as a figure on the laws run, and beside the answer with the
+    # paper's gain-against-alignment figure.
     (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     figures = [a.path for a in tracker.client.list_artifacts(laws.info.run_id, "plots/study/en-de")]
     assert figures == ["plots/study/en-de/df_4000.png"]
+    overview = {a.path for a in tracker.client.list_artifacts(study.info.run_id, "overview")}
+    assert overview == {"overview/en-de_df_4000.png", "overview/en-de_gain_vs_alignment.png"}
     rankings = tracker.load_dict(laws.info.run_id, "tables/rankings.json")
     rows = [dict(zip(rankings["columns"], row)) for row in rankings["data"]]
     assert {(r["rank"], r["candidate"], r["best"]) for r in rows if r["metric"] == "bleu"} == {
@@ -153,3 +159,23 @@ def test_status_shows_each_candidate(demo_study):
     for name in CANDIDATES:
         assert f"pretraining {name}: FINISHED" in text
     assert "checkpoints en-de: 6/6 published" in text
+
+
+def test_the_analysis_notebook_shows_the_study(demo_study, monkeypatch):
+    """notebooks/analysis.ipynb on a study: the comparison page, the candidates side by side and
+    the gain-against-alignment figure, then one candidate's laws (its refit equal to MLflow's)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    spec, *_ = demo_study
+    monkeypatch.setenv("RAYSWEEP_SPEC", spec.source_file)
+    notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    shown = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "# study-demo: which pretraining data serves each task best" in shown
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    # The study's figure (one D_f), the gain against alignment, the first candidate's task figure,
+    # then its cross-entropy law and a metric against cross-entropy.
+    assert len(images) == 3 + 2, len(images)

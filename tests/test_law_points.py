@@ -108,8 +108,17 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     page = answer_markdown(spec, groups, checkpoints_in=4)
     assert "**Yes: this pretraining data helps en-de.**" in page and "final" in page
     assert f"**{a.verdict}**" in page and "+7.8 [" in page  # the gain, with its interval
-    assert "1.6x past the data" in page and a.reason in page
+    assert a.reason in page
+    # The second question, in every row and in the headline: the largest checkpoint as
+    # measured, the prediction at the target, and what going on from one to the other gives.
+    assert "| 12.8 ± 0.2 at 640k |" in page and "| at 1M (law) | more data, to 1M |" in page
+    more = a.predictions[0]["more"]
+    assert more["from"] == 640000 and more["low"] > 0  # a clear rise, by the law
+    assert f"{more['value']:+.2f}"[:4] in page and "(by the law, from 1.6x the data)" in page
+    assert "**More of it:** BLEU at 1M pretraining tokens against the largest checkpoint" in page
     assert "D_p needed" in page and ("for 14" in page or "not reached" in page)
+    without_target = dataclasses.replace(spec, fit=dataclasses.replace(spec.fit, target_score={}))
+    assert "D_p needed" not in answer_markdown(without_target, groups)
     assert "provisional: 2 of 4 checkpoints in" in answer_markdown(spec, groups, checkpoints_in=2)
     table = answer_table(spec, groups)
     assert "aligned" in table and a.reason in table
@@ -123,4 +132,8 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
                                    dataclasses.replace(groups[0], metric="cross_entropy",
                                                        analysis=ce)])
     assert "**Not enough evidence yet for en-de in BLEU:**" in mixed
+    # Improvements read as improvements: cross-entropy's fall is a reduction, in nats; a change
+    # whose interval holds zero is said to be nothing.
+    assert "reduction 0.616 [" in mixed and "nats" in mixed  # its gain over none: -0.616
+    assert "not distinguishable from nothing" in mixed
     assert "beyond their noise: cross-entropy at D_f = 4,000" in mixed

@@ -1,7 +1,8 @@
 """The MLflow UI on a finished sweep, in a real browser: `mlflow ui` as the README runs it, headless
-Chromium (Debian's package; .ci/run installs it) driven by Playwright. Walks the path a user takes:
-the experiment, the sweep run's page with the answer, the sweep's runs under their parent, the
-laws run, its scaling-curve plot."""
+Chromium (Debian's package; .ci/run installs it) driven by Playwright. Walks the path a user takes
+from MLflow's start page: the experiment, the sweep's runs, the sweep run's page with the answer,
+its overview figure, the laws run and its scaling-curve plot; screenshots of each step are kept
+with the test's files (and in $RAYSWEEP_SCREENSHOTS where set)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,44 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])  # the IHDR chunk: width, height
 
 
-def test_the_ui_shows_the_sweeps_runs_and_the_laws_plot(finished_sweep, mlflow_ui, tmp_path):
+def shot(page, tmp_path: Path, name: str, full_page: bool = False) -> None:
+    """A screenshot of what the user sees, kept with the test's files; also under
+    $RAYSWEEP_SCREENSHOTS where it is set (to look at the pages: README, reviews)."""
+    page.screenshot(path=str(tmp_path / name), full_page=full_page)
+    if os.environ.get("RAYSWEEP_SCREENSHOTS"):
+        shutil.copy(tmp_path / name, os.environ["RAYSWEEP_SCREENSHOTS"])
+
+
+def close_assistant(page) -> None:
+    """Close MLflow's Assistant panel where the UI opens it (MLflow 3.17): it takes a third of a
+    1440 px window, and the run page then stacks its boxes into one column, the description
+    after the run's details. Closed, the description (the answer) leads the page."""
+    from playwright.sync_api import TimeoutError as Timeout
+
+    close = page.get_by_role("button", name="Close", exact=True).first  # the panel's only one
+    try:
+        close.wait_for(state="visible", timeout=5_000)
+    except Timeout:  # an MLflow without it, or closed already
+        return
+    close.click()
+    close.wait_for(state="hidden")
+
+
+def visible_text(link) -> str:
+    """The part of a link's text the UI shows: runs-list names are cut with an ellipsis at the
+    column's width (the share of the text that fits, by its rendered width)."""
+    text, shown, whole = link.evaluate(
+        "a => [a.textContent, a.getBoundingClientRect().width, a.scrollWidth]")
+    parent = link.evaluate("a => a.parentElement.getBoundingClientRect().width")
+    return text[:int(len(text) * min(1.0, min(shown, parent) / max(whole, 1)))]
+
+
+def test_the_ui_leads_with_the_answer_from_the_start_page_to_the_laws_plot(
+        finished_sweep, mlflow_ui, tmp_path):
+    """The path a researcher takes, checked on what they see: the answer on the experiment (its
+    folded description) and on the sweep run (folded and unfolded), with what more data gives;
+    trial names whose visible part shows D_f and D_p; the task's overview figure beside the
+    answer; the laws run and its plot."""
     if CHROMIUM is None:
         if os.environ.get("RAYSWEEP_CI"):
             pytest.fail("chromium is not installed: .ci/run installs Debian's package")
@@ -48,35 +86,61 @@ def test_the_ui_shows_the_sweeps_runs_and_the_laws_plot(finished_sweep, mlflow_u
 
     spec, _, _, _, tracker = finished_sweep
     (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})
+    (sweep_run,) = tracker.find_runs({"raysweep.kind": "sweep"})
     plot = "plots/en-de/df_1000/cross_entropy.png"
     local = Path(tracker.client.download_artifacts(laws_run.info.run_id, plot, str(tmp_path)))
+    first_line = tracker.client.get_experiment(sweep_run.info.experiment_id).tags[
+        "mlflow.note.content"].split(" · ")[0]  # "en-de: yes, this data helps (BLEU ...)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(60_000)
         try:
             page.goto(mlflow_ui)
             page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on GenAI pages
+            shot(page, tmp_path, "experiments.png")
+            # 1 click: the experiment. Its description, folded to one line, is the answer.
             page.get_by_role("link", name=spec.name, exact=True).first.click()
-            # The answer first: the sweep run's Overview holds it, in its description.
-            (sweep_run,) = tracker.find_runs({"raysweep.kind": "sweep"})
-            page.locator(f"a[href*='/runs/{sweep_run.info.run_id}']").first.click()
+            close_assistant(page)
+            expect(page.get_by_text(first_line).first).to_be_visible()
+            assert first_line.startswith("en-de: ") and "(BLEU " in first_line
+            shot(page, tmp_path, "experiment.png")
+            # The runs list: the trial names show D_f and D_p where the column cuts them.
+            page.locator("button[data-component-id*=runnamecellrenderer]").first.click()
+            for name in ("(pretrain)", "(laws)", "df3k dp8.19k s0 lr3e-3 en-de",
+                         "df1k dp0 s0 lr3e-3 en-fr"):
+                expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+            seen = visible_text(page.get_by_role("link", name="df3k dp8.19k s0 lr3e-3 en-de"))
+            assert seen.startswith("df3k dp8"), seen
+            shot(page, tmp_path, "runs.png")
+            # 2 clicks: the sweep run. The answer leads its folded description, both halves.
+            page.get_by_role("link", name=spec.name, exact=True).last.click()  # the runs table
             expect(page).to_have_url(f"{mlflow_ui}/#/experiments/{sweep_run.info.experiment_id}"
                                      f"/runs/{sweep_run.info.run_id}")
-            heading = "tiny: what this pretraining data does for the task"
-            expect(page.get_by_text(heading).first).to_be_visible()
-            expect(page.get_by_text("gain over no pretraining", exact=True).first).to_be_visible()
-            if os.environ.get("RAYSWEEP_SCREENSHOTS"):  # to look at the page (README, reviews)
-                page.screenshot(path=os.path.join(os.environ["RAYSWEEP_SCREENSHOTS"],
-                                                  "sweep_run_answer.png"), full_page=True)
-            page.go_back()
-            # The sweep run, then its children: pretraining, the laws and every trial.
-            expect(page.get_by_role("link", name=spec.name, exact=True).last).to_be_visible()
-            page.locator("button[data-component-id*=runnamecellrenderer]").first.click()
-            for name in ("pretrain", "laws", "en-de/dp=8192/df=3000/lr=0.003/seed=0",
-                         "en-fr/dp=0/df=1000/lr=0.003/seed=0"):
-                expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
-            page.get_by_role("link", name="laws", exact=True).click()
+            expect(page.get_by_text("Answer").first).to_be_visible()
+            expect(page.get_by_text("more data, to 100k: BLEU").first).to_be_visible()
+            shot(page, tmp_path, "sweep_run.png")
+            page.get_by_text("Show more").first.click()
+            expect(page.get_by_text("more data, to 100k", exact=True).first).to_be_visible()
+            expect(page.get_by_text("gain over none", exact=True).first).to_be_visible()
+            shot(page, tmp_path, "sweep_run_unfolded.png", full_page=True)
+            # Beside the answer, the overview figure of each task.
+            page.get_by_role("tab", name="Artifacts").click()
+            page.get_by_text("overview", exact=True).first.click()
+            page.get_by_text("en-de.png", exact=True).first.click()
+            image = page.locator("img[src^='blob:']").first
+            expect(image).to_be_visible()
+            shot(page, tmp_path, "overview.png")
+            # The laws run, linked from the answer, and its plot.
+            page.get_by_role("tab", name="Overview").click()
+            link = page.get_by_role("link", name="laws run: plots and tables").first
+            assert link.get_attribute("href").endswith(f"/runs/{laws_run.info.run_id}")
+            if link.get_attribute("target") == "_blank":  # MLflow opens a description's links
+                with page.context.expect_page() as opened:  # in a new tab
+                    link.click()
+                page = opened.value
+            else:
+                link.click()
             expect(page).to_have_url(f"{mlflow_ui}/#/experiments/{laws_run.info.experiment_id}"
                                      f"/runs/{laws_run.info.run_id}")
             page.get_by_role("tab", name="Artifacts").click()

@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from raysweep.figures.law import save_figure
 from raysweep.laws import LOG_LAW
-from raysweep.study.compare import Candidate, compare, describe_comparison
+from raysweep.laws.group import LawGroup
+from raysweep.study.compare import TREND_AT_BEST, Candidate, compare, describe_comparison
+from raysweep.study.figures import alignment_figure, study_figure
+from raysweep.study.stopping import losers
 from raysweep.study.tables import table_candidates
 
 D_P = [1e8, 2e8, 4e8, 8e8, 1.6e9]
@@ -204,8 +208,6 @@ def test_raysweep_compare_refuses_a_bad_table_in_one_paragraph(tmp_path, capsys,
 
 
 def test_a_loser_stops_only_when_beaten_at_the_target_in_every_comparison():
-    from raysweep.study.stopping import losers
-
     a = measured("en-de", [20, 21, 22, 23, 24])
     b = measured("fr-ro", [20, 20.2, 20.1, 20.3, 20.2])
     c = measured("en-fr", [20, 21, 22, 23, 23.9])
@@ -223,8 +225,6 @@ def test_a_loser_stops_only_when_beaten_at_the_target_in_every_comparison():
 
 
 def test_at_a_target_only_a_leader_whose_law_held_its_backtest_stops_others():
-    from raysweep.study.stopping import losers
-
     x = np.array([*D_P, 3.2e9])
     strong, weak = 8 * (x / 1e6) ** 0.14, 8 * (x / 1e6) ** 0.10
     checked = compare(table_candidates({"strong": (x, strong, [0.05] * 6),
@@ -243,10 +243,6 @@ def test_at_a_target_only_a_leader_whose_law_held_its_backtest_stops_others():
 
 
 def test_the_study_figure_overlays_the_candidates_with_each_decision_in_its_title(tmp_path):
-    from raysweep.laws.group import LawGroup
-    from raysweep.plots import save_figure
-    from raysweep.study.figures import study_figure
-
     x = np.array(D_P)
     columns = {"strong": (x, 8 * (x / 1e6) ** 0.14, [0.05] * 5),
                "weak": (x, 8 * (x / 1e6) ** 0.10, [0.05] * 5)}
@@ -264,3 +260,57 @@ def test_the_study_figure_overlays_the_candidates_with_each_decision_in_its_titl
     assert any(label.startswith("weak: ") for label in labels)
     save_figure(tmp_path / "study.png", fig)
     assert (tmp_path / "study.png").stat().st_size > 10_000
+
+
+def test_the_alignment_figure_puts_each_candidates_gain_at_its_alignment_score(tmp_path):
+    """The paper's figure: gain over no pretraining (±1 SE) against the alignment score, each
+    candidate named; one whose score is unknown is left out, and the figure says so."""
+
+    x = np.array(D_P)
+    columns = {"en-de": (x, 8 * (x / 1e6) ** 0.14, [0.05] * 5),
+               "en-fr": (x, 8 * (x / 1e6) ** 0.05, [0.05] * 5),
+               "mystery": (x, 8 * (x / 1e6) ** 0.10, [0.05] * 5)}
+    candidates = table_candidates(columns, LOG_LAW, 0.1, increasing=True, baseline=7.0,
+                                  baseline_se=0.1, resamples=50)
+    groups = [LawGroup("en-de", 4000, "bleu", {0: {"y": 7.0, "se": 0.1}, **c.points}, c.analysis,
+                       candidate=c.name) for c in candidates]
+    fig = alignment_figure("en-de", groups, {"en-de": 1.0, "en-fr": 0.35, "mystery": None})
+    (ax,) = [a for a in fig.axes if a.get_visible() and a.axison]
+    shown = {t.get_text(): t.xy for t in ax.texts}
+    assert set(shown) == {"en-de", "en-fr"}  # named where they are; "mystery" left out
+    for c in candidates[:2]:
+        assert shown[c.name] == pytest.approx(
+            ({"en-de": 1.0, "en-fr": 0.35}[c.name], c.analysis.gain["value"]))
+    assert shown["en-de"][1] > shown["en-fr"][1] > 0
+    notes = " ".join(t.get_text() for t in fig.texts)
+    assert "Left out (a source's language is not known): mystery." in notes
+    save_figure(tmp_path / "alignment.png", fig)
+    assert (tmp_path / "alignment.png").stat().st_size > 10_000
+
+
+def test_a_candidate_that_follows_no_law_yet_is_read_at_its_best_can_lose_but_never_win():
+    """Its law fails and its verdict is inconclusive: at the target it is read by the straight
+    line through its points in log D_p at the optimistic end of the slope's interval. A checked
+    law well above that bound beats it (and may stop it); above the others, it is no decision."""
+
+    x = np.array([*D_P, 3.2e9])
+    strong = 8 * (x / 1e6) ** 0.14  # 29.0 at 10B
+    jump = np.array([20, 20.1, 20, 20.1, 21.5])  # a rise, but no law follows it yet
+    for offset, beaten in ((0.0, True), (10.0, False)):
+        candidates = table_candidates(
+            {"strong": (x, strong, [0.05] * 6), "jump": (D_P, jump + offset, [0.3] * 5)},
+            LOG_LAW, 0.1, increasing=True, at=1e10, baseline=19.5 + offset, baseline_se=0.3,
+            resamples=200)
+        assert candidates[1].analysis.verdict == "inconclusive"
+        assert not candidates[1].analysis.predictions  # its law fails: nothing to extrapolate
+        c = compare(candidates, "bleu", increasing=True, at=1e10)
+        read = {row["name"]: row for row in c.ranking}
+        assert c.basis == "predicted" and read["jump"]["read"] == TREND_AT_BEST
+        # At its best: above its last point (the trend rises), continued to 10B.
+        assert read["jump"]["value"] > 21.5 + offset
+        if beaten:
+            assert c.best == "strong" and list(losers([c], 0.95, target=1e10)) == ["jump"]
+        else:
+            assert c.ranking[0]["name"] == "jump" and c.best is None
+            assert "jump may lead, but it follows no law yet" in c.decision
+            assert losers([c], 0.95, target=1e10) == {}

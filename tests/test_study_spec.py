@@ -294,3 +294,19 @@ def test_validate_refuses_a_study_of_one_candidate(write_spec, capsys):
     data["candidates"].pop()
     err = _refused(capsys, write_spec(data))
     assert "field `candidates` must list two or more candidates: a study compares" in err
+
+
+def test_validate_names_the_candidate_whose_file_holds_too_little_text(write_spec, tmp_path,
+                                                                      capsys):
+    """A candidate's data checks run on its own spec; the error names the field of the study's
+    spec (candidates[1]), not the candidate's pretrain.mixture[0]."""
+    data = tiny_study()
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "small.jsonl").write_text(
+        "".join('{"text": "un petit texte"}\n' for _ in range(3)))
+    data["candidates"][1]["mixture"] = [{"source": "file:data/small.jsonl", "weight": 1.0,
+                                         "language": "fr"}]
+    path = write_spec(data)
+    err = _refused(capsys, path)
+    assert "candidates[1] ('fr').mixture[0].source" in err, err
+    assert "pretrain.mixture" not in err

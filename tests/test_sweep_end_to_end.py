@@ -5,12 +5,13 @@ MLflow."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
-from raysweep.laws.analysis import VERDICTS
+from raysweep.laws.analysis import VERDICTS, identifiable
 from raysweep.plan import TrialKey, TrialResult, plan_keys
-from raysweep.tracking import trial_key_from_tags
+from raysweep.tracking import trial_key_from_tags, trial_run_name
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,18 @@ def test_every_planned_trial_key_has_exactly_one_finished_run(finished_sweep):
     runs = tracker.find_runs({"raysweep.kind": "trial"})
     assert sorted(r.data.tags["raysweep.trial_key"] for r in runs) == planned
     assert {r.info.status for r in runs} == {"FINISHED"}
+    # Named for MLflow's runs list: task, D_f, D_p, seed and lr within the width it shows (the
+    # run is found by its key's tag, not its name); the sweep's own runs sort first.
+    assert {r.info.run_name for r in runs} == {
+        trial_run_name(trial_key_from_tags(r.data.tags)) for r in runs}
+    assert "df3k dp8.19k s0 lr3e-3 en-de" in {r.info.run_name for r in runs}
+    # The task and D_f also in the Dataset column, where the names are cut short.
+    full = tracker.client.get_run(runs[0].info.run_id)
+    key = trial_key_from_tags(full.data.tags)
+    assert [i.dataset.name for i in full.inputs.dataset_inputs] == [
+        f"{key.task} (D_f {key.d_f // 1000}k)"]
+    assert {r.info.run_name for kind in ("pretrain", "laws")
+            for r in tracker.find_runs({"raysweep.kind": kind})} == {"(pretrain)", "(laws)"}
     # The rerun found every key finished and ran none of them again.
     assert rerun.ok and rerun.progress["skipped"] == 20 and rerun.progress["done"] == 0
 
@@ -106,15 +119,19 @@ def test_law_parameters_are_logged(finished_sweep):
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
     metrics = run.data.metrics
     for d_f in (1000, 3000):
-        assert ({f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")}
-                <= set(metrics))
+        law = next(f for f in first.laws
+                   if (f["task"], f["d_f"], f["metric"]) == ("en-de", d_f, "cross_entropy"))
+        # The parameters where the points pin them down, and only there (laws.json keeps them).
+        logged = {f"params/en-de/df_{d_f}/cross_entropy/{p}" for p in ("E", "A", "alpha")}
+        assert (logged <= set(metrics)) == identifiable(SimpleNamespace(**law)), law
+        assert logged <= set(metrics) or not logged & set(metrics)
         # The answer's numbers (gain over no pretraining, prediction) come with their intervals.
         for name in ("gain", "prediction", "trend"):
             low, value, high = (metrics[f"en-de/df_{d_f}/cross_entropy/{name}{end}"]
                                 for end in ("_low", "", "_high"))
             assert low <= value <= high
         # The tag holds the verdict alone, short enough for the UI.
-        assert run.data.tags[f"raysweep.verdict.en-de.df_{d_f}.cross_entropy"] in VERDICTS
+        assert run.data.tags[f"verdict.cross_entropy.en-de.df_{d_f}"] in VERDICTS
         plots = [a.path
                  for a in tracker.client.list_artifacts(run.info.run_id, f"plots/en-de/df_{d_f}")]
         assert f"plots/en-de/df_{d_f}/cross_entropy.png" in plots
@@ -136,18 +153,31 @@ def test_the_answer_is_on_the_sweep_runs_page_and_the_laws_are_tables(finished_s
     spec, first, _, _, tracker = finished_sweep
     (sweep,) = tracker.find_runs({"raysweep.kind": "sweep"})
     page = sweep.data.tags["mlflow.note.content"]
-    assert (page.startswith("# tiny: what this pretraining data does for the task")
-            and "final" in page)
+    # The answer in a line per task first (what MLflow shows of the folded description), both
+    # halves: does the data help, and what pretraining on to the target gives.
+    head = page.split("\n\n")[0].splitlines()
+    assert head[0] == "**Answer** (final):" and len(head) == 1 + len(spec.tasks)
+    assert all(line.startswith(f"- **{task.name}: ") and "more data, to 100k: BLEU" in line
+               for line, task in zip(head[1:], spec.tasks)), head
+    assert "# tiny: what this pretraining data does for the task" in page
     for task in ("en-de", "en-fr"):
         assert f"## {task} (alignment score of the mixture" in page
-    assert ("| D_f | metric | verdict | gain over no pretraining | at 100k tokens | D_p needed |"
-            in page)
+    assert ("| D_f | metric | verdict | gain over none | largest checkpoint | at 100k (law) "
+            "| more data, to 100k |\n" in page)
+    (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
+    assert f"[laws run: plots and tables]({tracker.run_link(laws.info.run_id)})" in page
+    # The experiment says it too, with a link to the sweep run.
+    experiment = tracker.client.get_experiment(sweep.info.experiment_id)
+    note = experiment.tags["mlflow.note.content"]
+    assert f"]({tracker.run_link(sweep.info.run_id)})" in note and "\n".join(head[1:]) in note
+    # Beside the answer, the overview of each task (every metric, every D_f).
+    overview = {a.path for a in tracker.client.list_artifacts(sweep.info.run_id, "overview")}
+    assert {f"overview/{task.name}.png" for task in spec.tasks} <= overview
     bleu = next(f for f in first.laws
                 if (f["task"], f["d_f"], f["metric"]) == ("en-de", 1000, "bleu"))
     assert f"**{bleu['verdict']}**" in page and bleu["reason"] in page
     comet = next(f for f in first.laws if f["metric"] == "comet")
     assert comet["verdict"] == "not fitted" and "code-path stand-in" in comet["reason"]
-    (laws,) = tracker.find_runs({"raysweep.kind": "laws"})
     import json
 
     points = json.loads(open(tracker.client.download_artifacts(
@@ -192,8 +222,7 @@ def test_the_best_lr_of_each_point_is_marked_by_dev_cross_entropy(finished_sweep
 def test_the_second_task_is_fitted_from_the_same_pretraining_run(finished_sweep):
     _, first, _, _, tracker = finished_sweep
     (run,) = tracker.find_runs({"raysweep.kind": "laws"})
-    assert {"params/en-fr/df_1000/cross_entropy/E",
-            "params/en-fr/df_1000/cross_entropy/alpha"} <= set(run.data.metrics)
+    assert any(key.startswith("en-fr/df_1000/cross_entropy/") for key in run.data.metrics)
     assert any(f["task"] == "en-fr" and f["num_points"] == 3 for f in first.laws)
 
 
@@ -247,7 +276,7 @@ def test_status_shows_progress_failures_and_latest_laws(finished_sweep, tmp_path
     assert ("checkpoints: 3/3 published" in out
             and "trials: 20/20 finished, 0 running, 0 failed" in out)
     assert "8,192 of 8,192 tokens" in out and "MFU" in out
-    assert "en-fr.df_1000.cross_entropy:" in out  # the latest verdict of every law
+    assert "cross_entropy.en-fr.df_1000:" in out  # the latest verdict of every law
 
 
 def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(
@@ -274,10 +303,13 @@ def test_report_leads_with_the_answer_and_has_the_laws_of_mlflow_and_figures(
     assert all((out / f).stat().st_size > 10_000 for f in figures)
     # The same numbers as the laws run in MLflow.
     (laws_run,) = tracker.find_runs({"raysweep.kind": "laws"})
-    alpha = laws_run.data.metrics["params/en-de/df_1000/cross_entropy/alpha"]
     row = next(line for line in markdown.splitlines()
                if line.startswith("| en-de | 1000 | cross_entropy |"))
-    assert f"alpha = {alpha:.3g}" in row and not math.isnan(alpha)
+    alpha = laws_run.data.metrics.get("params/en-de/df_1000/cross_entropy/alpha")
+    if alpha is None:  # not identifiable: neither place shows it
+        assert "not shown: the points do not pin them down" in row
+    else:
+        assert f"alpha = {alpha:.3g}" in row and not math.isnan(alpha)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)  # one file, figures inlined
     assert "<table>" in html and "<b>" in html and "**" not in html

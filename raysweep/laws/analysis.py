@@ -67,7 +67,10 @@ class Analysis:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     level: float = 0.9
     predictions: list[dict] = field(default_factory=list)
-    """{"x", "value", "low", "high", "extrapolation"}: extrapolation = x / the largest D fitted."""
+    """{"x", "value", "low", "high", "extrapolation"}: extrapolation = x / the largest D fitted;
+    beyond it, "more": {"from" (the largest D fitted), "value", "low", "high"}, what the law says
+    going on from there to x gives (the value at x minus the value there, in the metric's units:
+    negative for a falling cross-entropy)."""
     band: list[dict] = field(default_factory=list)  # the fitted curve with its interval, for plots
     points: list[dict] = field(default_factory=list)
     """{"x", "y", "se"}: the fitted points and the error each was judged with."""
@@ -189,8 +192,11 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
     log_sigma, log_cov = sigma / ys, cov / np.outer(ys, ys)
     chi2, dof, p_fit, scale = evidence.log_chi2(np.log(ys) - np.log(fit.predict(xs)), log_cov,
                                                 len(law.param_names))
-    boot = bootstrap(law, xs, ys, huber_delta, resamples, level, [*predict_at, *band_at], seed,
-                     full=fit, log_sigma=log_sigma, scale=scale, weights=weights, log_cov=log_cov)
+    # The largest checkpoint last: each prediction's "more" is read against it, resample by
+    # resample.
+    boot = bootstrap(law, xs, ys, huber_delta, resamples, level,
+                     [*predict_at, *band_at, float(xs[-1])], seed, full=fit,
+                     log_sigma=log_sigma, scale=scale, weights=weights, log_cov=log_cov)
     e = _evidence(fit, xs, ys, sigma, cov, test_cov, sign, (chi2, dof, scale), baseline,
                   baseline_se, noise, min_effect, independent)
     verdict, reason, test = _judge(e, lambda: backtest(law, xs, ys, huber_delta, k, log_sigma,
@@ -199,6 +205,22 @@ def analyse(law: Law, x, y, huber_delta: float, *, se=None, baseline: float | No
         reason = f"provisional ({xs.size + dropped} of {expected_points} checkpoints): {reason}"
     return _result(base, fit, boot, e, verdict, reason, test, xs, ys, sigma, source, increasing,
                    predict_at, band_at, target_y)
+
+
+def _more(fit: FitResult, boot, column: int, last: float, d: float, level: float) -> dict:
+    """{"more": ...}: what the law says pretraining from the largest checkpoint `last` on to `d`
+    gives, {"from", "value", "low", "high"} (the interval from the same resamples at both ends,
+    so what the two share cancels); {} for a `d` not beyond the checkpoints."""
+    draws = boot.draws
+    if d <= last * (1 + 1e-9) or draws is None or not len(draws):
+        return {}
+    change = draws[:, column] - draws[:, -1]
+    change = change[np.isfinite(change)]
+    if not change.size:
+        return {}
+    low, high = np.percentile(change, [50 * (1 - level), 50 * (1 + level)])
+    value = float(fit.predict([d])[0] - fit.predict([last])[0])
+    return {"more": {"from": last, "value": value, "low": float(low), "high": float(high)}}
 
 
 def _evidence(fit: FitResult, xs, ys, sigma, cov, test_cov, sign: float, misfit: tuple,
@@ -255,7 +277,8 @@ def _result(base: dict, fit: FitResult, boot, e: evidence.Evidence, verdict: str
     return Analysis(
         **base, verdict=verdict, reason=reason, params=shown,
         intervals={k: v for k, v in boot.params.items() if k in shown},
-        predictions=[with_interval(d) for d in predict_at] if readable else [],
+        predictions=[{**with_interval(d), **_more(fit, boot, i, float(xs[-1]), d, level)}
+                     for i, d in enumerate(predict_at)] if readable else [],
         band=[with_interval(d) for d in band_at] if cannot_follow is None else [],
         points=[{"x": float(a), "y": float(b), "se": float(s)} for a, b, s in zip(xs, ys, sigma)],
         noise_source=source,
@@ -327,6 +350,30 @@ def extrapolation_words(prediction: dict) -> str:
         return "within the measured range"
     return f"{factor:.3g}x beyond the largest checkpoint" + (" (far: treat with care)"
                                                              if factor > 10 else "")
+
+
+PARAM_SPREAD = 2.0
+"""A law's parameters are read (shown in figures, logged as metrics) only where each interval is
+finite, holds the estimate and is at most this many times the estimate wide: beyond, the points
+do not pin them down (a log-law's alpha of 813 with an interval up to 1e11)."""
+
+
+def identifiable(analysis: Analysis | None) -> bool:
+    """Whether the law's parameters can be read: the analysis gives them and says the law holds,
+    and each one's bootstrap interval is finite, holds it and is at most PARAM_SPREAD times it
+    wide (the log-law's A, alpha, beta often trade off: any of them fits)."""
+    if analysis is None or not analysis.params or analysis.law_holds is not True:
+        return False
+    for name, value in analysis.params.items():
+        low, high = analysis.intervals.get(name, (math.nan, math.nan))
+        try:
+            low, high = float(low), float(high)
+        except (TypeError, ValueError):
+            return False
+        if not (math.isfinite(value) and low <= value <= high
+                and high - low <= PARAM_SPREAD * abs(value)):
+            return False
+    return True
 
 
 def describe(analysis: Analysis, x_name: str = "D", y_name: str = "y") -> str:

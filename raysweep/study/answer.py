@@ -9,16 +9,14 @@ after every refit), at the end of `raysweep run` and by `raysweep report`.
 
 from __future__ import annotations
 
-import time
-
 from raysweep import checkpoints
-from raysweep.answer import NAMES, answer_rows, answer_table
+from raysweep.answer import NAMES, answer_rows, answer_table, page_head
 from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
 from raysweep.plan import stopped
 from raysweep.spec import SweepSpec
 from raysweep.study.compare import Comparison, describe_comparison, study_comparisons
-from raysweep.text import number, tokens
+from raysweep.text import interval, tokens
 
 
 def _headline(task: str, mine: list[tuple[str, int, Comparison]]) -> str:
@@ -42,6 +40,14 @@ def _headline(task: str, mine: list[tuple[str, int, Comparison]]) -> str:
             f"their noise; the rows below say what would resolve it.")
 
 
+def study_lines(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
+    """The decision in a line per task: what the experiment's description and the top of the
+    study run's page show."""
+    found = study_comparisons(spec, groups)
+    return [f"- **{task.name}**: " + _headline(task.name, [f for f in found if f[0] == task.name])
+            .replace(f" for {task.name}", "") for task in spec.tasks]
+
+
 def _agreement(mine: list[tuple[str, int, Comparison]]) -> list[str]:
     """Whether cross-entropy ranks the candidates as the task metrics do (the paper: it can
     improve where BLEU does not), per D_f."""
@@ -61,20 +67,18 @@ def _agreement(mine: list[tuple[str, int, Comparison]]) -> list[str]:
 
 
 def study_markdown(spec: SweepSpec, groups: list[LawGroup],
-                   checkpoints_in: int | None = None) -> str:
-    """The study's page: per task the decision, a table of comparisons, then each candidate's
-    own answer table."""
+                   checkpoints_in: int | None = None, laws_link: str = "") -> str:
+    """The study's page: the decision in a line per task first (what MLflow shows of a folded
+    description), then per task the decision, a table of comparisons, then each candidate's own
+    answer table. laws_link: the laws run's page (the figures and tables)."""
     found, done = study_comparisons(spec, groups), stopped(spec)
     # A stopped candidate's schedule ends where it was stopped.
     scheduled = sum(len([d for d in u.published_tokens()
                          if u.candidate not in done or d <= done[u.candidate]["at_tokens"]])
                     for u in spec.candidate_specs())
-    status = ("final" if checkpoints_in is None or checkpoints_in >= scheduled else
-              f"provisional: {checkpoints_in} of {scheduled} checkpoints in")
-    lines = [f"# {spec.name}: which pretraining data serves each task best",
-             f"_{status} · updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
-             f"intervals {spec.fit.interval_level:.0%} · candidates: "
-             f"{', '.join(c.name for c in spec.candidates)}_", ""]
+    lines = page_head(spec, "which pretraining data serves each task best",
+                      study_lines(spec, groups), scheduled, checkpoints_in, laws_link,
+                      f"candidates: {', '.join(c.name for c in spec.candidates)} · ")
     lines += _stops(spec)
     for task in spec.tasks:
         mine = [item for item in found if item[0] == task.name]
@@ -82,8 +86,8 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
                   "| D_f | metric | decision | ranking: value [interval], P(best) |",
                   "|---:|---|---|---|"]
         for _, d_f, c in mine:
-            ranking = "; ".join(f"{r['name']} {number(r['value'])} [{number(r['low'])}, "
-                                f"{number(r['high'])}] {r['p_best']:.2f}" for r in c.ranking)
+            ranking = "; ".join(f"{r['name']} {interval(r['value'], r['low'], r['high'])} "
+                                f"{r['p_best']:.2f}" for r in c.ranking)
             decision = f"**{c.best}**" if c.best else "no decision yet"
             lines.append(f"| {d_f:,} | {NAMES.get(c.metric, c.metric)} at {tokens(c.at)} "
                          f"({c.basis}) | {decision} | {ranking} |")
@@ -113,18 +117,20 @@ def _stops(spec: SweepSpec) -> list[str]:
 
 
 def _candidate_sections(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
-    """Each candidate's laws as a sweep's answer shows them: verdict, gain, prediction."""
-    lines = ["## Each candidate", ""]
+    """Each candidate's laws as a sweep's answer shows them: verdict, gain, the largest
+    checkpoint, the prediction at the target and what more data gives."""
+    lines, target = ["## Each candidate", ""], tokens(spec.fit.target_tokens)
     for unit in spec.candidate_specs():
         mine = [g for g in groups if g.candidate == unit.candidate]
         scores = ", ".join(f"{t.name} {alignment_text(unit.pretrain.mixture, t)}"
                            for t in spec.tasks)
         lines += [f"### {unit.candidate} (alignment score {scores})", "",
-                  "| task | D_f | metric | verdict | gain over no pretraining | prediction |",
-                  "|---|---:|---|---|---|---|"]
+                  f"| task | D_f | metric | verdict | gain over none | largest checkpoint | at "
+                  f"{target} (law) | more data, to {target} |",
+                  "|---|---:|---|---|---|---|---|---|"]
         lines += [f"| {r['task']} | {r['d_f']:,} | {NAMES.get(r['metric'], r['metric'])} | "
-                  f"**{r['verdict']}** | {r['gain']} | {r['prediction']} |"
-                  for r in answer_rows(unit, mine)] + [""]
+                  f"**{r['verdict']}** | {r['gain']} | {r['now']} | {r['prediction']} | "
+                  f"{r['more']} |" for r in answer_rows(unit, mine)] + [""]
     return lines
 
 

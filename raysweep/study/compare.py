@@ -11,15 +11,17 @@ Where the candidates are compared (`Comparison.at`):
   measured and every candidate can be read there: a candidate whose law holds by its law's
   prediction and bootstrap interval; one whose data do not help (verdict misaligned or no
   effect) by its last measured value, as more of such data is not expected to give more (the
-  paper's misaligned mixtures). The values are compared as independent: the test-set noise the
-  candidates share (one test set) would cancel in their differences, so these intervals are if
-  anything too wide.
+  paper's misaligned mixtures); one that measured the target (trained there, beside one stopped
+  earlier) by that point; one whose data may still help but follow no law yet by its trend at
+  best, a bound that can lose the comparison but never win it (TREND_AT_BEST). The values are
+  compared as independent: the test-set noise the candidates share (one test set) would cancel
+  in their differences, so these intervals are if anything too wide.
 - otherwise at the largest D_p every candidate has measured (DataDecide's single-scale rule, but
   with its uncertainty): the points themselves. Every candidate is scored on the same test
   sentences with the same resamples, so the covariance of their replicates is the noise they
   share, and it cancels in a difference exactly as between checkpoints of one sweep. A target
-  where some candidate cannot be read (its law fails and its verdict is inconclusive, or aligned
-  without a law to extrapolate) falls back here, and the comparison says so.
+  where some candidate cannot be read (fewer than three points, or no analysis) falls back
+  here, and the comparison says so.
 
 The decision: the probability that each candidate is best (draws from the joint normal of the
 candidates' values), the leader named only when that probability reaches `confidence`; else
@@ -99,10 +101,10 @@ def compare(candidates: list[Candidate], metric: str, *, increasing: bool,
     if len(candidates) < 2:
         raise ValueError(f"a comparison needs two candidates or more, got {len(candidates)}")
     common = _largest_common(candidates)
-    where, basis, note = _where(candidates, at, common)
+    where, basis, note = _where(candidates, at, common, increasing)
     own = [None] * len(candidates)
     if basis == "predicted":
-        values, cov, read, own = _predicted(candidates, where)
+        values, cov, read, own = _predicted(candidates, where, increasing)
     else:
         (values, cov), read = _measured(candidates, where), ["measured"] * len(candidates)
     sign = 1.0 if increasing else -1.0
@@ -130,7 +132,7 @@ def _largest_common(candidates: list[Candidate]) -> float | None:
     return max(shared) if shared else None
 
 
-def _where(candidates, at, common) -> tuple[float, str, str]:
+def _where(candidates, at, common, increasing: bool) -> tuple[float, str, str]:
     """(the D_p to compare at, "measured" or "predicted", why not at `at` where it is not)."""
     if common is None:
         raise ValueError("the candidates have no pretrained checkpoint (D_p) in common: "
@@ -141,7 +143,7 @@ def _where(candidates, at, common) -> tuple[float, str, str]:
         # Below the common range a law's interpolation is no better than the points beside it.
         return common, "measured", (f"compared at {tokens(common)} tokens, the largest size "
                                     f"every candidate measured, not at {tokens(at)}")
-    unreadable = [c.name for c in candidates if _at_target(c, at) is None]
+    unreadable = [c.name for c in candidates if not readable_at(c, at, increasing)]
     if unreadable:
         why = ", ".join(unreadable)
         return common, "measured", (
@@ -150,10 +152,19 @@ def _where(candidates, at, common) -> tuple[float, str, str]:
     return float(at), "predicted", ""
 
 
-def _at_target(candidate: Candidate, at: float) -> tuple[float, float, str, tuple] | None:
-    """(value, standard error, how it was read, its interval or None) of a candidate at a D_p
-    beyond its points: its law's prediction (and bootstrap interval) where the law holds; its
-    last point where its data do not help; None where neither."""
+def readable_at(candidate: Candidate, at: float, increasing: bool = True) -> bool:
+    """Whether the candidate has a value at `at` (D_p) to compare: see _at_target."""
+    return _at_target(candidate, at, increasing) is not None
+
+
+def _at_target(candidate: Candidate, at: float, increasing: bool
+               ) -> tuple[float, float, str, tuple] | None:
+    """(value, standard error, how it was read, its interval or None) of a candidate at the
+    target: its law's prediction (and bootstrap interval) where the law holds (it draws on every
+    point, so it is surer than the one point measured there); its last point where its data do
+    not help; its point at the target where it measured one (a candidate trained to the target,
+    beside one stopped earlier); else, with three points or more, its trend at best
+    (_trend_at_best: a bound, not an estimate); None where none of these."""
     a = candidate.analysis
     if a is None:
         return None
@@ -168,7 +179,38 @@ def _at_target(candidate: Candidate, at: float) -> tuple[float, float, str, tupl
         last = max(d for d, p in candidate.points.items() if d > 0 and _finite(p.get("y")))
         return (candidate.points[last]["y"], candidate.points[last]["se"],
                 f"its value at {tokens(last)} ({a.verdict}: more gives nothing)", None)
-    return None
+    there = candidate.points.get(at, candidate.points.get(int(at)))
+    if there is not None and _finite(there.get("y")):
+        return there["y"], there["se"], "measured", None
+    return _trend_at_best(candidate, at, increasing, a.level)
+
+
+TREND_AT_BEST = "its trend at best (no law holds yet: a bound)"
+"""How a candidate read by _trend_at_best is named: it can lose a comparison, never win one."""
+
+
+def _trend_at_best(candidate: Candidate, at: float, increasing: bool, level: float):
+    """A candidate whose data may still help but follow no law yet, read at `at` as the best it
+    can plausibly reach: the straight line through its points in log D_p (weighted by their
+    errors), with the slope at the optimistic end of its interval (never worse than flat),
+    continued from the last point. Task metrics grow at most about linearly in log D_p (the
+    log-law's aligned curves bend down), so this overstates a candidate rather than understates
+    it: a leader that beats it beats the candidate. None below three points."""
+    xs = sorted(d for d, p in candidate.points.items()
+                if d > 0 and _finite(p.get("y")) and _finite(p.get("se")) and p["se"] > 0)
+    if len(xs) < 3:
+        return None
+    u = np.log(np.array(xs, dtype=float))
+    y = np.array([candidate.points[d]["y"] for d in xs], dtype=float)
+    w = 1.0 / np.array([candidate.points[d]["se"] for d in xs], dtype=float) ** 2
+    design = np.column_stack([np.ones_like(u), u - u[-1]])  # the intercept: the line at the last
+    cov = np.linalg.inv(design.T @ (design * w[:, None]))
+    coef = cov @ design.T @ (w * y)
+    z = stats.norm.ppf(0.5 + level / 2)
+    sign = 1.0 if increasing else -1.0
+    slope = sign * max(sign * coef[1] + z * math.sqrt(cov[1, 1]), 0.0)
+    value = coef[0] + slope * math.log(at / xs[-1])
+    return float(value), math.sqrt(cov[0, 0]), TREND_AT_BEST, None
 
 
 def _law_checked(candidate: Candidate) -> bool:
@@ -176,10 +218,11 @@ def _law_checked(candidate: Candidate) -> bool:
     return bool(a is not None and a.backtest and a.law_holds)
 
 
-def _predicted(candidates, at: float) -> tuple[np.ndarray, np.ndarray, list[str], list]:
+def _predicted(candidates, at: float, increasing: bool
+               ) -> tuple[np.ndarray, np.ndarray, list[str], list]:
     """Each candidate's value at `at` (_at_target), their covariance (independent), how each
     was read and its own interval where it has one (a law's bootstrap: often lopsided)."""
-    rows = [_at_target(c, at) for c in candidates]
+    rows = [_at_target(c, at, increasing) for c in candidates]
     return (np.array([r[0] for r in rows], dtype=float), np.diag([r[1] ** 2 for r in rows]),
             [r[2] for r in rows], [r[3] for r in rows])
 
@@ -229,6 +272,9 @@ def _pair(candidates, values, cov, a: int, b: int, sign: float, z: float) -> dic
 def _decide(c: Comparison) -> tuple[str | None, str]:
     leader, runner = c.ranking[0], c.ranking[1]
     where = f"at {tokens(c.at)} tokens ({c.basis})"
+    if leader["read"] == TREND_AT_BEST:
+        return None, (f"no decision yet {where}: {leader['name']} may lead, but it follows no "
+                      f"law yet and is read at its best; its next checkpoints will tell")
     if leader["p_best"] >= c.confidence:
         return leader["name"], (f"best: {leader['name']}, P(best) {leader['p_best']:.2f} {where}")
     pair = next(p for p in c.pairs if {p["better"], p["worse"]}

@@ -21,7 +21,7 @@ from raysweep.data.mixture import mixture_params, mixture_text
 from raysweep.plan import plan_keys, stopped
 from raysweep.pretrain.source import PretrainingSource
 from raysweep.spec import SpecError, SweepSpec
-from raysweep.tracking import CANDIDATE, KIND, Tracker
+from raysweep.tracking import CANDIDATE, COORDINATOR_RUN, KIND, Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ logger = logging.getLogger(__name__)
 class StudySource:
     stage = "pretraining"
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, source_of=PretrainingSource):
+        """`source_of`: what makes a candidate's checkpoints, given its spec (candidate_spec).
+        The default pretrains it; a benchmark of the coordinators passes a stand-in that
+        publishes on a schedule (bench/bench_control_plane.py), so that the study's own part
+        (the threads, the candidates' runs, the final count) is still what runs."""
         self.spec = spec
-        self.sources = {c.name: PretrainingSource(spec.candidate_spec(c.name))
+        self.sources = {c.name: source_of(spec.candidate_spec(c.name))
                         for c in spec.candidates}
         # The study's own source: its tokenizer is trained on every candidate's mixture, its
         # baseline is the one model every candidate starts from.
@@ -58,8 +62,12 @@ class StudySource:
                                 f"raysweep for now. Compare finished series with `raysweep "
                                 f"compare --csv` on their law points; nothing was written.")
         tokenizer = self.shared.tokenizer(offline)
-        for source in self.sources.values():
-            source.check_with(tokenizer)
+        for i, (name, source) in enumerate(self.sources.items()):
+            try:
+                source.check_with(tokenizer)
+            except SpecError as err:  # name the field in the study's own spec
+                raise SpecError(str(err).replace(
+                    "pretrain.mixture[", f"candidates[{i}] ({name!r}).mixture[")) from None
         return tokenizer
 
     def prepare(self) -> None:
@@ -74,7 +82,7 @@ class StudySource:
         def pretrain(name: str, source: PretrainingSource) -> None:
             cspec = source.spec
             child = tracker.get_or_create_run({KIND: "candidate", CANDIDATE: name},
-                                              f"pretrain {name}", run_id)
+                                              COORDINATOR_RUN.format(f"pretrain {name}"), run_id)
             tracker.set_running(child)
             tracker.log_params(child, mixture_params(cspec))
             try:

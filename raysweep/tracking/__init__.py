@@ -13,6 +13,7 @@ from raysweep.tracking.schema import (
     BEST_LR,
     CANDIDATE,
     COMET_SCORER,
+    COORDINATOR_RUN,
     EXPERIMENT_KIND,
     FAILURE,
     KEY_FIELD,
@@ -27,12 +28,14 @@ from raysweep.tracking.schema import (
     VERDICT_PREFIX,
     WORKER,
     trial_key_from_tags,
+    trial_run_name,
     trial_tags,
 )
 
-__all__ = ["ATTEMPTS", "BEST_LR", "CANDIDATE", "COMET_SCORER", "EXPERIMENT_KIND", "FAILURE",
+__all__ = ["ATTEMPTS", "BEST_LR", "CANDIDATE", "COMET_SCORER", "COORDINATOR_RUN",
+           "EXPERIMENT_KIND", "FAILURE",
            "KEY_FIELD", "KIND", "KINDS", "MAX_DESCRIPTION", "PREVIOUS_FAILURE",
            "REJECTED_CHECKPOINT",
            "REJECTED_PREFIX", "SIGNATURE", "TRIAL_KEY", "VERDICT", "VERDICT_PREFIX", "WORKER",
            "BufferedMetrics", "Tracker", "is_transient", "outage_seconds", "sweep_params",
-           "trial_key_from_tags", "trial_tags"]
+           "trial_key_from_tags", "trial_run_name", "trial_tags"]

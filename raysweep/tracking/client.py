@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from raysweep.spec import SweepSpec
+from raysweep.text import tokens
 from raysweep.tracking.schema import (
     ATTEMPTS,
     EXPERIMENT_KIND,
@@ -289,3 +290,31 @@ class Tracker:
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
         self.set_tags(run_id, {MLFLOW_RUN_NOTE: markdown})
+
+    @_retry
+    def set_experiment_description(self, markdown: str) -> None:
+        """The experiment's description (MLflow's note on the experiment, shown above its runs
+        list): where a person arriving from MLflow's start page reads the answer first."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE  # the experiment's note: same key
+
+        self.client.set_experiment_tag(self.experiment_id, MLFLOW_RUN_NOTE,
+                                       markdown[:MAX_DESCRIPTION])
+
+    @_retry
+    def log_finetune_data(self, run_id: str, task: str, d_f: int, source: str) -> None:
+        """The trial's finetune data as the run's dataset input, "en-de (D_f 16k)": MLflow's
+        runs list shows it in its Dataset column, where the run's name is cut short."""
+        import hashlib
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        name = f"{task} (D_f {tokens(d_f)})"
+        digest = hashlib.sha1(f"{source}|{d_f}".encode()).hexdigest()[:8]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(
+            Dataset(name, digest, "raysweep", source),
+            [InputTag("mlflow.data.context", "finetune")])])
+
+    def run_link(self, run_id: str) -> str:
+        """A link to the run that works inside MLflow's UI (a Markdown description's link): its
+        page's route, relative to wherever the UI is served."""
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}"

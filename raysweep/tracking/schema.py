@@ -5,6 +5,7 @@ anywhere else would be a run nobody finds."""
 from __future__ import annotations
 
 from raysweep.plan import TrialKey
+from raysweep.text import tokens
 
 KIND = "raysweep.kind"
 """What a run is: sweep | pretrain | laws | trial, and in a study candidate (a candidate's
@@ -33,9 +34,9 @@ COMET_SCORER = "raysweep.comet_scorer"
 """Which node's COMET scorer actor scored the trial."""
 SIGNATURE = "raysweep.{}_signature"
 """sacrebleu's signature of a trial's BLEU or chrF."""
-VERDICT = "raysweep.verdict.{task}.df_{d_f}.{metric}"
-"""The verdict of one law, on the laws run."""
-VERDICT_PREFIX = "raysweep.verdict."
+VERDICT = "verdict.{metric}.{task}.df_{d_f}"
+"""The verdict of one law, on the laws run: the metric first, where MLflow's tag view cuts."""
+VERDICT_PREFIX = "verdict."
 REJECTED_CHECKPOINT = "raysweep.rejected_checkpoint.{}"
 """Why a checkpoint folder was skipped as unusable, on the sweep run."""
 REJECTED_PREFIX = "raysweep.rejected_checkpoint."
@@ -53,6 +54,22 @@ def trial_tags(key: TrialKey) -> dict[str, str]:
         fields.append(("candidate", key.candidate))
     return {KIND: "trial", TRIAL_KEY: str(key),
             **{KEY_FIELD.format(name): value for name, value in fields}}
+
+
+def trial_run_name(key: TrialKey) -> str:
+    """What MLflow's runs list shows of a trial, what varies most first, as it cuts names at
+    about 13 characters: "df16k dp655k s1 lr3e-4 en-de" (dp0: no pretraining; the task and
+    D_f also show in the Dataset column, Tracker.log_finetune_data); a study's candidate first
+    ("en+fr df16k ..."). The run is found by its tags, never by this name."""
+    mantissa, exponent = f"{key.lr:.1e}".split("e")
+    lr = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    head = f"{key.candidate} " if key.candidate else ""
+    return (f"{head}df{tokens(key.d_f)} dp{tokens(key.d_p) if key.d_p else 0} s{key.seed} "
+            f"lr{lr} {key.task}")
+
+
+COORDINATOR_RUN = "({})"
+"""The names of a sweep's own runs, "(laws)", "(pretrain)": they sort before its trials."""
 
 
 def trial_key_from_tags(tags: dict[str, str]) -> TrialKey:
