@@ -98,6 +98,9 @@ def test_the_ui_leads_with_the_answer_from_the_start_page_to_the_laws_plot(
         try:
             page.goto(mlflow_ui)
             page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on GenAI pages
+            # The start page lists the experiment with its description: the answer, first.
+            expect(page.get_by_role("link", name=spec.name, exact=True).first).to_be_visible()
+            expect(page.get_by_text(first_line).first).to_be_visible()
             shot(page, tmp_path, "experiments.png")
             # 1 click: the experiment. Its description, folded to one line, is the answer.
             page.get_by_role("link", name=spec.name, exact=True).first.click()
