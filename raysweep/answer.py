@@ -37,16 +37,20 @@ def with_interval(entry: dict | None, signed: bool = False) -> str:
 
 
 def change_text(metric: str, entry: dict | None) -> str:
-    """A change with its interval, read as an improvement whichever way the metric runs
-    (cross-entropy: "reduction 0.89 [0.80, 0.95] nats"), and said to be nothing where its
-    interval holds zero."""
+    """A change with its interval, read as an improvement whichever way the metric runs: a
+    cross-entropy that falls is a "reduction 0.89 [0.80, 0.95] nats", one that rises an
+    "increase ... (worse)"; a change whose interval holds zero is said to be nothing."""
     if not entry:
         return "-"
     value, low, high = entry["value"], entry["low"], entry["high"]
-    if metric in LOWER_IS_BETTER:
-        text = f"reduction {interval(-value, -high, -low)} nats"
-    else:
+    if metric not in LOWER_IS_BETTER:
         text = interval(value, low, high, sign=True)
+    elif high < 0:
+        text = f"reduction {interval(-value, -high, -low)} nats"
+    elif low > 0:
+        text = f"increase {interval(value, low, high)} nats (worse)"
+    else:
+        text = f"{interval(value, low, high, sign=True)} nats"
     return text + (": not distinguishable from nothing" if low <= 0 <= high else "")
 
 

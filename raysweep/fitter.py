@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import statistics
 import threading
+from collections import Counter
 
 import ray
 
@@ -236,9 +238,12 @@ class LawFitter(FigureLog):
             self.tracker.log_table(self.run_id, rankings_table(self.spec, groups),
                                    "tables/rankings.json")
         checkpoints_in = len({(g.candidate, d_p) for g in groups for d_p in g.points if d_p})
-        page = study_markdown if self.spec.candidates else answer_markdown
-        self.tracker.set_description(self.sweep_run_id, page(
-            self.spec, groups, checkpoints_in, laws_link=self.tracker.run_link(self.run_id)))
+        link = self.tracker.run_link(self.run_id)
+        if self.spec.candidates:
+            page = study_markdown(self.spec, groups, checkpoints_in, link, self._trial_counts())
+        else:
+            page = answer_markdown(self.spec, groups, checkpoints_in, link)
+        self.tracker.set_description(self.sweep_run_id, page)
         self._log_answer_elsewhere(groups)
         for name, (why, at_tokens) in decide_stops(self.spec, groups).items():
             # Stopping losers (a study's `stop` policy): recorded in the study's folder, where
@@ -247,6 +252,13 @@ class LawFitter(FigureLog):
             logger.info("stopping candidate %s at %s tokens: %s", name, at_tokens, why)
             record_stop(self.spec, name, why, at_tokens)
             tell_watcher(self.spec, "stop_candidate", name)
+
+    def _trial_counts(self) -> tuple[dict[str, int], float]:
+        """(finished trials per candidate, a trial's median seconds): what a stop saved."""
+        results = list(self.results.values())
+        finished = Counter(r.key.candidate for r in results)
+        seconds = [r.metrics["trial_seconds"] for r in results if "trial_seconds" in r.metrics]
+        return dict(finished), (statistics.median(seconds) if seconds else 0.0)
 
     def _log_answer_elsewhere(self, groups: list[LawGroup]) -> None:
         """The answer where a person arriving from MLflow's start page looks first: the

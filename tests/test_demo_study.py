@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from raysweep.plan import plan_keys, stopped
+from raysweep.study.answer import study_comparisons
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +76,6 @@ def test_aligned_pretraining_reads_aligned_and_misaligned_never_does(demo_study)
 
 
 def test_the_study_names_the_aligned_candidate_best_and_stops_the_misaligned_one(demo_study):
-    from raysweep.plan import stopped
-    from raysweep.study.answer import study_comparisons
-
     spec, outcome, tracker, _ = demo_study
     (bleu,) = [c for _, d_f, c in study_comparisons(spec, outcome.groups)
                if c.metric == "bleu" and d_f == 4000]
@@ -87,10 +87,15 @@ def test_the_study_names_the_aligned_candidate_best_and_stops_the_misaligned_one
     page = study.data.tags["mlflow.note.content"]
     assert "**Best for en-de: en-de**" in page
     assert "**fr-ro stopped** after its checkpoint at" in page
+    # What the stop saved: the trials of fr-ro that never ran, and their time.
+    runs = tracker.find_runs({"raysweep.kind": "trial", "raysweep.candidate": "fr-ro"})
+    planned = sum(len(plan_keys(spec.candidate_spec("fr-ro"), d))
+                  for d in spec.candidate_spec("fr-ro").published_tokens())
+    finished = sum(r.info.status == "FINISHED" for r in runs)
+    assert f"{planned - finished} of its {planned} trials not run (about " in page
 
 
 def test_the_study_ran_every_candidate_and_the_baseline_once(demo_study):
-    from raysweep.plan import plan_keys
 
     spec, first, tracker, rerun = demo_study
     assert rerun.ok and rerun.progress["done"] == 0  # nothing left to do on resume

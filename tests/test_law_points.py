@@ -137,3 +137,17 @@ def test_the_answer_page_leads_with_the_verdict_gain_and_prediction():
     assert "reduction 0.616 [" in mixed and "nats" in mixed  # its gain over none: -0.616
     assert "not distinguishable from nothing" in mixed
     assert "beyond their noise: cross-entropy at D_f = 4,000" in mixed
+
+
+def test_changes_read_as_improvements_whichever_way_the_metric_runs():
+    from raysweep.answer import change_text
+
+    assert change_text("bleu", {"value": 2.1, "low": 1.2, "high": 3.0}) == "+2.1 [+1.2, +3.0]"
+    assert (change_text("bleu", {"value": 0.9, "low": -1.4, "high": 3.7})
+            == "+0.9 [-1.4, +3.7]: not distinguishable from nothing")
+    assert (change_text("cross_entropy", {"value": -0.89, "low": -0.97, "high": -0.81})
+            == "reduction 0.89 [0.81, 0.97] nats")
+    assert (change_text("cross_entropy", {"value": 0.19, "low": 0.16, "high": 0.22})
+            == "increase 0.190 [0.160, 0.220] nats (worse)")  # to the interval's precision
+    assert (change_text("cross_entropy", {"value": 0.01, "low": -0.09, "high": 0.12})
+            == "+0.01 [-0.09, +0.12] nats: not distinguishable from nothing")

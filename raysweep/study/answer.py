@@ -13,7 +13,7 @@ from raysweep import checkpoints
 from raysweep.answer import NAMES, answer_rows, answer_table, page_head
 from raysweep.data.mixture import alignment_text
 from raysweep.laws.group import LawGroup
-from raysweep.plan import stopped
+from raysweep.plan import plan_keys, stopped
 from raysweep.spec import SweepSpec
 from raysweep.study.compare import Comparison, describe_comparison, study_comparisons
 from raysweep.text import interval, tokens
@@ -67,10 +67,12 @@ def _agreement(mine: list[tuple[str, int, Comparison]]) -> list[str]:
 
 
 def study_markdown(spec: SweepSpec, groups: list[LawGroup],
-                   checkpoints_in: int | None = None, laws_link: str = "") -> str:
+                   checkpoints_in: int | None = None, laws_link: str = "",
+                   trials: tuple[dict[str, int], float] | None = None) -> str:
     """The study's page: the decision in a line per task first (what MLflow shows of a folded
     description), then per task the decision, a table of comparisons, then each candidate's own
-    answer table. laws_link: the laws run's page (the figures and tables)."""
+    answer table. laws_link: the laws run's page (the figures and tables). trials: (finished
+    trials per candidate, a trial's median seconds), where known: what a stop saved in trials."""
     found, done = study_comparisons(spec, groups), stopped(spec)
     # A stopped candidate's schedule ends where it was stopped.
     scheduled = sum(len([d for d in u.published_tokens()
@@ -79,7 +81,7 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
     lines = page_head(spec, "which pretraining data serves each task best",
                       study_lines(spec, groups), scheduled, checkpoints_in, laws_link,
                       f"candidates: {', '.join(c.name for c in spec.candidates)} · ")
-    lines += _stops(spec)
+    lines += _stops(spec, trials)
     for task in spec.tasks:
         mine = [item for item in found if item[0] == task.name]
         lines += [f"## {task.name}", "", _headline(task.name, mine), "",
@@ -98,10 +100,11 @@ def study_markdown(spec: SweepSpec, groups: list[LawGroup],
     return "\n".join(lines)
 
 
-def _stops(spec: SweepSpec) -> list[str]:
-    """The candidates stopped as losers (the study's `stop` policy): when, why, and the
-    pretraining it saved (none where its pretraining had already reached its budget: on a small
-    machine the trials lag behind it, and the stop then saves trials only)."""
+def _stops(spec: SweepSpec, trials: tuple[dict[str, int], float] | None) -> list[str]:
+    """The candidates stopped as losers (the study's `stop` policy): when, why, and what it
+    saved: the pretraining tokens not spent (none where its pretraining had already reached its
+    budget: on a small machine the trials lag behind it, and the stop then saves trials only)
+    and, where `trials` tells, the trials not run and their time at a trial's median."""
     lines = []
     for name, stop in stopped(spec).items():
         unit = spec.candidate_spec(name)
@@ -110,6 +113,12 @@ def _stops(spec: SweepSpec) -> list[str]:
         saved = (f"{tokens(budget - made)} pretraining tokens not spent ({1 - made / budget:.0%}"
                  f" of its budget; it stopped at {tokens(made)})" if made < budget else
                  "no pretraining (it had reached its budget)")
+        if trials is not None:
+            finished, seconds = trials
+            planned = sum(len(plan_keys(unit, d)) for d in unit.published_tokens())
+            not_run = max(planned - finished.get(name, 0), 0)
+            saved += (f"; {not_run} of its {planned} trials not run (about "
+                      f"{not_run * seconds:,.0f} trial-seconds at their median)")
         lines.append(f"- **{name} stopped** after its checkpoint at {tokens(stop['at_tokens'])} "
                      f"tokens ({stop['time']}): {stop['reason']}. Saved: {saved}; its queued "
                      f"trials were cancelled, its finished ones kept.")
