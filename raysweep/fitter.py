@@ -10,10 +10,13 @@ on the *dev* set (never the test set) by fit.lr_choice; that trial's run is tagg
 cross-entropy the power law; the no-pretraining baseline (D_p = 0) is kept for comparison, not
 fitted.
 
-Logged to the laws run: metrics `<task>/df_<D_f>/<metric>/<name>` (parameters, their interval
-bounds `<name>_low`/`<name>_high`, the prediction at fit.target_tokens with its interval, backtest
-error, R^2) with MLflow step = the number of points fitted, so the UI shows how each law moved as
-checkpoints arrived; a tag `verdict.<metric>.<task>.df_<D_f>`; and `laws.json`.
+Logged to the laws run (law_tables.LAWS_RUN_NOTE says it on the run's page): metrics
+`<task>/df_<D_f>/<metric>/<name>` (the gain, the prediction at fit.target_tokens, what pretraining
+on to it gives, the trend, each with `_low`/`_high`; the parameters under `params/` where the
+points pin them down) once per MLflow step = the number of points fitted, so the UI shows how
+each law moved as checkpoints arrived; a tag `verdict.<metric>.<task>.df_<D_f>`; `laws.json`;
+the figures (fitter_figures.FigureLog). On the sweep run: the answer (its description), its
+numbers as metrics; on the experiment: the answer in a line per task.
 """
 
 from __future__ import annotations
