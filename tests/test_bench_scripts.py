@@ -212,3 +212,27 @@ def test_mlflow_load_benchmark_loses_no_write_on_either_backend():
 def test_mlflow_load_benchmark_refuses_an_unknown_backend():
     done = bench("bench_mlflow_load.py", "--backends", "mysql")
     assert done.returncode == 2 and "--backends: unknown ['mysql']" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_control_plane_benchmark_runs_a_small_study(tiny_spec_dict, write_spec):
+    done = bench("bench_control_plane.py", "--spec", str(write_spec(tiny_spec_dict)),
+                 "--tasks", "1", "--checkpoints", "3", "--sizes", "1", "--lrs", "1", "--seeds", "1",
+                 "--concurrency", "2", "--publish-every", "0.1", "--candidates", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    # The shared baseline once, then 2 candidates x 3 checkpoints: 7 starting points, 1 trial each.
+    assert re.search(r"^7 trial keys: 1 tasks x 7 starting points \(the shared baseline \+ 2 "
+                     r"candidates x 3 checkpoints\)", out, re.M), out
+    assert re.search(r"^2 candidates \(no stopping policy\), effect on D_p: en-de \d\.\d\d, "
+                     r"en-fr \d\.\d\d$", out, re.M), out
+    assert "ok=True" in out and re.search(r"^7 trials finished of 7 planned$", out, re.M), out
+    assert re.search(r"^by candidate: the shared baseline 1, en-de 3, en-fr 3$", out, re.M), out
+    overhead = re.search(r"coordinator overhead per trial: (\d+\.\d\d) slot-seconds", out)
+    assert overhead and 0 < float(overhead.group(1)) < 60, out
+    lag = re.search(r"fitter lag at the end: (-?\d+\.\d) s .* the figures -?\d+\.\d s", out)
+    assert lag and -5 < float(lag.group(1)) < 120, out
+    assert re.search(r"MLflow: runs \d+", out)
+    assert re.search(r"^verdicts \(.*\): \w", out, re.M), out
+    laws = re.search(r"^laws by candidate: en-de (\d+), en-fr (\d+)$", out, re.M)
+    assert laws and int(laws.group(1)) == int(laws.group(2)) > 0, out
