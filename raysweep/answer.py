@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from raysweep.data.mixture import alignment_text
-from raysweep.laws.evidence import MISALIGNED
+from raysweep.laws.evidence import MISALIGNED, NO_EFFECT
 from raysweep.laws.group import LawGroup
 from raysweep.spec import SweepSpec
 from raysweep.text import interval, number, tokens, with_error
@@ -67,6 +67,8 @@ def _more(metric: str, analysis, how: bool = True) -> str:
     say so, and how much more data that is (the table's header and note say it instead)."""
     if analysis.verdict == MISALIGNED:
         return "nothing expected: this data does not help the metric"
+    if analysis.verdict == NO_EFFECT:
+        return "nothing measurable expected: more of this data made no difference"
     if analysis.law_holds is False:
         return "not predicted: the law does not hold"
     for p in analysis.predictions:
