@@ -57,7 +57,7 @@ def test_the_study_demo_validates_and_plans_each_candidate(capsys):
     assert "synthetic:fr x 0.5, synthetic:ro x 0.5" in out
     assert ("stopping: once every candidate has 3 checkpoints, a candidate that the leader beats "
             "on bleu with probability >= 0.95") in out
-    assert out.count("pretraining: 2 workers") == 1  # shared: printed once
+    assert out.count("pretraining: 1 workers") == 1  # shared: printed once
     assert out.rstrip().endswith("spec is valid")
 
 
