@@ -34,7 +34,7 @@ import numpy as np
 
 from raysweep.laws import LOG_LAW
 from raysweep.laws.analysis import analyse
-from raysweep.study.compare import Candidate, compare, readable_at
+from raysweep.study.compare import Candidate, compare
 from raysweep.study.stopping import losers
 
 D_P = np.logspace(np.log10(2e4), np.log10(6.4e5), 6)
@@ -101,15 +101,14 @@ def upto(candidate: Candidate, j: int, baseline: tuple[float, float],
 def with_stopping(candidates, baseline, confidence: float, after: int, resamples: int,
                   stop_confidence: float | None = None) -> tuple[str | None, float]:
     """(the best named, the share of the pretraining tokens spent) with losers stopped: from
-    checkpoint `after` on, each look compares the candidates still training that can be read at
-    the target (raysweep.study.stopping's rule). The decision is then made as the study makes
+    checkpoint `after` on, each look compares the candidates still training at the target
+    (raysweep.study.stopping's rule). The decision is then made as the study makes
     it: every candidate compared at the target, a stopped one as it stood when it stopped."""
     stop_confidence = stop_confidence or confidence
     alive, stopped_at, as_stopped = [c.name for c in candidates], {}, {}
     by_name = {c.name: c for c in candidates}
     for j in range(after - 1, D_P.size - 1):
         now = [upto(by_name[n], j, baseline, resamples) for n in alive]
-        now = [c for c in now if readable_at(c, D_P[-1])]
         if len(now) < 2:
             continue
         comparison = compare(now, "bleu", increasing=True, at=D_P[-1],

@@ -19,11 +19,13 @@ from raysweep.study.compare import Comparison, describe_comparison, study_compar
 from raysweep.text import interval, tokens
 
 
-def _headline(task: str, mine: list[tuple[str, int, Comparison]]) -> str:
-    """The task's decision in one sentence, led by its first task metric (BLEU in the paper)."""
+def _headline(task: str, mine: list[tuple[str, int, Comparison]], named: bool = True) -> str:
+    """The task's decision in one sentence, led by its first task metric (BLEU in the paper);
+    named: say the task's name (not where the line starts with it)."""
+    of = f" for {task}" if named else ""
     quality = [(d_f, c) for _, d_f, c in mine if c.metric != "cross_entropy"]
     if not quality:
-        return f"No comparison for {task} yet: the candidates have no checkpoint in common."
+        return f"No comparison{of} yet: the candidates have no checkpoint in common."
     lead = quality[0][1].metric
     decided = {d_f: c for d_f, c in quality if c.metric == lead and c.best}
     name = NAMES.get(lead, lead)
@@ -31,12 +33,12 @@ def _headline(task: str, mine: list[tuple[str, int, Comparison]]) -> str:
         best = next(iter(decided.values())).best
         p = min(c.p_best[best] for c in decided.values())
         sizes = ", ".join(f"{d:,}" for d in sorted(decided))
-        return (f"**Best for {task}: {best}** ({name} at D_f = {sizes} tokens, P(best) at least "
+        return (f"**Best{of}: {best}** ({name} at D_f = {sizes} tokens, P(best) at least "
                 f"{p:.2f}).")
     if decided:
         picks = "; ".join(f"{c.best} at D_f = {d:,}" for d, c in sorted(decided.items()))
-        return f"**The best for {task} depends on the finetuning size** ({name}: {picks})."
-    return (f"**No decision yet for {task}** in {name}: the candidates' differences are within "
+        return f"**The best{of} depends on the finetuning size** ({name}: {picks})."
+    return (f"**No decision yet{of}** in {name}: the candidates' differences are within "
             f"their noise; the rows below say what would resolve it.")
 
 
@@ -44,8 +46,8 @@ def study_lines(spec: SweepSpec, groups: list[LawGroup]) -> list[str]:
     """The decision in a line per task: what the experiment's description and the top of the
     study run's page show."""
     found = study_comparisons(spec, groups)
-    return [f"- **{task.name}**: " + _headline(task.name, [f for f in found if f[0] == task.name])
-            .replace(f" for {task.name}", "") for task in spec.tasks]
+    return [f"- **{task.name}**: " + _headline(
+        task.name, [f for f in found if f[0] == task.name], named=False) for task in spec.tasks]
 
 
 def _agreement(mine: list[tuple[str, int, Comparison]]) -> list[str]:

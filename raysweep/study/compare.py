@@ -143,7 +143,7 @@ def _where(candidates, at, common, increasing: bool) -> tuple[float, str, str]:
         # Below the common range a law's interpolation is no better than the points beside it.
         return common, "measured", (f"compared at {tokens(common)} tokens, the largest size "
                                     f"every candidate measured, not at {tokens(at)}")
-    unreadable = [c.name for c in candidates if not readable_at(c, at, increasing)]
+    unreadable = [c.name for c in candidates if not _readable_at(c, at, increasing)]
     if unreadable:
         why = ", ".join(unreadable)
         return common, "measured", (
@@ -152,7 +152,7 @@ def _where(candidates, at, common, increasing: bool) -> tuple[float, str, str]:
     return float(at), "predicted", ""
 
 
-def readable_at(candidate: Candidate, at: float, increasing: bool = True) -> bool:
+def _readable_at(candidate: Candidate, at: float, increasing: bool = True) -> bool:
     """Whether the candidate has a value at `at` (D_p) to compare: see _at_target."""
     return _at_target(candidate, at, increasing) is not None
 
